@@ -1,0 +1,268 @@
+//! Remote attestation: the document a node issues, and the validators that check it.
+//!
+//! ```text
+//!  node (issuer, crate `tpm`)                     verifier (CLI, JoinService)
+//!  ───────────────────────────                    ───────────────────────────
+//!  extraData = SHA-256(userData ‖ nonce)   ◄─nonce──
+//!  tpmNonce  = SHA-256(instanceInfo ‖ extraData)
+//!  quote(PCRs, tpmNonce) → AttestationDocument ──►  Validator::validate(doc, nonce)
+//!                                                    → VerifiedAttestation (userData, PCRs)
+//! ```
+//!
+//! Everything here is synchronous and free of I/O: decoding TPM structures, checking quote
+//! signatures, trust in the attestation key, and comparison with expected measurements. The
+//! verifier side never needs `libtss2`.
+
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use sha2::{Digest, Sha256};
+
+pub use measurements::{Comparison, Measurements, Mismatch};
+
+pub mod insecure_dummy;
+
+/// Attestation variants. The string forms and OIDs are those of the Go system, plus our own
+/// `local-vtpm` (a software TPM whose attestation key the local provider vouches for).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Variant {
+    /// Test-only variant of the Go system (`dummy`).
+    Dummy,
+    AwsNitroTpm,
+    AwsSevSnp,
+    GcpSevEs,
+    GcpSevSnp,
+    AzureSevSnp,
+    AzureTrustedLaunch,
+    AzureTdx,
+    /// Go's `qemu-vtpm`: the AK in the document is trusted as-is. Insecure; testing only.
+    QemuVtpm,
+    QemuTdx,
+    /// Our local provider: a `swtpm` per node, AK trusted only if the provider recorded it.
+    LocalVtpm,
+}
+
+impl Variant {
+    pub const ALL: [Variant; 11] = [
+        Variant::Dummy,
+        Variant::AwsNitroTpm,
+        Variant::AwsSevSnp,
+        Variant::GcpSevEs,
+        Variant::GcpSevSnp,
+        Variant::AzureSevSnp,
+        Variant::AzureTrustedLaunch,
+        Variant::AzureTdx,
+        Variant::QemuVtpm,
+        Variant::QemuTdx,
+        Variant::LocalVtpm,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Variant::Dummy => "dummy",
+            Variant::AwsNitroTpm => "aws-nitro-tpm",
+            Variant::AwsSevSnp => "aws-sev-snp",
+            Variant::GcpSevEs => "gcp-sev-es",
+            Variant::GcpSevSnp => "gcp-sev-snp",
+            Variant::AzureSevSnp => "azure-sev-snp",
+            Variant::AzureTrustedLaunch => "azure-trustedlaunch",
+            Variant::AzureTdx => "azure-tdx",
+            Variant::QemuVtpm => "qemu-vtpm",
+            Variant::QemuTdx => "qemu-tdx",
+            Variant::LocalVtpm => "local-vtpm",
+        }
+    }
+
+    /// OID arcs under the unregistered arc 1.3.9900 (Go system's table; `local-vtpm` = 1.3.9900.6.1).
+    pub fn oid(self) -> &'static [u64] {
+        match self {
+            Variant::Dummy => &[1, 3, 9900, 1, 1],
+            Variant::AwsNitroTpm => &[1, 3, 9900, 2, 1],
+            Variant::AwsSevSnp => &[1, 3, 9900, 2, 2],
+            Variant::GcpSevEs => &[1, 3, 9900, 3, 1],
+            Variant::GcpSevSnp => &[1, 3, 9900, 3, 2],
+            Variant::AzureSevSnp => &[1, 3, 9900, 4, 1],
+            Variant::AzureTrustedLaunch => &[1, 3, 9900, 4, 2],
+            Variant::AzureTdx => &[1, 3, 9900, 4, 3],
+            Variant::QemuVtpm => &[1, 3, 9900, 5, 1],
+            Variant::QemuTdx => &[1, 3, 9900, 5, 99],
+            Variant::LocalVtpm => &[1, 3, 9900, 6, 1],
+        }
+    }
+
+    /// The config section key under `attestation:` (config v4).
+    pub fn config_key(self) -> &'static str {
+        match self {
+            Variant::Dummy => "dummy",
+            Variant::AwsNitroTpm => "awsNitroTPM",
+            Variant::AwsSevSnp => "awsSEVSNP",
+            Variant::GcpSevEs => "gcpSEVES",
+            Variant::GcpSevSnp => "gcpSEVSNP",
+            Variant::AzureSevSnp => "azureSEVSNP",
+            Variant::AzureTrustedLaunch => "azureTrustedLaunch",
+            Variant::AzureTdx => "azureTDX",
+            Variant::QemuVtpm => "qemuVTPM",
+            Variant::QemuTdx => "qemuTDX",
+            Variant::LocalVtpm => "localVTPM",
+        }
+    }
+
+    pub fn from_config_key(s: &str) -> Option<Variant> {
+        Variant::ALL.into_iter().find(|v| v.config_key() == s)
+    }
+}
+
+impl fmt::Display for Variant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Variant {
+    type Err = UnknownVariant;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Variant::ALL
+            .into_iter()
+            .find(|v| v.as_str() == s)
+            .ok_or_else(|| UnknownVariant(s.to_string()))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("unknown attestation variant {0:?} (known: aws-sev-snp, aws-nitro-tpm, azure-sev-snp, azure-tdx, azure-trustedlaunch, gcp-sev-snp, gcp-sev-es, qemu-vtpm, local-vtpm)")]
+pub struct UnknownVariant(pub String);
+
+/// `extraData = SHA-256(userData ‖ nonce)` (Go `MakeExtraData`).
+pub fn make_extra_data(user_data: &[u8], nonce: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(user_data);
+    h.update(nonce);
+    h.finalize().into()
+}
+
+/// The TPM quote's qualifying data: `SHA-256(instanceInfo ‖ extraData)` (Go `makeTpmNonce`).
+pub fn make_tpm_nonce(instance_info: &[u8], extra_data: &[u8; 32]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(instance_info);
+    h.update(extra_data);
+    h.finalize().into()
+}
+
+/// Produces attestation documents (node side). Implemented by crate `tpm` for vTPM variants.
+///
+/// `issue` may block (TPM I/O); async callers use `spawn_blocking`.
+pub trait Issuer: Send + Sync {
+    fn variant(&self) -> Variant;
+    fn issue(&self, user_data: &[u8], nonce: &[u8]) -> Result<Vec<u8>, IssueError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("issuing attestation failed: {message}")]
+pub struct IssueError {
+    pub message: String,
+    #[source]
+    pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl IssueError {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            source: None,
+        }
+    }
+    pub fn with_source(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            message: message.into(),
+            source: Some(Box::new(source)),
+        }
+    }
+}
+
+/// Checks attestation documents (verifier side). Synchronous and pure CPU.
+pub trait Validator: Send + Sync {
+    fn variant(&self) -> Variant;
+    /// Verifies `doc` against `nonce` and this validator's policy (trusted AKs, measurements).
+    fn validate(&self, doc: &[u8], nonce: &[u8]) -> Result<VerifiedAttestation, ValidationError>;
+}
+
+/// Proof that a document passed a [`Validator`]. Only validators construct it; code that hands
+/// out secrets takes this type, never raw bytes.
+#[derive(Debug, Clone)]
+pub struct VerifiedAttestation {
+    variant: Variant,
+    user_data: Vec<u8>,
+    pcrs: BTreeMap<u32, Vec<u8>>,
+    warnings: Vec<Mismatch>,
+    ak_fingerprint: [u8; 32],
+}
+
+impl VerifiedAttestation {
+    /// Only validators in this crate construct it.
+    pub(crate) fn new(
+        variant: Variant,
+        user_data: Vec<u8>,
+        pcrs: BTreeMap<u32, Vec<u8>>,
+        warnings: Vec<Mismatch>,
+        ak_fingerprint: [u8; 32],
+    ) -> Self {
+        Self {
+            variant,
+            user_data,
+            pcrs,
+            warnings,
+            ak_fingerprint,
+        }
+    }
+    pub fn variant(&self) -> Variant {
+        self.variant
+    }
+    /// The user data the issuer bound into the document (aTLS: SHA-256 of the peer's SPKI).
+    pub fn user_data(&self) -> &[u8] {
+        &self.user_data
+    }
+    /// The verified PCR values (SHA-256 bank, the quote whose signature was checked).
+    pub fn pcrs(&self) -> &BTreeMap<u32, Vec<u8>> {
+        &self.pcrs
+    }
+    /// `warnOnly` measurements that differed.
+    pub fn warnings(&self) -> &[Mismatch] {
+        &self.warnings
+    }
+    /// SHA-256 of the attestation key's public area (TPMT_PUBLIC), identifying the node's TPM.
+    pub fn ak_fingerprint(&self) -> &[u8; 32] {
+        &self.ak_fingerprint
+    }
+}
+
+/// Validation failures. Messages name what did not match; they are for the local log and for
+/// the owner's CLI. Services answer unauthenticated peers with a generic error instead.
+#[derive(Debug, thiserror::Error)]
+pub enum ValidationError {
+    #[error("attestation document is malformed: {0}")]
+    Malformed(String),
+    #[error("attestation document is for variant {got}, expected {want}")]
+    WrongVariant { want: Variant, got: String },
+    #[error("attestation key is not trusted: {0}")]
+    UntrustedKey(String),
+    #[error("quote signature does not verify: {0}")]
+    BadSignature(String),
+    #[error("quote is not fresh: qualifying data does not match this nonce and user data (replayed or for another peer)")]
+    NonceMismatch,
+    #[error("quote's PCR digest does not match the reported PCR values (bank {bank})")]
+    PcrDigestMismatch { bank: &'static str },
+    #[error("{}", format_mismatches(.0))]
+    Measurements(Vec<Mismatch>),
+    #[error("{0}")]
+    Other(String),
+}
+
+fn format_mismatches(m: &[Mismatch]) -> String {
+    let list: Vec<String> = m.iter().map(|m| m.to_string()).collect();
+    format!("measurements do not match: {}", list.join("; "))
+}
