@@ -22,6 +22,7 @@ use sha2::{Digest, Sha256};
 
 pub use measurements::{Comparison, Measurements, Mismatch};
 
+pub mod document;
 pub mod insecure_dummy;
 
 /// Attestation variants. The string forms and OIDs are those of the Go system, plus our own
