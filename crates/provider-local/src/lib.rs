@@ -1,0 +1,23 @@
+//! The local provider: a cluster whose nodes are process trees on this machine.
+//!
+//! * [`image`]: the node image, a versioned, content-addressed bundle of the node's programs plus
+//!   a manifest, and [`image::NodeImage::expected_measurements`], which predicts PCRs offline.
+//! * [`pcr`]: the measured-boot plan shared by the offline prediction and the node launcher
+//!   (the launcher plays firmware and boot loader: it measures before it runs).
+//! * [`cloud`]: the local cloud's state (nodes, addresses, AK records, init-secret hash),
+//!   kept in the workspace under `constellation-local/`. Nodes read it as their instance
+//!   metadata service; the CLI writes it.
+//! * [`process`]: detached process trees (one process group per node) and their termination.
+//!
+//! What it does not do: talk to a node (that is the CLI's and the Bootstrapper's business) or
+//! touch a TPM (crate `tpm`).
+
+#![forbid(unsafe_code)]
+
+pub mod cloud;
+pub mod image;
+pub mod pcr;
+pub mod process;
+
+/// The provider string used in node command lines and measurement files.
+pub const CSP: &str = "local";

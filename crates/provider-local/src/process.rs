@@ -1,0 +1,169 @@
+//! Detached process trees. Each node (and each node's swtpm) runs in its own process group, so
+//! it outlives the CLI that started it and can be stopped as a whole.
+//!
+//! A pid alone can be reused after a process ends; a [`ProcessRecord`] also keeps the process's
+//! start time (from `/proc/<pid>/stat`) so that we never signal a stranger.
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("starting {program}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("opening log file {path}")]
+    Log {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("process group {pid} did not stop within {secs} s even after SIGKILL")]
+    WontDie { pid: u32, secs: u64 },
+}
+
+/// Identifies one running process: pid plus its start time in clock ticks since boot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessRecord {
+    pub pid: u32,
+    pub start_time: u64,
+}
+
+/// State and start time from `/proc/<pid>/stat`; `None` if there is no such process.
+fn stat(pid: u32) -> Option<(char, u64)> {
+    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may contain spaces: parse after it.
+    let rest = &s[s.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let state = fields.first()?.chars().next()?;
+    let start = fields.get(19)?.parse().ok()?;
+    Some((state, start))
+}
+
+impl ProcessRecord {
+    pub fn of(pid: u32) -> Option<Self> {
+        stat(pid).map(|(_, start_time)| Self { pid, start_time })
+    }
+
+    /// Running (not a zombie) and still the same process.
+    pub fn is_alive(&self) -> bool {
+        matches!(stat(self.pid), Some((state, start)) if state != 'Z' && state != 'X' && start == self.start_time)
+    }
+
+    /// SIGTERM to the process group, then SIGKILL after `grace`; waits until the leader is gone.
+    pub fn stop_group(&self, grace: Duration) -> Result<(), ProcessError> {
+        if !self.is_alive() {
+            return Ok(());
+        }
+        let pgid = Pid::from_raw(self.pid as i32);
+        let _ = killpg(pgid, Signal::SIGTERM);
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if !self.is_alive() {
+                // Members of the group may linger a moment longer; make sure they go too.
+                let _ = killpg(pgid, Signal::SIGKILL);
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = killpg(pgid, Signal::SIGKILL);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if !self.is_alive() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Err(ProcessError::WontDie {
+            pid: self.pid,
+            secs: grace.as_secs() + 5,
+        })
+    }
+}
+
+/// Starts `cmd` in a new process group with stdin closed and stdout/stderr appended to `log`.
+///
+/// The child is not waited for: when the caller exits it is adopted by init. Callers that live
+/// on (tests) should keep the returned `Child` and reap it after stopping.
+pub fn spawn_detached(
+    mut cmd: Command,
+    log: &Path,
+) -> Result<(ProcessRecord, std::process::Child), ProcessError> {
+    use std::os::unix::process::CommandExt;
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let open = || {
+        fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .map_err(|e| ProcessError::Log {
+                path: log.display().to_string(),
+                source: e,
+            })
+    };
+    cmd.stdin(Stdio::null())
+        .stdout(open()?)
+        .stderr(open()?)
+        .process_group(0);
+    let child = cmd.spawn().map_err(|e| ProcessError::Spawn {
+        program: program.clone(),
+        source: e,
+    })?;
+    let pid = child.id();
+    let rec = ProcessRecord::of(pid).unwrap_or(ProcessRecord { pid, start_time: 0 });
+    Ok((rec, child))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spawn_and_stop_group_including_children() {
+        let t = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c").arg("sleep 300 & echo $! > child.pid; wait");
+        cmd.current_dir(t.path());
+        let (rec, mut child) = spawn_detached(cmd, &t.path().join("log")).unwrap();
+        assert!(rec.is_alive());
+        let pidfile = t.path().join("child.pid");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !pidfile.exists() || fs::read_to_string(&pidfile).unwrap().trim().is_empty() {
+            assert!(Instant::now() < deadline, "child never wrote its pid");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let grandchild: u32 = fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let gc = ProcessRecord::of(grandchild).unwrap();
+        rec.stop_group(Duration::from_secs(5)).unwrap();
+        let _ = child.wait();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while gc.is_alive() {
+            assert!(Instant::now() < deadline, "grandchild survived");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(!rec.is_alive());
+    }
+
+    #[test]
+    fn a_dead_pid_is_not_alive() {
+        let rec = ProcessRecord {
+            pid: u32::MAX - 1,
+            start_time: 1,
+        };
+        assert!(!rec.is_alive());
+        rec.stop_group(Duration::from_millis(10)).unwrap();
+    }
+}
