@@ -22,8 +22,17 @@ use sha2::{Digest, Sha256};
 
 pub use measurements::{Comparison, Measurements, Mismatch};
 
+pub mod azure_hcl;
 pub mod document;
+pub mod eventlog;
+pub mod gce;
 pub mod insecure_dummy;
+pub mod insecure_software_tpm;
+pub mod quote;
+pub mod tpm2;
+pub mod vtpm;
+
+pub use vtpm::{AkFingerprint, InsecureTrustAnyAkValidator, LocalVtpmValidator};
 
 /// Attestation variants. The string forms and OIDs are those of the Go system, plus our own
 /// `local-vtpm` (a software TPM whose attestation key the local provider vouches for).
@@ -239,6 +248,85 @@ impl VerifiedAttestation {
     pub fn ak_fingerprint(&self) -> &[u8; 32] {
         &self.ak_fingerprint
     }
+    /// Requires the document to be bound to `expected` (aTLS: SHA-256 of the certificate key the
+    /// peer proved possession of). A mismatch means the document was made for another channel.
+    pub fn require_user_data(&self, expected: &[u8]) -> Result<(), ValidationError> {
+        if quote::ct_eq(&self.user_data, expected) {
+            Ok(())
+        } else {
+            Err(ValidationError::UserDataMismatch {
+                expected: hex::encode(expected),
+                got: hex::encode(&self.user_data),
+            })
+        }
+    }
+}
+
+/// What a validator trusts beyond the measurements.
+#[derive(Debug, Clone, Default)]
+pub struct ValidatorPolicy {
+    /// `local-vtpm`: the attestation keys the local provider recorded for its nodes.
+    pub trusted_aks: std::collections::BTreeSet<AkFingerprint>,
+}
+
+impl ValidatorPolicy {
+    /// Adds an AK by its encoded public area (`TPMT_PUBLIC`, as in the document's `ak_pub`).
+    pub fn trust_ak_public(mut self, tpmt_public: &[u8]) -> Self {
+        self.trusted_aks
+            .insert(AkFingerprint::of_tpmt_public(tpmt_public));
+        self
+    }
+    pub fn trust_ak(mut self, fingerprint: AkFingerprint) -> Self {
+        self.trusted_aks.insert(fingerprint);
+        self
+    }
+}
+
+/// A variant this build cannot validate.
+#[derive(Debug, thiserror::Error)]
+#[error("no validator for attestation variant {variant}: {reason}")]
+pub struct UnsupportedVariant {
+    pub variant: Variant,
+    pub reason: &'static str,
+}
+
+/// The validator for `variant` (the Go `choose.Validator`).
+///
+/// `local-vtpm` → [`LocalVtpmValidator`] with `policy.trusted_aks`; `qemu-vtpm` →
+/// [`InsecureTrustAnyAkValidator`]; `dummy` → [`insecure_dummy::InsecureDummyValidator`]
+/// (both insecure, as in the Go system). Cloud variants need cloud APIs or collateral services
+/// to decide AK trust and are refused here.
+pub fn validator_for(
+    variant: Variant,
+    measurements: Measurements,
+    policy: ValidatorPolicy,
+) -> Result<Box<dyn Validator>, UnsupportedVariant> {
+    match variant {
+        Variant::LocalVtpm => Ok(Box::new(LocalVtpmValidator::new(
+            policy.trusted_aks,
+            measurements,
+        ))),
+        Variant::QemuVtpm => Ok(Box::new(InsecureTrustAnyAkValidator::new(measurements))),
+        Variant::Dummy => Ok(Box::new(insecure_dummy::InsecureDummyValidator)),
+        Variant::AwsNitroTpm | Variant::AwsSevSnp => Err(UnsupportedVariant {
+            variant,
+            reason: "AK trust needs the AWS EC2 API (nitro) or the AMD SNP certificate service",
+        }),
+        Variant::GcpSevEs | Variant::GcpSevSnp => Err(UnsupportedVariant {
+            variant,
+            reason: "AK trust needs the GCE Shielded-VM identity API",
+        }),
+        Variant::AzureSevSnp | Variant::AzureTdx | Variant::AzureTrustedLaunch => {
+            Err(UnsupportedVariant {
+                variant,
+                reason: "AK trust needs Azure THIM/MAA or Intel PCS collateral",
+            })
+        }
+        Variant::QemuTdx => Err(UnsupportedVariant {
+            variant,
+            reason: "TDX quotes need Intel PCS collateral",
+        }),
+    }
 }
 
 /// Validation failures. Messages name what did not match; they are for the local log and for
@@ -257,6 +345,12 @@ pub enum ValidationError {
     NonceMismatch,
     #[error("quote's PCR digest does not match the reported PCR values (bank {bank})")]
     PcrDigestMismatch { bank: &'static str },
+    #[error("quote does not cover exactly the reported PCRs: {0}")]
+    PcrSelection(String),
+    #[error("{0}")]
+    EventLog(String),
+    #[error("attestation is bound to user data {got}, expected {expected}")]
+    UserDataMismatch { expected: String, got: String },
     #[error("{}", format_mismatches(.0))]
     Measurements(Vec<Mismatch>),
     #[error("{0}")]

@@ -16,6 +16,7 @@
 
 pub mod cloud;
 pub mod image;
+pub mod infra;
 pub mod pcr;
 pub mod process;
 

@@ -1,0 +1,26 @@
+//! The node side of the local provider.
+//!
+//! ```text
+//!  provider ──starts──► launcher ("firmware + boot loader", [`launcher`])
+//!                         │ measures image components into the node's TPM (PCR 4, 9, 11)
+//!                         ▼ exec
+//!                       Bootstrapper ([`run`])
+//!                         ├─ serves Init over aTLS (node attests)      ◄── constellation apply
+//!                         └─ watches metadata for an initialized cluster (join path)
+//!                       on Init: check init secret, derive cluster ID, extend PCR 15,
+//!                       persist node state, start services ([`services`]): cluster CA,
+//!                       KeyService, JoinService, etcd.
+//! ```
+//!
+//! The node's "disk" is its folder: `state/` (node state, PKI) and `status.json` (what the
+//! node reports to `constellation status`). On the local provider this folder is not encrypted:
+//! a software TPM proves integrity of what was measured, not confidentiality from the host.
+
+#![forbid(unsafe_code)]
+
+pub mod launcher;
+pub mod metadata;
+pub mod pki;
+pub mod run;
+pub mod services;
+pub mod state;

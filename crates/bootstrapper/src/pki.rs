@@ -1,0 +1,123 @@
+//! The cluster's certificate authority and the certificates it issues.
+//!
+//! Kubernetes is absent on the local provider, so this CA is the cluster's root of
+//! authentication: etcd peers and clients, the KeyService's clients, and the owner's admin
+//! credentials all chain to it. Its key lives in the control-plane node's state folder (0600).
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+
+use anyhow::Context;
+use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
+
+use crate::state::write_atomic;
+
+pub struct ClusterCa {
+    pub cert_pem: String,
+    key_pem: zeroize::Zeroizing<String>,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+/// A certificate and its private key, both PEM.
+pub struct Issued {
+    pub cert_pem: String,
+    pub key_pem: zeroize::Zeroizing<String>,
+}
+
+fn validity(p: &mut CertificateParams, days: i64) {
+    let now = time::OffsetDateTime::now_utc();
+    p.not_before = now - time::Duration::hours(2);
+    p.not_after = now + time::Duration::days(days);
+}
+
+impl ClusterCa {
+    pub fn generate(cluster_name: &str) -> anyhow::Result<Self> {
+        let key = KeyPair::generate().context("generating the CA key")?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, format!("{cluster_name} cluster CA"));
+        dn.push(DnType::OrganizationName, "constellation");
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        validity(&mut params, 3650);
+        let cert = params.self_signed(&key).context("self-signing the CA")?;
+        let key_pem = zeroize::Zeroizing::new(key.serialize_pem());
+        Ok(Self { cert_pem: cert.pem(), key_pem, issuer: Issuer::new(params, key) })
+    }
+
+    pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
+        write_atomic(&dir.join("ca.crt"), self.cert_pem.as_bytes(), 0o644)?;
+        write_atomic(&dir.join("ca.key"), self.key_pem.as_bytes(), 0o600)?;
+        Ok(())
+    }
+
+    pub fn load(dir: &Path) -> anyhow::Result<Self> {
+        let cert_pem = std::fs::read_to_string(dir.join("ca.crt")).context("reading ca.crt")?;
+        let key_pem = zeroize::Zeroizing::new(std::fs::read_to_string(dir.join("ca.key")).context("reading ca.key")?);
+        let key = KeyPair::from_pem(&key_pem).context("parsing ca.key")?;
+        let der = rustls::pki_types::CertificateDer::from(pem_to_der(&cert_pem)?);
+        let issuer = Issuer::from_ca_cert_der(&der, key).context("parsing ca.crt")?;
+        Ok(Self { cert_pem, key_pem, issuer })
+    }
+
+    fn issue(&self, params: CertificateParams) -> anyhow::Result<Issued> {
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(Issued { cert_pem: cert.pem(), key_pem: zeroize::Zeroizing::new(key.serialize_pem()) })
+    }
+
+    /// A certificate usable as TLS server and client (etcd members, services) for `ips`.
+    pub fn issue_node(&self, cn: &str, ips: &[Ipv4Addr]) -> anyhow::Result<Issued> {
+        let mut p = CertificateParams::new(Vec::<String>::new())?;
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.subject_alt_names = ips.iter().map(|ip| SanType::IpAddress(IpAddr::V4(*ip))).collect();
+        p.subject_alt_names.push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        validity(&mut p, 365);
+        self.issue(p)
+    }
+
+    /// The owner's admin client certificate (`O=system:masters`, as kubeadm's admin user).
+    pub fn issue_admin(&self, cluster_name: &str) -> anyhow::Result<Issued> {
+        let mut p = CertificateParams::new(Vec::<String>::new())?;
+        p.distinguished_name.push(DnType::CommonName, format!("{cluster_name}-admin"));
+        p.distinguished_name.push(DnType::OrganizationName, "system:masters");
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        validity(&mut p, 365);
+        self.issue(p)
+    }
+
+    /// Signs a node's CSR (DER PKCS#10) as a client+server certificate.
+    pub fn sign_csr(&self, csr_der: &[u8]) -> anyhow::Result<String> {
+        let mut csr = rcgen::CertificateSigningRequestParams::from_der(&csr_der.to_vec().into()).context("parsing the CSR")?;
+        validity(&mut csr.params, 365);
+        csr.params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        Ok(csr.signed_by(&self.issuer)?.pem())
+    }
+}
+
+pub fn pem_to_der(pem: &str) -> anyhow::Result<Vec<u8>> {
+    use rustls::pki_types::pem::PemObject;
+    Ok(rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).context("parsing PEM certificate")?.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ca_roundtrip_and_issue() {
+        let t = tempfile::tempdir().unwrap();
+        let ca = ClusterCa::generate("mini").unwrap();
+        ca.save(t.path()).unwrap();
+        let ca2 = ClusterCa::load(t.path()).unwrap();
+        assert_eq!(ca.cert_pem, ca2.cert_pem);
+        let n = ca2.issue_node("control-plane-0", &[Ipv4Addr::new(127, 20, 0, 1)]).unwrap();
+        assert!(n.cert_pem.contains("BEGIN CERTIFICATE"));
+        let a = ca2.issue_admin("mini").unwrap();
+        assert!(a.key_pem.contains("PRIVATE KEY"));
+    }
+}

@@ -1,0 +1,143 @@
+//! What a node keeps on its "disk" (its folder) and what it reports.
+//!
+//! * `state/node_state.json`: the Go system's layout `{"Role": "ControlPlane"|"Worker",
+//!   "MeasurementSalt": "<std base64>"}`; written once the node belongs to a cluster.
+//! * `status.json`: the node's self-report for `constellation status` (phase, cluster ID,
+//!   PCR 15, last error). Never contains secrets.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
+    /// Measured and waiting for Init or for a cluster to join.
+    #[serde(rename = "waiting")]
+    Waiting,
+    #[serde(rename = "initializing")]
+    Initializing,
+    /// This node initialized the cluster.
+    #[serde(rename = "initialized")]
+    Initialized,
+    #[serde(rename = "joining")]
+    Joining,
+    #[serde(rename = "joined")]
+    Joined,
+    #[serde(rename = "failed")]
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub phase: Phase,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pcr15: Option<String>,
+    /// Services this node runs (e.g. "keyservice", "joinservice", "etcd").
+    #[serde(default)]
+    pub services: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub pid: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeState {
+    #[serde(rename = "Role")]
+    pub role: String,
+    #[serde(rename = "MeasurementSalt", with = "b64")]
+    pub measurement_salt: Vec<u8>,
+}
+
+mod b64 {
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine;
+    pub fn serialize<S: serde::Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(v))
+    }
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = <String as serde::Deserialize>::deserialize(d)?;
+        STANDARD.decode(s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Paths inside a node's folder.
+#[derive(Debug, Clone)]
+pub struct NodeDir(pub PathBuf);
+
+impl NodeDir {
+    pub fn state(&self) -> PathBuf {
+        self.0.join("state")
+    }
+    pub fn node_state(&self) -> PathBuf {
+        self.state().join("node_state.json")
+    }
+    pub fn status(&self) -> PathBuf {
+        self.0.join("status.json")
+    }
+    pub fn pki(&self) -> PathBuf {
+        self.state().join("pki")
+    }
+    pub fn etcd_data(&self) -> PathBuf {
+        self.state().join("etcd")
+    }
+    pub fn log(&self) -> PathBuf {
+        self.0.join("node.log")
+    }
+
+    pub fn read_status(&self) -> Option<Status> {
+        fs::read(self.status()).ok().and_then(|b| serde_json::from_slice(&b).ok())
+    }
+
+    pub fn write_status(&self, s: &Status) -> std::io::Result<()> {
+        write_atomic(&self.status(), &serde_json::to_vec_pretty(s).unwrap_or_default(), 0o644)
+    }
+
+    pub fn read_node_state(&self) -> Option<NodeState> {
+        fs::read(self.node_state()).ok().and_then(|b| serde_json::from_slice(&b).ok())
+    }
+
+    pub fn write_node_state(&self, s: &NodeState) -> std::io::Result<()> {
+        // Go writes this with tab indentation.
+        let v = serde_json::to_value(s).unwrap_or_default();
+        let mut buf = Vec::new();
+        let fmt = serde_json::ser::PrettyFormatter::with_indent(b"\t");
+        let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
+        serde::Serialize::serialize(&v, &mut ser).map_err(std::io::Error::other)?;
+        write_atomic(&self.node_state(), &buf, 0o600)
+    }
+}
+
+/// Temp file + fsync + rename, with `mode` set before any byte is written.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir)?;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_state_is_go_layout() {
+        let t = tempfile::tempdir().unwrap();
+        let d = NodeDir(t.path().into());
+        d.write_node_state(&NodeState { role: "ControlPlane".into(), measurement_salt: vec![0xff; 32] }).unwrap();
+        let s = fs::read_to_string(d.node_state()).unwrap();
+        assert!(s.contains("\t\"MeasurementSalt\": \"//////////////////////////////////////////8=\""), "{s}");
+        assert_eq!(d.read_node_state().unwrap().measurement_salt, vec![0xff; 32]);
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(fs::metadata(d.node_state()).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+}

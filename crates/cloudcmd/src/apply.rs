@@ -1,0 +1,236 @@
+//! `constellation apply`: infrastructure, then init.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use attestation::{validator_for, ValidatorPolicy, Variant};
+use config::state::State;
+use config::{Config, NodeRole, Provider};
+use proto::init::{init_response, InitRequest};
+use provider_local::cloud::{CloudState, Role, PORT_INIT};
+use provider_local::image::{NodeImage, Sources};
+
+use crate::{Progress, ADMIN_CONF_FILE, MASTER_SECRET_FILE, STATE_FILE};
+
+/// The node-image version built by this CLI.
+pub fn image_version() -> String {
+    format!("v{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// Measurements of the node image `mini up`/`apply` will build from this installation
+/// (`constellation-node` next to the CLI, Debian's etcd), computed without building it.
+pub fn local_default_measurements(variant: Variant) -> anyhow::Result<measurements::Measurements> {
+    let sources = Sources::default_for_exe(&image_version())?;
+    Ok(sources.expected_measurements(variant)?)
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ApplyOptions {
+    pub skip_infrastructure: bool,
+    pub skip_init: bool,
+    /// How long to wait for the init node's Bootstrapper to answer.
+    pub init_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApplyOutcome {
+    pub nodes_created: bool,
+    pub initialized_now: bool,
+    pub cluster_id: Option<String>,
+    pub endpoint: String,
+    pub timings: Vec<(String, Duration)>,
+}
+
+/// The image the config points at, built from this installation when it names none.
+fn node_image(ws: &Path, cfg: &Config) -> anyhow::Result<(NodeImage, PathBuf)> {
+    let sources = Sources::default_for_exe(&image_version())?;
+    let launcher = sources.node_binary.clone();
+    let configured = cfg.local().map(|l| l.node_image.clone()).unwrap_or_default();
+    let image = if configured.is_empty() {
+        let dir = ws.join(provider_local::cloud::STATE_DIR).join("images");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        NodeImage::build(&sources, &dir)?
+    } else {
+        let p = PathBuf::from(&configured);
+        let p = if p.is_absolute() { p } else { ws.join(p) };
+        NodeImage::load(&p)?
+    };
+    Ok((image, launcher))
+}
+
+fn random_init_secret() -> String {
+    use rand::Rng;
+    const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_%@";
+    let mut r = rand::thread_rng();
+    (0..32).map(|_| CHARS[r.gen_range(0..CHARS.len())] as char).collect()
+}
+
+pub async fn apply(ws: &Path, cfg: &Config, opts: &ApplyOptions, progress: &mut dyn Progress) -> anyhow::Result<ApplyOutcome> {
+    if cfg.provider() != Provider::Local {
+        bail!(
+            "provider {} cannot be reached from this machine: only the `local` provider creates clusters in this build",
+            cfg.provider().as_str()
+        );
+    }
+    let state_path = ws.join(STATE_FILE);
+    let mut state = if state_path.exists() { State::load(&state_path)? } else { State::default() };
+    let mut timings = vec![];
+    let mut outcome = ApplyOutcome { nodes_created: false, initialized_now: false, cluster_id: None, endpoint: String::new(), timings: vec![] };
+
+    // ---- infrastructure ----
+    if !opts.skip_infrastructure {
+        let t = Instant::now();
+        progress.step("infrastructure: creating nodes");
+        if state.infrastructure.init_secret.expose().is_empty() {
+            state.infrastructure.init_secret = config::state::InitSecret(config::state::HexBytes(random_init_secret().into_bytes()));
+            state.write(&state_path)?;
+        }
+        let secret = state.infrastructure.init_secret.expose().to_vec();
+        let hash = tokio::task::spawn_blocking(move || bcrypt::hash(secret, 10)).await??;
+        let (image, launcher) = node_image(ws, cfg)?;
+        let local = cfg.local().context("the config has no provider.local section")?;
+        let groups = cfg
+            .node_groups()
+            .iter()
+            .map(|(name, g)| (name.clone(), if g.role == NodeRole::ControlPlane { Role::ControlPlane } else { Role::Worker }, g.initial_count))
+            .collect();
+        let wanted = provider_local::infra::Wanted {
+            name: cfg.name().to_string(),
+            variant: cfg.variant(),
+            base_address: local.base_address,
+            groups,
+            image,
+            launcher,
+        };
+        let ws2 = ws.to_path_buf();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let job = tokio::task::spawn_blocking(move || {
+            provider_local::infra::apply(&ws2, &wanted, &hash, &mut |m: &str| {
+                let _ = tx.send(m.to_string());
+            })
+        });
+        while let Some(m) = rx.recv().await {
+            progress.step(&format!("infrastructure: {m}"));
+        }
+        let cloud = job.await??;
+        let endpoint = cloud.endpoint().context("the cluster has no control-plane node")?.to_string();
+        state.infrastructure.uid = cloud.uid.clone();
+        state.infrastructure.name = format!("{}-{}", cloud.name, cloud.uid);
+        state.infrastructure.cluster_endpoint = endpoint.clone();
+        state.infrastructure.in_cluster_endpoint = endpoint.clone();
+        state.infrastructure.ip_cidr_node = "127.0.0.0/8".into();
+        state.infrastructure.api_server_cert_sans = vec![endpoint];
+        state.infrastructure.local = Some(config::state::LocalInfrastructure {
+            state_dir: provider_local::cloud::STATE_DIR.into(),
+            base_address: cloud.base_address.to_string(),
+        });
+        state.write(&state_path)?;
+        outcome.nodes_created = true;
+        timings.push(("infrastructure".to_string(), t.elapsed()));
+    }
+
+    outcome.endpoint = state.infrastructure.cluster_endpoint.clone();
+    // ---- init ----
+    if state.cluster_id().is_some() {
+        progress.step("init: cluster already initialized, skipping");
+        outcome.cluster_id = state.cluster_id().map(|c| c.to_hex());
+    } else if !opts.skip_init {
+        let t = Instant::now();
+        let id = init(ws, cfg, &mut state, opts, progress).await?;
+        outcome.cluster_id = Some(id);
+        outcome.initialized_now = true;
+        timings.push(("init".to_string(), t.elapsed()));
+    }
+    outcome.timings = timings;
+    Ok(outcome)
+}
+
+async fn init(ws: &Path, cfg: &Config, state: &mut State, opts: &ApplyOptions, progress: &mut dyn Progress) -> anyhow::Result<String> {
+    if state.infrastructure.cluster_endpoint.is_empty() {
+        bail!("no infrastructure to initialize: run `constellation apply` without --skip-phases infrastructure first");
+    }
+    // The master secret is written before the RPC and never replaced.
+    let secret_path = ws.join(MASTER_SECRET_FILE);
+    let master = if secret_path.exists() {
+        let loaded = config::secret::read(&secret_path)?;
+        if let Some(w) = loaded.warning {
+            progress.step(&format!("warning: {w}"));
+        }
+        progress.step(&format!("init: using the existing master secret {MASTER_SECRET_FILE}"));
+        loaded.secret
+    } else {
+        let m = keys::MasterSecret::generate()?;
+        config::secret::write_new(&secret_path, &m)?;
+        progress.step(&format!("init: wrote a new master secret to {MASTER_SECRET_FILE} (mode 0600)"));
+        m
+    };
+    let mut salt = vec![0u8; 32];
+    rand::Rng::fill(&mut rand::thread_rng(), &mut salt[..]);
+
+    // Validator: the config's measurements (PCR 15 must be zero: an uninitialized node), and
+    // the attestation keys the local provider recorded.
+    let cloud = CloudState::load(&CloudState::path(ws))?.context("no local cloud state: run `constellation apply` first")?;
+    let mut policy = ValidatorPolicy::default();
+    for ak in cloud.trusted_aks() {
+        policy = policy.trust_ak_public(&ak);
+    }
+    let validator = validator_for(cfg.variant(), cfg.measurements().clone(), policy)?;
+    let atls_cfg = atls::client::ClientConfig::new(None, vec![std::sync::Arc::from(validator)]);
+    let addr = format!("{}:{PORT_INIT}", state.infrastructure.cluster_endpoint);
+
+    progress.step(&format!("init: connecting to the Bootstrapper at {addr} over attested TLS"));
+    let deadline = Instant::now() + opts.init_timeout.unwrap_or(Duration::from_secs(60));
+    let mut backoff = Duration::from_millis(20);
+    let (channel, verified) = loop {
+        match atls::client::connect(&addr, &atls_cfg).await {
+            Ok(c) => break c,
+            Err(e @ atls::Error::PeerRejected(_)) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "the node at {addr} failed attestation; nothing secret was sent"
+                )));
+            }
+            Err(e) if Instant::now() < deadline => {
+                tracing::debug!("Bootstrapper not ready yet: {e}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(500));
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("the Bootstrapper at {addr} did not answer in time"))),
+        }
+    };
+    let verified = verified.context("internal error: no attestation result for the init node")?;
+    for w in verified.warnings() {
+        progress.step(&format!("warning: {w} (warnOnly)"));
+    }
+    progress.step("init: node attestation verified; sending the master secret");
+
+    let mut client = proto::init::api_client::ApiClient::new(channel);
+    let req = InitRequest {
+        kms_uri: master.to_kms_uri().to_string(),
+        storage_uri: "storage://no-store".into(),
+        measurement_salt: salt.clone(),
+        kubernetes_version: cfg.kubernetes_version().to_string(),
+        conformance_mode: false,
+        kubernetes_components: vec![],
+        init_secret: state.infrastructure.init_secret.expose().to_vec(),
+        cluster_name: state.infrastructure.name.clone(),
+        apiserver_cert_sans: state.infrastructure.api_server_cert_sans.clone(),
+        service_cidr: cfg.raw().service_cidr.clone(),
+    };
+    let mut stream = client.init(req).await.map_err(|s| anyhow::anyhow!("Init refused: {}", s.message()))?.into_inner();
+    let first = stream.message().await.map_err(|s| anyhow::anyhow!("Init failed: {}", s.message()))?.context("Init returned no answer")?;
+    let success = match first.kind {
+        Some(init_response::Kind::InitSuccess(s)) => s,
+        Some(init_response::Kind::InitFailure(f)) => bail!("the node failed to initialize the cluster: {}", f.error),
+        _ => bail!("Init returned an unexpected message"),
+    };
+    let expected = master.measurement_secret()?.cluster_id(&salt);
+    if success.cluster_id != expected.as_bytes() {
+        bail!("the node returned cluster ID {} but the master secret gives {}", hex::encode(&success.cluster_id), expected.to_hex());
+    }
+    config::atomic::replace(&ws.join(ADMIN_CONF_FILE), &success.kubeconfig, 0o600)?;
+    state.set_cluster_values(&expected, &salt);
+    state.write(&ws.join(STATE_FILE))?;
+    progress.step(&format!("init: cluster initialized, cluster ID {}", expected.to_hex()));
+    Ok(expected.to_hex())
+}

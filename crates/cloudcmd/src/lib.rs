@@ -1,0 +1,44 @@
+//! The cluster lifecycle as the CLI runs it, provider by provider (today: `local`).
+//!
+//! * [`apply`]: phases `infrastructure` → `init`, each skipped when already done, so an
+//!   interrupted run is completed by running it again: nodes are never created twice, an
+//!   initialized cluster is never initialized again, and the master secret is never replaced.
+//! * [`status`]: what every node reports, plus whether its processes are alive.
+//! * [`terminate`]: stops everything and removes infrastructure state and admin credentials;
+//!   keeps config and master secret.
+
+#![forbid(unsafe_code)]
+
+pub mod apply;
+pub mod status;
+
+use std::path::Path;
+
+pub const CONFIG_FILE: &str = "constellation-conf.yaml";
+pub const STATE_FILE: &str = "constellation-state.yaml";
+pub const MASTER_SECRET_FILE: &str = "constellation-mastersecret.json";
+pub const ADMIN_CONF_FILE: &str = "constellation-admin.conf";
+
+/// Progress lines for long work (the CLI prints them; tests collect them).
+pub trait Progress {
+    fn step(&mut self, msg: &str);
+}
+
+impl<F: FnMut(&str)> Progress for F {
+    fn step(&mut self, msg: &str) {
+        self(msg)
+    }
+}
+
+/// Stops all nodes and TPMs; removes the local cloud, admin credentials and state file.
+pub fn terminate(ws: &Path, progress: &mut dyn Progress) -> anyhow::Result<usize> {
+    let n = provider_local::infra::destroy(ws, &mut |m: &str| progress.step(m))?;
+    for f in [ADMIN_CONF_FILE, STATE_FILE] {
+        match std::fs::remove_file(ws.join(f)) {
+            Ok(()) => progress.step(&format!("removed {f}")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("removing {f}"))),
+        }
+    }
+    Ok(n)
+}

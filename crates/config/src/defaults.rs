@@ -1,0 +1,385 @@
+//! Defaults of a new config (`config generate`), including the expected measurements.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use attestation::Variant;
+use measurements::{Measurement, Measurements, PCR_LEN_SHA256};
+
+use crate::provider::{resolve_kubernetes_version, Provider, DEFAULT_KUBERNETES_VERSION};
+use crate::raw::*;
+use crate::ConfigError;
+
+/// The default first loopback address of the local provider's nodes. Any 127.x.y.z works on
+/// Linux without set-up; this one stays clear of 127.0.0.1 and 127.0.1.1 (hostname entries).
+pub const DEFAULT_LOCAL_BASE_ADDRESS: Ipv4Addr = Ipv4Addr::new(127, 20, 0, 1);
+/// Name of a new cluster (the Go system's default).
+pub const DEFAULT_NAME: &str = "constell";
+/// Service CIDR of a new cluster.
+pub const DEFAULT_SERVICE_CIDR: &str = "10.96.0.0/12";
+/// Default Azure firmware signer key digest (the Go system's default).
+pub const AZURE_DEFAULT_ACCEPTED_KEY_DIGEST: &str =
+    "0356215882a825279a85b300b0b742931d113bf7e32dde2e50ffde7ec743ca491ecdd7f336dc28a6e0b2bb57af7a44a3";
+
+/// Name of the required control-plane group.
+pub const CONTROL_PLANE_GROUP: &str = "control_plane_default";
+/// Name of the required worker group.
+pub const WORKER_GROUP: &str = "worker_default";
+
+/// This release's version string as written into `image` and `microserviceVersion`.
+pub fn release_version() -> String {
+    format!("v{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// PCRs whose expected value is zero in every vTPM variant: 8 (no GRUB), 12 (no boot-loader
+/// overrides), 13 (no system extensions), 15 (cluster ID: only unbootstrapped nodes join).
+const ZERO_ENFORCED: [u32; 4] = [8, 12, 13, 15];
+
+/// The Go system's measurements of image v2.24.0 (reference §6.4): PCR 4, 9, 11 per variant.
+fn go_v2_24_0(provider: Provider, variant: Variant) -> Option<[&'static str; 3]> {
+    Some(match (provider, variant) {
+        (Provider::Aws, Variant::AwsNitroTpm) => [
+            "e41f2c4c6f44f9a0bb67db39b9a728295a3d7226a8d6fda0feb644c9c9cb4d26",
+            "5570002a66cfeb3dd9d8d77cd3341380fa18862a14a0ae7ca8f1b5460f047377",
+            "59ea7e654a992b7446044c5d5df1f2106aa59b2a50e0d9b438b1821a8abb5979",
+        ],
+        (Provider::Aws, Variant::AwsSevSnp) => [
+            "26af34bd97da78339c046ddf656ff20303b6e53d902d39f7d817295a3f272312",
+            "342e5dc054f16b09b5f5b5ddb6a16445e7cffbc1a0ca9eb6f4afebe18fdf05e9",
+            "11cdf7dad72eebc81037f28dfa398ddcf862d4bcd3d8da091db299b0b8b370d7",
+        ],
+        (Provider::Azure, Variant::AzureSevSnp) => [
+            "9b9297441883ed7624486bb01872d0ca10ae3b6ebd6963b4ca21347e39cbd8b6",
+            "051a434902decbe9371f97674c513f694b116746b48a9fb4be1027dc71431cdc",
+            "67f760727fe58eceebe42873c0c76aa2ba76665d958fe87ba5f0abc831ef8eaa",
+        ],
+        (Provider::Azure, Variant::AzureTdx) => [
+            "668df95c0a26824b51f10c959800e0d6a3732a9144db0bbe2fa5e3258be823a9",
+            "727145b6854ff4fba6757ebbea29dfdbb4d838addafd0cf585988ed39699f12d",
+            "a68fec1206981dfac563d06b9b817878332dfaedf0742a219972a459b4cd96d5",
+        ],
+        (Provider::Gcp, Variant::GcpSevEs) => [
+            "78dc5d86e5bd6e6187d819f0364df2250a31ed6a96ad4c0152ac5f85533468ff",
+            "9b3fa1348aec0187efd7f206fa15bedeb9bbe38ef72589aa932fb67b2854da57",
+            "a28cd28cb2f84265e24fb14d1d8e4ed8ef6e1e1079778865d58e30fa233b9cec",
+        ],
+        (Provider::Gcp, Variant::GcpSevSnp) => [
+            "e2b6dbbc869267853cebccedf980e7ef13afb7d877a1ffc3c56005ccde17fc2b",
+            "ea487fe9ff3a67419051fffab8734b2e30f50ce9c1a54da1091963e0026cfcb1",
+            "b97d64143b3827dc0edec3a635c243485980abce7b5cbf09d2e91b18b2c0b28f",
+        ],
+        (Provider::OpenStack, Variant::QemuVtpm) => [
+            "29fbf85234cb98bcd69653f01a4677371b4e64dc7aeac5050c801c63df32bc68",
+            "a0a4076f16665e58c1a6d4e24a452b11c7bb6f89008ef0cb94eef2c7b4639b03",
+            "e901d63df182020cc56727e457112f9d8c7f6ba56b2b1a731e6b465f47410dd0",
+        ],
+        (Provider::Qemu, Variant::QemuVtpm) => [
+            "4e66d2be354e7d69bce0ea241bd55fb5c197b07e239fbad321316225f59195b6",
+            "55f3434a11b50d56109a2963d3a853c1f900c4e826b8a64889e86410c15dcb15",
+            "02725e0a5eb6b67dc2cd1a836e2ad78befc7fbf4895fe08f91c971addbc6a4ba",
+        ],
+        _ => return None,
+    })
+}
+
+fn insert(map: &mut BTreeMap<u32, Measurement>, idx: u32, m: Measurement) {
+    map.insert(idx, m);
+}
+
+/// The measurements `config generate` writes for `provider` + `variant` when the caller has
+/// none:
+///
+/// * Go variants with published values (reference §6.4, image v2.24.0): PCR 4, 9, 11 with those
+///   values, 8, 12, 13, 15 = zero, all enforced; PCR 14 = zero warn-only on AWS, Azure, GCP and
+///   OpenStack (not QEMU), as in the Go system.
+/// * `azure-trustedlaunch` (no published values): the Go OSS build's placeholders: 8, 11, 13,
+///   15 = zero, 4, 9, 12 = the placeholder `1234…`. Loading such a config fails until
+///   `config fetch-measurements` has filled in real values, exactly as in the Go system.
+/// * `local-vtpm`: zero-valued, enforced PCR 4, 8, 9, 11, 12, 13, 15. This is a stand-in until
+///   the CLI passes the node image's predicted measurements; it fails closed (a booted node
+///   never has a zero PCR 4, 9 or 11, so no node is accepted).
+/// * `qemu-tdx`: the Go OSS placeholders (MRTD, RTMR0, RTMR1 placeholder; RTMR2, RTMR3 zero).
+pub fn default_measurements(provider: Provider, variant: Variant) -> Measurements {
+    let mut map = BTreeMap::new();
+    let zero = || Measurement::enforced(vec![0u8; PCR_LEN_SHA256]);
+    if let Some([p4, p9, p11]) = go_v2_24_0(provider, variant) {
+        for (idx, h) in [(4, p4), (9, p9), (11, p11)] {
+            // Invariant: the table above holds 64-character lowercase hex constants (tested).
+            let bytes = hex::decode(h).unwrap_or_default();
+            insert(&mut map, idx, Measurement::enforced(bytes));
+        }
+        for idx in ZERO_ENFORCED {
+            insert(&mut map, idx, zero());
+        }
+        if provider != Provider::Qemu {
+            insert(&mut map, 14, Measurement::warn_only(vec![0u8; PCR_LEN_SHA256]));
+        }
+    } else if variant == Variant::QemuTdx {
+        let placeholder = || Measurement::enforced([0x12, 0x34].repeat(24));
+        for idx in [0, 1, 2] {
+            insert(&mut map, idx, placeholder());
+        }
+        for idx in [3, 4] {
+            insert(&mut map, idx, Measurement::enforced(vec![0u8; 48]));
+        }
+    } else if variant == Variant::LocalVtpm {
+        for idx in [4, 8, 9, 11, 12, 13, 15] {
+            insert(&mut map, idx, zero());
+        }
+    } else {
+        let placeholder = || Measurement::enforced([0x12, 0x34].repeat(16));
+        for idx in [8, 11, 13, 15] {
+            insert(&mut map, idx, zero());
+        }
+        for idx in [4, 9, 12] {
+            insert(&mut map, idx, placeholder());
+        }
+    }
+    // Invariant: every entry above has one length (32, or 48 for TDX) and an index ≤ 23.
+    Measurements::new(map).unwrap_or_default()
+}
+
+fn group(role: NodeRole, count: u32, disk: u32, instance: &str, disk_type: &str) -> NodeGroup {
+    NodeGroup {
+        role,
+        zone: String::new(),
+        instance_type: instance.to_string(),
+        state_disk_size_gb: disk,
+        state_disk_type: disk_type.to_string(),
+        initial_count: count,
+    }
+}
+
+fn only(measurements: Measurements) -> Option<MeasurementsOnly> {
+    Some(MeasurementsOnly { measurements })
+}
+
+fn sev_snp(measurements: Measurements) -> Option<SevSnp> {
+    Some(SevSnp {
+        measurements,
+        bootloader_version: Tcb::Latest,
+        tee_version: Tcb::Latest,
+        snp_version: Tcb::Latest,
+        microcode_version: Tcb::Latest,
+        amd_root_key: String::new(),
+        amd_signing_key: String::new(),
+    })
+}
+
+/// Builds a new config (what `config generate` writes).
+///
+/// * `attestation`: `None` = the provider's default variant.
+/// * `kubernetes`: `None` = [`DEFAULT_KUBERNETES_VERSION`]; otherwise `vMAJOR.MINOR` or an exact
+///   supported patch.
+/// * `measurements`: the expected measurements of the chosen variant; `None` =
+///   [`default_measurements`].
+///
+/// For `local` and `qemu` the result is a valid [`crate::Config`]. For the clouds, account
+///   fields (region, project, …) are empty and must be filled in before the config validates,
+///   as with the Go CLI.
+///
+/// Node groups: the Go defaults (3 control-plane + 1 worker, CSP instance and disk types), except
+/// `local`: 1 control-plane + 1 worker (cheap enough for any laptop; raise `initialCount` for
+/// more) with `stateDiskSizeGB: 0` (a node's disk is a directory without quota).
+pub fn generate(
+    provider: Provider,
+    attestation: Option<Variant>,
+    kubernetes: Option<&str>,
+    tags: BTreeMap<String, String>,
+    measurements: Option<Measurements>,
+) -> Result<RawConfig, ConfigError> {
+    let variant = attestation.unwrap_or_else(|| provider.default_variant());
+    if !provider.selectable_variants().contains(&variant) {
+        return Err(ConfigError::UnsupportedVariant {
+            provider,
+            variant,
+            allowed: provider
+                .selectable_variants()
+                .iter()
+                .map(|v| v.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    }
+    let k8s = match kubernetes {
+        None => DEFAULT_KUBERNETES_VERSION,
+        Some(k) => resolve_kubernetes_version(k).ok_or_else(|| ConfigError::UnsupportedKubernetes {
+            version: k.to_string(),
+        })?,
+    };
+    let measurements = match measurements {
+        Some(m) => m,
+        None => default_measurements(provider, variant),
+    };
+
+    let mut p = ProviderConfig::default();
+    let (cp, worker) = match provider {
+        Provider::Local => {
+            p.local = Some(LocalConfig {
+                node_image: String::new(),
+                base_address: DEFAULT_LOCAL_BASE_ADDRESS,
+            });
+            (
+                group(NodeRole::ControlPlane, 1, 0, "", ""),
+                group(NodeRole::Worker, 1, 0, "", ""),
+            )
+        }
+        Provider::Qemu => {
+            p.qemu = Some(QemuConfig {
+                image_format: ImageFormat::Raw,
+                vcpus: 2,
+                memory: 2048,
+                metadata_api_server: "ghcr.io/edgelesssys/constellation/qemu-metadata-api:v2.24.0"
+                    .to_string(),
+                libvirt_socket: String::new(),
+                libvirt_container_image: "ghcr.io/edgelesssys/constellation/libvirt:v2.24.0"
+                    .to_string(),
+                nvram: "production".to_string(),
+                firmware: String::new(),
+            });
+            (
+                group(NodeRole::ControlPlane, 3, 10, "", ""),
+                group(NodeRole::Worker, 1, 10, "", ""),
+            )
+        }
+        Provider::Aws => {
+            p.aws = Some(AwsConfig {
+                region: String::new(),
+                zone: String::new(),
+                iam_profile_control_plane: String::new(),
+                iam_profile_worker_nodes: String::new(),
+                deploy_csi_driver: true,
+                use_marketplace_image: false,
+            });
+            (
+                group(NodeRole::ControlPlane, 3, 30, "m6a.xlarge", "gp3"),
+                group(NodeRole::Worker, 1, 30, "m6a.xlarge", "gp3"),
+            )
+        }
+        Provider::Azure => {
+            p.azure = Some(AzureConfig {
+                subscription: String::new(),
+                tenant: String::new(),
+                location: String::new(),
+                resource_group: String::new(),
+                user_assigned_identity: String::new(),
+                deploy_csi_driver: true,
+                secure_boot: false,
+                use_marketplace_image: false,
+                app_client_id: None,
+            });
+            let instance = if variant == Variant::AzureTdx {
+                "Standard_DC4es_v5"
+            } else {
+                "Standard_DC4as_v5"
+            };
+            (
+                group(NodeRole::ControlPlane, 3, 30, instance, "Premium_LRS"),
+                group(NodeRole::Worker, 1, 30, instance, "Premium_LRS"),
+            )
+        }
+        Provider::Gcp => {
+            p.gcp = Some(GcpConfig {
+                project: String::new(),
+                region: String::new(),
+                zone: String::new(),
+                service_account_key_path: String::new(),
+                iam_service_account_vm: String::new(),
+                deploy_csi_driver: true,
+                use_marketplace_image: false,
+            });
+            (
+                group(NodeRole::ControlPlane, 3, 30, "n2d-standard-4", "pd-ssd"),
+                group(NodeRole::Worker, 1, 30, "n2d-standard-4", "pd-ssd"),
+            )
+        }
+        Provider::OpenStack => {
+            p.openstack = Some(OpenStackConfig {
+                cloud: String::new(),
+                clouds_yaml_path: "clouds.yaml".to_string(),
+                availability_zone: String::new(),
+                floating_ip_pool_id: String::new(),
+                stackit_project_id: String::new(),
+                region_name: String::new(),
+                deploy_yawol_load_balancer: true,
+                yawol_image_id: String::new(),
+                yawol_flavor_id: String::new(),
+                deploy_csi_driver: true,
+            });
+            (
+                group(NodeRole::ControlPlane, 3, 30, "", ""),
+                group(NodeRole::Worker, 1, 30, "", ""),
+            )
+        }
+    };
+
+    let mut a = AttestationConfig::default();
+    match variant {
+        Variant::AwsSevSnp => a.aws_sev_snp = sev_snp(measurements),
+        Variant::GcpSevSnp => a.gcp_sev_snp = sev_snp(measurements),
+        Variant::AwsNitroTpm => a.aws_nitro_tpm = only(measurements),
+        Variant::AzureTrustedLaunch => a.azure_trusted_launch = only(measurements),
+        Variant::GcpSevEs => a.gcp_sev_es = only(measurements),
+        Variant::QemuVtpm => a.qemu_vtpm = only(measurements),
+        Variant::QemuTdx => a.qemu_tdx = only(measurements),
+        Variant::LocalVtpm => a.local_vtpm = only(measurements),
+        Variant::AzureSevSnp => {
+            let mut digest = [0u8; 48];
+            // Invariant: the constant is 96 hex characters (tested).
+            let _ = hex::decode_to_slice(AZURE_DEFAULT_ACCEPTED_KEY_DIGEST, &mut digest);
+            a.azure_sev_snp = Some(AzureSevSnp {
+                measurements,
+                bootloader_version: Tcb::Latest,
+                tee_version: Tcb::Latest,
+                snp_version: Tcb::Latest,
+                microcode_version: Tcb::Latest,
+                firmware_signer_config: FirmwareSignerConfig {
+                    accepted_key_digests: KeyDigests(vec![digest]),
+                    enforcement_policy: EnforcementPolicy::MaaFallback,
+                    maa_url: String::new(),
+                },
+                amd_root_key: String::new(),
+                amd_signing_key: String::new(),
+            })
+        }
+        Variant::AzureTdx => {
+            a.azure_tdx = Some(AzureTdx {
+                measurements,
+                qe_svn: Tcb::Latest,
+                pce_svn: Tcb::Latest,
+                tee_tcb_svn: HexOrLatest::Latest,
+                qe_vendor_id: HexOrLatest::Latest,
+                mr_seam: OptHex(None),
+                xfam: HexOrLatest::Latest,
+                intel_root_key: String::new(),
+            })
+        }
+        Variant::Dummy => {
+            return Err(ConfigError::UnsupportedVariant {
+                provider,
+                variant,
+                allowed: String::new(),
+            })
+        }
+    }
+
+    let mut node_groups = BTreeMap::new();
+    node_groups.insert(CONTROL_PLANE_GROUP.to_string(), cp);
+    node_groups.insert(WORKER_GROUP.to_string(), worker);
+
+    Ok(RawConfig {
+        version: crate::CONFIG_VERSION.to_string(),
+        image: release_version(),
+        name: DEFAULT_NAME.to_string(),
+        kubernetes_version: k8s.to_string(),
+        microservice_version: release_version(),
+        debug_cluster: false,
+        custom_endpoint: String::new(),
+        internal_load_balancer: false,
+        service_cidr: DEFAULT_SERVICE_CIDR.to_string(),
+        tags,
+        provider: p,
+        node_groups,
+        attestation: a,
+    })
+}

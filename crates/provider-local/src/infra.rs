@@ -1,0 +1,211 @@
+//! The infrastructure phase of the local provider: make the local cloud match the wanted node
+//! groups. Re-runnable: every step checks what exists, and the state file is saved after each
+//! step, so an interrupted run is completed by the next one and nothing is created twice.
+//!
+//! Per node: a folder, a detached `swtpm` (its state kept across restarts), the vTPM's
+//! attestation key recorded in the cloud state (the provider vouches for it), and the node
+//! process, started through the launcher (`constellation-node launch`), which measures the image
+//! into that TPM before the Bootstrapper runs.
+
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use attestation::Variant;
+use tpm::swtpm::{Swtpm, SwtpmConfig};
+
+use crate::cloud::{CloudError, CloudState, NodeRecord, Role, PORT_INIT};
+use crate::image::NodeImage;
+use crate::process::{spawn_detached, ProcessError, ProcessRecord};
+
+#[derive(Debug, thiserror::Error)]
+pub enum InfraError {
+    #[error(transparent)]
+    Cloud(#[from] CloudError),
+    #[error("starting the TPM of node {node}")]
+    Swtpm { node: String, #[source] source: tpm::swtpm::SwtpmError },
+    #[error("reading the attestation key of node {node}'s TPM")]
+    Ak { node: String, #[source] source: tpm::TpmError },
+    #[error("starting node {node}")]
+    Process { node: String, #[source] source: ProcessError },
+    #[error("address {addr} is in use by another program (another cluster on the same addresses?)")]
+    AddressInUse { addr: SocketAddrV4 },
+    #[error("creating the folder {path}")]
+    Dir { path: PathBuf, #[source] source: std::io::Error },
+    #[error("the workspace's cluster uses variant {have}, the config asks for {want}")]
+    VariantChanged { have: String, want: String },
+}
+
+/// What the config asks for.
+#[derive(Debug, Clone)]
+pub struct Wanted {
+    pub name: String,
+    pub variant: Variant,
+    pub base_address: Ipv4Addr,
+    /// (group name, role, count)
+    pub groups: Vec<(String, Role, u32)>,
+    pub image: NodeImage,
+    /// The launcher ("firmware") binary on the host.
+    pub launcher: PathBuf,
+}
+
+/// Progress callback: one line per step.
+pub type Progress<'a> = &'a mut dyn FnMut(&str);
+
+fn tcti_dir(node: &NodeRecord) -> PathBuf {
+    node.dir.join("tpm")
+}
+
+fn swtpm_config(node: &NodeRecord) -> SwtpmConfig {
+    SwtpmConfig::new(tcti_dir(node), node.address)
+}
+
+/// Fails if something other than our own processes listens on the node's address.
+fn check_free(addr: Ipv4Addr, port: u16) -> Result<(), InfraError> {
+    let a = SocketAddrV4::new(addr, port);
+    TcpListener::bind(a).map(drop).map_err(|_| InfraError::AddressInUse { addr: a })
+}
+
+/// Brings the local cloud to `wanted`. `init_secret_hash` is used only when the cloud is new.
+pub fn apply(workspace: &Path, wanted: &Wanted, init_secret_hash: &str, progress: Progress<'_>) -> Result<CloudState, InfraError> {
+    let path = CloudState::path(workspace);
+    let mut state = match CloudState::load(&path)? {
+        Some(s) => {
+            if s.variant != wanted.variant.as_str() {
+                return Err(InfraError::VariantChanged { have: s.variant, want: wanted.variant.to_string() });
+            }
+            s
+        }
+        None => {
+            let uid: u32 = rand::random();
+            let s = CloudState {
+                version: "v1".into(),
+                uid: format!("{uid:08x}"),
+                name: wanted.name.clone(),
+                variant: wanted.variant.to_string(),
+                image_dir: wanted.image.dir.clone(),
+                init_secret_hash: init_secret_hash.to_string(),
+                base_address: wanted.base_address,
+                nodes: vec![],
+            };
+            s.save(&path)?;
+            s
+        }
+    };
+    let nodes_dir = workspace.join(crate::cloud::STATE_DIR).join("nodes");
+
+    // 1. Records for missing nodes (control planes first: the first one is the endpoint).
+    let mut groups = wanted.groups.clone();
+    groups.sort_by_key(|g| g.1 != Role::ControlPlane);
+    for (group, role, count) in &groups {
+        let have = state.nodes.iter().filter(|n| &n.group == group).count() as u32;
+        for _ in have..*count {
+            let name = state.free_name(*role);
+            let address = state.free_address()?;
+            let dir = nodes_dir.join(&name);
+            state.nodes.push(NodeRecord {
+                name: name.clone(),
+                role: *role,
+                group: group.clone(),
+                address,
+                dir,
+                ak_public: None,
+                swtpm: None,
+                process: None,
+            });
+            state.save(&path)?;
+            progress(&format!("planned node {name} ({}) at {address}", role.as_str()));
+        }
+    }
+
+    // 2. TPMs and their attestation keys.
+    for i in 0..state.nodes.len() {
+        let node = state.nodes[i].clone();
+        let tpm_alive = node.swtpm.is_some_and(|p| p.is_alive());
+        let node_alive = node.process.is_some_and(|p| p.is_alive());
+        if tpm_alive && node_alive {
+            continue;
+        }
+        std::fs::create_dir_all(&node.dir).map_err(|e| InfraError::Dir { path: node.dir.clone(), source: e })?;
+        if tpm_alive {
+            // The node died but its TPM runs on: reset it (a reboot resets PCRs).
+            if let Some(p) = node.swtpm {
+                let _ = Swtpm::stop(p.pid);
+            }
+        }
+        check_free(node.address, tpm::swtpm::DEFAULT_PORT)?;
+        let cfg = swtpm_config(&node);
+        let d = Swtpm::spawn_detached(&cfg).map_err(|e| InfraError::Swtpm { node: node.name.clone(), source: e })?;
+        state.nodes[i].swtpm = ProcessRecord::of(d.pid);
+        state.save(&path)?;
+        if node.ak_public.is_none() {
+            let ak = {
+                let t = tpm::Tpm::open(&d.tcti).map_err(|e| InfraError::Ak { node: node.name.clone(), source: e })?;
+                t.attestation_key().map_err(|e| InfraError::Ak { node: node.name.clone(), source: e })?
+            };
+            state.nodes[i].ak_public = Some(hex::encode(ak));
+            state.save(&path)?;
+        }
+        progress(&format!("TPM of {} ready ({} ms)", node.name, d.startup.as_millis()));
+    }
+
+    // 3. Node processes, through the launcher.
+    let cloud_file = path.clone();
+    for i in 0..state.nodes.len() {
+        let node = state.nodes[i].clone();
+        if node.process.is_some_and(|p| p.is_alive()) {
+            continue;
+        }
+        check_free(node.address, PORT_INIT)?;
+        let mut cmd = Command::new(&wanted.launcher);
+        cmd.arg("launch")
+            .arg("--image")
+            .arg(&state.image_dir)
+            .arg("--tcti")
+            .arg(swtpm_config(&node).tcti())
+            .arg("--variant")
+            .arg(wanted.variant.as_str())
+            .arg("--")
+            .arg("bootstrapper")
+            .arg("--name")
+            .arg(&node.name)
+            .arg("--cloud")
+            .arg(&cloud_file)
+            .arg("--dir")
+            .arg(&node.dir)
+            .arg("--tcti")
+            .arg(swtpm_config(&node).tcti())
+            .arg("--variant")
+            .arg(wanted.variant.as_str());
+        let log = node.dir.join("node.log");
+        let (rec, _child) = spawn_detached(cmd, &log).map_err(|e| InfraError::Process { node: node.name.clone(), source: e })?;
+        state.nodes[i].process = Some(rec);
+        state.save(&path)?;
+        progress(&format!("started {} ({}, {})", node.name, node.role.as_str(), node.address));
+    }
+    Ok(state)
+}
+
+/// Stops every node process and TPM of the workspace's local cloud and removes its state.
+/// Works on half-created clouds too; a missing cloud is not an error.
+pub fn destroy(workspace: &Path, progress: Progress<'_>) -> Result<usize, InfraError> {
+    let path = CloudState::path(workspace);
+    let Some(state) = CloudState::load(&path)? else {
+        return Ok(0);
+    };
+    for node in &state.nodes {
+        if let Some(p) = node.process {
+            p.stop_group(Duration::from_secs(5)).map_err(|e| InfraError::Process { node: node.name.clone(), source: e })?;
+        }
+        if let Some(p) = node.swtpm {
+            if p.is_alive() {
+                Swtpm::stop(p.pid).map_err(|e| InfraError::Swtpm { node: node.name.clone(), source: e })?;
+            }
+        }
+        progress(&format!("stopped {}", node.name));
+    }
+    let dir = workspace.join(crate::cloud::STATE_DIR);
+    std::fs::remove_dir_all(&dir).map_err(|e| InfraError::Dir { path: dir, source: e })?;
+    Ok(state.nodes.len())
+}

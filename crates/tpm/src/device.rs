@@ -1,0 +1,460 @@
+//! [`Tpm`]: one serialized connection to one TPM (the node's swtpm).
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::sync::{Mutex, MutexGuard};
+
+use sha1::Sha1;
+use sha2::{Digest as _, Sha256, Sha384, Sha512};
+use tss_esapi::attributes::ObjectAttributesBuilder;
+use tss_esapi::constants::CapabilityType;
+use tss_esapi::handles::{KeyHandle, ObjectHandle, PcrHandle, PersistentTpmHandle, TpmHandle};
+use tss_esapi::interface_types::algorithm::{HashingAlgorithm, PublicAlgorithm, RsaSchemeAlgorithm};
+use tss_esapi::interface_types::dynamic_handles::Persistent;
+use tss_esapi::interface_types::key_bits::RsaKeyBits;
+use tss_esapi::interface_types::resource_handles::{Hierarchy, Provision};
+use tss_esapi::structures::{
+    AttestInfo, CapabilityData, Data, Digest, DigestValues, PcrSelectionList, PcrSlot, Public,
+    PublicBuilder, PublicKeyRsa, PublicRsaParametersBuilder, RsaExponent, RsaScheme,
+    SignatureScheme, SymmetricDefinitionObject,
+};
+use tss_esapi::tcti_ldr::TctiNameConf;
+use tss_esapi::traits::Marshall;
+use tss_esapi::Context;
+
+/// Persistent handle of the RSA attestation key (go-tpm-tools `client.AttestationKeyRSA`).
+pub const AK_HANDLE: u32 = 0x8100_8F01;
+/// Number of PCRs quoted and read (PC Client: 0..=23).
+pub const PCR_COUNT: u32 = 24;
+/// Size of the AK's marshalled TPMT_PUBLIC (RSA-2048, SHA-256 name, empty policy).
+pub const AK_PUBLIC_LEN: usize = 280;
+/// TPM2B_DATA limit for a quote's qualifying data.
+pub const MAX_QUALIFYING_DATA: usize = 64;
+/// Read-quote-check attempts before giving up when PCRs keep changing.
+const QUOTE_ATTEMPTS: u32 = 5;
+
+/// A quote over the SHA-256 bank, PCRs 0..=23.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quote {
+    /// Marshalled TPMS_ATTEST (what the signature covers).
+    pub attest: Vec<u8>,
+    /// Marshalled TPMT_SIGNATURE.
+    pub signature: Vec<u8>,
+    /// The quoted PCR values; their SHA-256 over indices 0..=23 equals the signed pcrDigest.
+    pub pcrs: BTreeMap<u32, Vec<u8>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TpmError {
+    #[error("invalid TCTI {tcti:?}")]
+    InvalidTcti {
+        tcti: String,
+        #[source]
+        source: tss_esapi::Error,
+    },
+    #[error("connecting to the TPM at {tcti:?}")]
+    Connect {
+        tcti: String,
+        #[source]
+        source: tss_esapi::Error,
+    },
+    #[error("TPM command {command} failed")]
+    Command {
+        command: &'static str,
+        #[source]
+        source: tss_esapi::Error,
+    },
+    #[error("PCR index {0} is out of range (0..=23)")]
+    PcrIndex(u32),
+    #[error("qualifying data is {0} bytes, at most 64 are allowed")]
+    QualifyingDataTooLong(usize),
+    #[error("the TPM has no SHA-256 PCR bank")]
+    NoSha256Bank,
+    #[error("persistent handle 0x{AK_HANDLE:08X} holds a key that is not an attestation key from our template ({0})")]
+    ForeignKey(String),
+    #[error("PCRs changed during each of {0} quote attempts")]
+    PcrsUnstable(u32),
+    #[error("unexpected answer from the TPM: {0}")]
+    Unexpected(String),
+}
+
+fn cmd(command: &'static str) -> impl FnOnce(tss_esapi::Error) -> TpmError {
+    move |source| TpmError::Command { command, source }
+}
+
+/// One TPM, reached through a TCTI (e.g. `swtpm:host=127.1.0.1,port=2321`).
+///
+/// Every method takes an internal lock, so one `Tpm` may be shared (`Arc<Tpm>`) by threads; the
+/// calls block on TPM I/O (≈ 1 ms per command on swtpm), so async callers use
+/// `tokio::task::spawn_blocking`. A raw swtpm has no resource manager and serves one
+/// connection at a time: keep one `Tpm` per process, and expect a second `Tpm` on the same swtpm
+/// to wait until the first is dropped. Transient objects are flushed by every method.
+pub struct Tpm {
+    inner: Mutex<Inner>,
+}
+
+impl std::fmt::Debug for Tpm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tpm").finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    ctx: Context,
+    /// PCR banks with PCRs allocated, as reported by the TPM at open.
+    banks: Vec<HashingAlgorithm>,
+    /// ESYS handle of the persistent AK and its TPMT_PUBLIC, once loaded.
+    ak: Option<(KeyHandle, Vec<u8>)>,
+}
+
+impl Tpm {
+    /// Connects to the TPM behind `tcti` and reads its allocated PCR banks. The TPM must be
+    /// started up already (swtpm does that itself, see [`crate::swtpm`]).
+    pub fn open(tcti: &str) -> Result<Tpm, TpmError> {
+        let conf = TctiNameConf::from_str(tcti).map_err(|source| TpmError::InvalidTcti {
+            tcti: tcti.to_string(),
+            source,
+        })?;
+        let mut ctx = Context::new(conf).map_err(|source| TpmError::Connect {
+            tcti: tcti.to_string(),
+            source,
+        })?;
+        let banks = allocated_banks(&mut ctx)?;
+        if !banks.contains(&HashingAlgorithm::Sha256) {
+            return Err(TpmError::NoSha256Bank);
+        }
+        Ok(Tpm {
+            inner: Mutex::new(Inner {
+                ctx,
+                banks,
+                ak: None,
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves at worst a stale ESYS handle; the context
+        // itself stays usable.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The RSA attestation key's public area (marshalled TPMT_PUBLIC, 280 bytes).
+    ///
+    /// Loads the key from persistent handle 0x81008F01, or creates it there: a primary key in
+    /// the owner hierarchy from go-tpm-tools' `AKTemplateRSA` (restricted RSASSA-SHA256 signing
+    /// key, attributes 0x00050072), made persistent with EvictControl. Idempotent across
+    /// processes and swtpm restarts on the same state; a key at that handle that does not match
+    /// the template is an error, never replaced.
+    pub fn attestation_key(&self) -> Result<Vec<u8>, TpmError> {
+        let mut inner = self.lock();
+        inner.ak().map(|(_, public)| public)
+    }
+
+    /// The PCR banks the TPM has allocated (at least SHA-256).
+    pub fn banks(&self) -> Vec<HashingAlgorithm> {
+        self.lock().banks.clone()
+    }
+
+    /// PCRs 0..=23 of the SHA-256 bank.
+    pub fn read_pcrs_sha256(&self) -> Result<BTreeMap<u32, [u8; 32]>, TpmError> {
+        let mut inner = self.lock();
+        let pcrs = read_sha256(&mut inner.ctx)?;
+        pcrs.into_iter()
+            .map(|(i, v)| {
+                <[u8; 32]>::try_from(v.as_slice())
+                    .map(|d| (i, d))
+                    .map_err(|_| TpmError::Unexpected(format!("PCR {i} has {} bytes", v.len())))
+            })
+            .collect()
+    }
+
+    /// TPM2_PCR_Event semantics: every allocated bank `b` of PCR `index` becomes
+    /// `H_b(old ‖ H_b(data))`; for SHA-256 that is `SHA256(old ‖ SHA256(data))`.
+    ///
+    /// tss-esapi 7.7 does not wrap TPM2_PCR_Event, so the event digests are computed here and
+    /// sent with TPM2_PCR_Extend — the resulting PCR values are the same, and `data` is not
+    /// limited to the command's 1024 bytes.
+    pub fn pcr_event(&self, index: u32, data: &[u8]) -> Result<(), TpmError> {
+        let handle = pcr_handle(index)?;
+        let mut inner = self.lock();
+        let mut values = DigestValues::new();
+        for &bank in &inner.banks {
+            let digest = match bank {
+                HashingAlgorithm::Sha1 => Sha1::digest(data).to_vec(),
+                HashingAlgorithm::Sha256 => Sha256::digest(data).to_vec(),
+                HashingAlgorithm::Sha384 => Sha384::digest(data).to_vec(),
+                HashingAlgorithm::Sha512 => Sha512::digest(data).to_vec(),
+                other => {
+                    return Err(TpmError::Unexpected(format!(
+                        "PCR bank {other:?} is allocated but not supported here"
+                    )))
+                }
+            };
+            values.set(bank, to_digest(digest)?);
+        }
+        extend(&mut inner.ctx, handle, values)
+    }
+
+    /// TPM2_PCR_Extend of the SHA-256 bank only: PCR `index` becomes `SHA256(old ‖ digest)`.
+    pub fn extend_sha256(&self, index: u32, digest: &[u8; 32]) -> Result<(), TpmError> {
+        let handle = pcr_handle(index)?;
+        let mut values = DigestValues::new();
+        values.set(HashingAlgorithm::Sha256, to_digest(digest.to_vec())?);
+        extend(&mut self.lock().ctx, handle, values)
+    }
+
+    /// Quotes the SHA-256 bank, PCRs 0..=23, with the attestation key (created if needed);
+    /// `qualifying_data` (≤ 64 bytes) appears verbatim as `extraData` in the TPMS_ATTEST.
+    ///
+    /// Quotes, then reads the PCRs, and checks that the read values hash to the signed
+    /// pcrDigest; if a PCR changed in between it tries again (at most 5 attempts).
+    pub fn quote(&self, qualifying_data: &[u8]) -> Result<Quote, TpmError> {
+        if qualifying_data.len() > MAX_QUALIFYING_DATA {
+            return Err(TpmError::QualifyingDataTooLong(qualifying_data.len()));
+        }
+        let mut inner = self.lock();
+        let (ak, _) = inner.ak()?;
+        let selection = sha256_selection()?;
+        for attempt in 1..=QUOTE_ATTEMPTS {
+            let data = Data::try_from(qualifying_data.to_vec()).map_err(cmd("Quote"))?;
+            let (attest, signature) = inner
+                .ctx
+                .execute_with_nullauth_session(|ctx| {
+                    ctx.quote(ak, data, SignatureScheme::Null, selection.clone())
+                })
+                .map_err(cmd("Quote"))?;
+            let pcrs = read_sha256(&mut inner.ctx)?;
+            let signed = match attest.attested() {
+                AttestInfo::Quote { info } => info.pcr_digest().value().to_vec(),
+                _ => return Err(TpmError::Unexpected("Quote returned a non-quote attestation".into())),
+            };
+            let mut h = Sha256::new();
+            for v in pcrs.values() {
+                h.update(v);
+            }
+            if h.finalize().as_slice() == signed.as_slice() {
+                return Ok(Quote {
+                    attest: attest.marshall().map_err(cmd("marshal TPMS_ATTEST"))?,
+                    signature: signature
+                        .marshall()
+                        .map_err(cmd("marshal TPMT_SIGNATURE"))?,
+                    pcrs,
+                });
+            }
+            tracing::debug!(attempt, "PCRs changed between quote and read; quoting again");
+        }
+        Err(TpmError::PcrsUnstable(QUOTE_ATTEMPTS))
+    }
+
+    /// `len` random bytes from the TPM (TPM2_GetRandom; one round trip, ≤ 32 bytes per call on
+    /// swtpm, longer requests are split).
+    pub fn get_random(&self, len: usize) -> Result<Vec<u8>, TpmError> {
+        let mut inner = self.lock();
+        let mut out = Vec::with_capacity(len);
+        while out.len() < len {
+            let want = (len - out.len()).min(32);
+            let got = inner.ctx.get_random(want).map_err(cmd("GetRandom"))?;
+            if got.value().is_empty() {
+                return Err(TpmError::Unexpected("GetRandom returned no bytes".into()));
+            }
+            out.extend_from_slice(got.value());
+        }
+        out.truncate(len);
+        Ok(out)
+    }
+}
+
+impl Inner {
+    fn ak(&mut self) -> Result<(KeyHandle, Vec<u8>), TpmError> {
+        if let Some((handle, public)) = &self.ak {
+            return Ok((*handle, public.clone()));
+        }
+        let template = ak_template()?;
+        let template_bytes = template.marshall().map_err(cmd("marshal AK template"))?;
+        let handle = if persistent_exists(&mut self.ctx, AK_HANDLE)? {
+            let tpm_handle = PersistentTpmHandle::new(AK_HANDLE).map_err(cmd("TR_FromTPMPublic"))?;
+            let object = self
+                .ctx
+                .tr_from_tpm_public(TpmHandle::Persistent(tpm_handle))
+                .map_err(cmd("TR_FromTPMPublic"))?;
+            KeyHandle::from(object)
+        } else {
+            create_persistent_ak(&mut self.ctx, template)?
+        };
+        let (public, _, _) = self.ctx.read_public(handle).map_err(cmd("ReadPublic"))?;
+        let public = public.marshall().map_err(cmd("marshal TPMT_PUBLIC"))?;
+        // Everything before `unique` (type … exponent, 22 bytes) must be our template's.
+        let fixed = template_bytes.len().saturating_sub(2);
+        if public.len() != AK_PUBLIC_LEN || public.get(..fixed) != template_bytes.get(..fixed) {
+            let _ = self.ctx.tr_close(&mut ObjectHandle::from(handle));
+            return Err(TpmError::ForeignKey(format!(
+                "{} byte public area starting {}",
+                public.len(),
+                hex_prefix(&public)
+            )));
+        }
+        self.ak = Some((handle, public.clone()));
+        Ok((handle, public))
+    }
+}
+
+/// go-tpm-tools `AKTemplateRSA`: RSA-2048, SHA-256 name, fixedTPM | fixedParent |
+/// sensitiveDataOrigin | userWithAuth | restricted | sign (0x00050072), RSASSA-SHA256,
+/// NULL symmetric, exponent 0 (= 65537), empty policy and unique.
+fn ak_template() -> Result<Public, TpmError> {
+    let attributes = ObjectAttributesBuilder::new()
+        .with_fixed_tpm(true)
+        .with_fixed_parent(true)
+        .with_sensitive_data_origin(true)
+        .with_user_with_auth(true)
+        .with_restricted(true)
+        .with_sign_encrypt(true)
+        .build()
+        .map_err(cmd("AK template attributes"))?;
+    let scheme = RsaScheme::create(RsaSchemeAlgorithm::RsaSsa, Some(HashingAlgorithm::Sha256))
+        .map_err(cmd("AK template scheme"))?;
+    let params = PublicRsaParametersBuilder::new()
+        .with_symmetric(SymmetricDefinitionObject::Null)
+        .with_scheme(scheme)
+        .with_key_bits(RsaKeyBits::Rsa2048)
+        .with_exponent(RsaExponent::default())
+        .with_is_signing_key(true)
+        .with_is_decryption_key(false)
+        .with_restricted(true)
+        .build()
+        .map_err(cmd("AK template parameters"))?;
+    PublicBuilder::new()
+        .with_public_algorithm(PublicAlgorithm::Rsa)
+        .with_name_hashing_algorithm(HashingAlgorithm::Sha256)
+        .with_object_attributes(attributes)
+        .with_rsa_parameters(params)
+        .with_rsa_unique_identifier(PublicKeyRsa::default())
+        .build()
+        .map_err(cmd("AK template"))
+}
+
+fn create_persistent_ak(ctx: &mut Context, template: Public) -> Result<KeyHandle, TpmError> {
+    let created = ctx
+        .execute_with_nullauth_session(|ctx| {
+            ctx.create_primary(Hierarchy::Owner, template, None, None, None, None)
+        })
+        .map_err(cmd("CreatePrimary"))?;
+    let transient = created.key_handle;
+    let persistent = PersistentTpmHandle::new(AK_HANDLE)
+        .map(Persistent::Persistent)
+        .map_err(cmd("EvictControl"));
+    let evicted = persistent.and_then(|persistent| {
+        ctx.execute_with_nullauth_session(|ctx| {
+            ctx.evict_control(Provision::Owner, transient.into(), persistent)
+        })
+        .map_err(cmd("EvictControl"))
+    });
+    // The transient copy is not needed either way (no resource manager would flush it).
+    let flushed = ctx.flush_context(transient.into()).map_err(cmd("FlushContext"));
+    let handle = evicted?;
+    flushed?;
+    tracing::info!(handle = format!("0x{AK_HANDLE:08X}"), "created persistent attestation key");
+    Ok(KeyHandle::from(handle))
+}
+
+fn persistent_exists(ctx: &mut Context, handle: u32) -> Result<bool, TpmError> {
+    let (data, _) = ctx
+        .get_capability(CapabilityType::Handles, handle, 1)
+        .map_err(cmd("GetCapability(handles)"))?;
+    match data {
+        CapabilityData::Handles(list) => Ok(list.iter().any(|h| u32::from(*h) == handle)),
+        other => Err(TpmError::Unexpected(format!(
+            "GetCapability(handles) returned {other:?}"
+        ))),
+    }
+}
+
+fn allocated_banks(ctx: &mut Context) -> Result<Vec<HashingAlgorithm>, TpmError> {
+    let (data, _) = ctx
+        .get_capability(CapabilityType::AssignedPcr, 0, 1)
+        .map_err(cmd("GetCapability(PCRs)"))?;
+    match data {
+        CapabilityData::AssignedPcr(list) => Ok(list
+            .get_selections()
+            .iter()
+            .filter(|s| !s.is_empty())
+            .map(|s| s.hashing_algorithm())
+            .collect()),
+        other => Err(TpmError::Unexpected(format!(
+            "GetCapability(PCRs) returned {other:?}"
+        ))),
+    }
+}
+
+fn pcr_slot(index: u32) -> Result<PcrSlot, TpmError> {
+    if index >= PCR_COUNT {
+        return Err(TpmError::PcrIndex(index));
+    }
+    PcrSlot::try_from(1u32 << index).map_err(|_| TpmError::PcrIndex(index))
+}
+
+fn pcr_handle(index: u32) -> Result<PcrHandle, TpmError> {
+    if index >= PCR_COUNT {
+        return Err(TpmError::PcrIndex(index));
+    }
+    // ESYS_TR_PCR0..31 are the values 0..31.
+    PcrHandle::try_from(ObjectHandle::from(index)).map_err(|_| TpmError::PcrIndex(index))
+}
+
+fn sha256_selection() -> Result<PcrSelectionList, TpmError> {
+    let slots = (0..PCR_COUNT).map(pcr_slot).collect::<Result<Vec<_>, _>>()?;
+    PcrSelectionList::builder()
+        .with_selection(HashingAlgorithm::Sha256, &slots)
+        .build()
+        .map_err(cmd("PCR selection"))
+}
+
+/// PCRs 0..=23 of the SHA-256 bank (the TPM returns at most 8 per PCR_Read).
+fn read_sha256(ctx: &mut Context) -> Result<BTreeMap<u32, Vec<u8>>, TpmError> {
+    let mut remaining = sha256_selection()?;
+    let mut out = BTreeMap::new();
+    // 24 PCRs, ≥ 1 per call on any conforming TPM; bound the loop anyway.
+    for _ in 0..PCR_COUNT {
+        if remaining.is_empty() {
+            break;
+        }
+        let (_, read, digests) = ctx.pcr_read(remaining.clone()).map_err(cmd("PCR_Read"))?;
+        let slots: Vec<PcrSlot> = read
+            .get_selections()
+            .iter()
+            .filter(|s| s.hashing_algorithm() == HashingAlgorithm::Sha256)
+            .flat_map(|s| s.selected())
+            .collect();
+        if slots.is_empty() || slots.len() != digests.value().len() {
+            return Err(TpmError::Unexpected(format!(
+                "PCR_Read returned {} digests for {} PCRs",
+                digests.value().len(),
+                slots.len()
+            )));
+        }
+        for (slot, digest) in slots.iter().zip(digests.value()) {
+            out.insert(u32::from(*slot).trailing_zeros(), digest.value().to_vec());
+        }
+        remaining.subtract(&read).map_err(cmd("PCR selection"))?;
+    }
+    if out.len() != PCR_COUNT as usize {
+        return Err(TpmError::Unexpected(format!(
+            "read {} of {PCR_COUNT} SHA-256 PCRs",
+            out.len()
+        )));
+    }
+    Ok(out)
+}
+
+fn extend(ctx: &mut Context, handle: PcrHandle, values: DigestValues) -> Result<(), TpmError> {
+    ctx.execute_with_nullauth_session(|ctx| ctx.pcr_extend(handle, values))
+        .map_err(cmd("PCR_Extend"))
+}
+
+fn to_digest(bytes: Vec<u8>) -> Result<Digest, TpmError> {
+    Digest::try_from(bytes).map_err(cmd("digest"))
+}
+
+fn hex_prefix(b: &[u8]) -> String {
+    b.iter().take(12).map(|x| format!("{x:02x}")).collect()
+}

@@ -1,0 +1,28 @@
+#![allow(dead_code)]
+
+use tempfile::TempDir;
+use tpm::swtpm::unique_loopback_ip;
+use tpm::{Swtpm, SwtpmConfig};
+
+/// One swtpm in its own temporary directory on its own loopback address. Fields drop in order:
+/// the process is stopped before its directory is removed.
+pub struct TestTpm {
+    pub swtpm: Swtpm,
+    pub dir: TempDir,
+}
+
+impl TestTpm {
+    pub fn start() -> TestTpm {
+        let dir = tempfile::tempdir().unwrap();
+        let swtpm = Swtpm::spawn_owned(&config(&dir)).unwrap();
+        TestTpm { swtpm, dir }
+    }
+
+    pub fn open(&self) -> tpm::Tpm {
+        tpm::Tpm::open(&self.swtpm.tcti()).unwrap()
+    }
+}
+
+pub fn config(dir: &TempDir) -> SwtpmConfig {
+    SwtpmConfig::new(dir.path().join("tpm"), unique_loopback_ip())
+}
