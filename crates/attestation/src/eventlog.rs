@@ -345,15 +345,16 @@ impl EventLog {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn le32(v: u32) -> [u8; 4] {
         v.to_le_bytes()
     }
 
-    /// A crypto-agile log with SHA-1 and SHA-256, a StartupLocality 3 event and two events.
-    fn sample() -> Vec<u8> {
+    /// A crypto-agile SHA-1 + SHA-256 log with the given `(pcr, type, data)` events, each
+    /// digest being the hash of its data.
+    pub(crate) fn agile_log(events: &[(u32, u32, &[u8])]) -> Vec<u8> {
         let mut spec = SPEC_ID_SIGNATURE.to_vec();
         spec.extend(le32(0)); // platform class
         spec.extend([0, 2, 0, 2]); // version 2.0, errata 0, uintn 2
@@ -369,23 +370,29 @@ mod tests {
         out.extend([0u8; 20]);
         out.extend(le32(spec.len() as u32));
         out.extend(spec);
-        let mut ev2 = |pcr: u32, ty: u32, data: &[u8]| {
-            out.extend(le32(pcr));
-            out.extend(le32(ty));
+        for (pcr, ty, data) in events {
+            out.extend(le32(*pcr));
+            out.extend(le32(*ty));
             out.extend(le32(2));
             out.extend(0x0004u16.to_le_bytes());
             out.extend(HashAlg::Sha1.digest(data));
             out.extend(0x000Bu16.to_le_bytes());
             out.extend(HashAlg::Sha256.digest(data));
             out.extend(le32(data.len() as u32));
-            out.extend(data);
-        };
+            out.extend(*data);
+        }
+        out
+    }
+
+    /// A StartupLocality 3 event and two measured events.
+    fn sample() -> Vec<u8> {
         let mut loc = STARTUP_LOCALITY.to_vec();
         loc.push(3);
-        ev2(0, EV_NO_ACTION, &loc);
-        ev2(0, EV_S_CRTM_VERSION, b"v1");
-        ev2(7, 0x8000_0001, b"sb");
-        out
+        agile_log(&[
+            (0, EV_NO_ACTION, &loc),
+            (0, EV_S_CRTM_VERSION, b"v1"),
+            (7, 0x8000_0001, b"sb"),
+        ])
     }
 
     #[test]

@@ -12,6 +12,14 @@
 //! Everything here is synchronous and free of I/O: decoding TPM structures, checking quote
 //! signatures, trust in the attestation key, and comparison with expected measurements. The
 //! verifier side never needs `libtss2`.
+//!
+//! Map: [`tpm2`] decodes TPM structures; [`quote`] verifies one quote for one PCR bank;
+//! [`eventlog`] replays firmware event logs; [`vtpm`] holds the validators for documents whose
+//! AK trust needs no cloud API (`local-vtpm`, insecure `qemu-vtpm`), built by
+//! [`validator_for`]; [`gce`] and [`azure_hcl`] read captured cloud evidence (GCE protobuf +
+//! AK certificate chain, Azure HCL report) and are the building blocks for those variants'
+//! validators, which additionally need cloud APIs. [`insecure_software_tpm`] and
+//! [`insecure_dummy`] issue documents without a TPM, for tests only.
 
 #![forbid(unsafe_code)]
 
@@ -20,7 +28,7 @@ use std::fmt;
 
 use sha2::{Digest, Sha256};
 
-pub use measurements::{Comparison, Measurements, Mismatch};
+pub use measurements::{Comparison, Measurement, Measurements, Mismatch};
 
 pub mod azure_hcl;
 pub mod document;

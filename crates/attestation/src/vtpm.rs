@@ -496,6 +496,32 @@ mod tests {
     }
 
     #[test]
+    fn event_log_must_replay_to_the_quoted_pcrs() {
+        use crate::eventlog::tests::agile_log;
+        let t = tpm(); // PCR 4 ← "kernel", PCR 9 ← "cmdline"
+        let v = local(&t);
+        let cases: [(&str, Vec<u8>, bool); 4] = [
+            (
+                "matching",
+                agile_log(&[(4, 0xD, b"kernel"), (9, 0xD, b"cmdline")]),
+                true,
+            ),
+            ("subset", agile_log(&[(4, 0xD, b"kernel")]), true),
+            ("other data", agile_log(&[(4, 0xD, b"kernel2")]), false),
+            ("garbage", vec![1, 2, 3], false),
+        ];
+        for (name, log, ok) in cases {
+            let mut d = doc(&t);
+            d.attestation.event_log = Some(log);
+            let r = v.validate(&d.to_json(), NONCE);
+            assert_eq!(r.is_ok(), ok, "{name}: {r:?}");
+            if !ok {
+                assert!(matches!(r, Err(ValidationError::EventLog(_))), "{name}");
+            }
+        }
+    }
+
+    #[test]
     fn quote_sets_are_checked() {
         let t = tpm();
         let v = local(&t);

@@ -1,6 +1,8 @@
 //! Real evidence: an Azure SEV-SNP CVM's vTPM quote, verified with the attestation key named
 //! in the HCL report's runtime data (`HCLAkPub`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeMap;
 
 use attestation::azure_hcl::HclReport;

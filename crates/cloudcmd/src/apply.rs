@@ -73,6 +73,7 @@ pub async fn apply(ws: &Path, cfg: &Config, opts: &ApplyOptions, progress: &mut 
             cfg.provider().as_str()
         );
     }
+    let ws = &std::path::absolute(ws).context("resolving the workspace folder")?;
     let state_path = ws.join(STATE_FILE);
     let mut state = if state_path.exists() { State::load(&state_path)? } else { State::default() };
     let mut timings = vec![];

@@ -445,6 +445,16 @@ impl Config {
     pub fn to_yaml(&self) -> String {
         self.raw.to_yaml()
     }
+
+    /// Writes a new config file (mode 0600); fails if `path` exists.
+    pub fn write_new(&self, path: &Path) -> Result<(), ConfigError> {
+        self.raw.write_new(path)
+    }
+
+    /// Atomically replaces the config file at `path` (mode 0600).
+    pub fn replace(&self, path: &Path) -> Result<(), ConfigError> {
+        self.raw.replace(path)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -69,6 +69,8 @@ fn check_free(addr: Ipv4Addr, port: u16) -> Result<(), InfraError> {
 
 /// Brings the local cloud to `wanted`. `init_secret_hash` is used only when the cloud is new.
 pub fn apply(workspace: &Path, wanted: &Wanted, init_secret_hash: &str, progress: Progress<'_>) -> Result<CloudState, InfraError> {
+    // Node processes and daemons change directory: every recorded path must be absolute.
+    let workspace = &absolute(workspace)?;
     let path = CloudState::path(workspace);
     let mut state = match CloudState::load(&path)? {
         Some(s) => {
@@ -185,6 +187,10 @@ pub fn apply(workspace: &Path, wanted: &Wanted, init_secret_hash: &str, progress
         progress(&format!("started {} ({}, {})", node.name, node.role.as_str(), node.address));
     }
     Ok(state)
+}
+
+fn absolute(p: &Path) -> Result<PathBuf, InfraError> {
+    std::path::absolute(p).map_err(|e| InfraError::Dir { path: p.to_path_buf(), source: e })
 }
 
 /// Stops every node process and TPM of the workspace's local cloud and removes its state.

@@ -1,0 +1,124 @@
+//! Validation cost next to its floor, measured in the same run:
+//! - `local-vtpm/validate_ecdsa_doc`: a full [`LocalVtpmValidator::validate`] of a software-TPM
+//!   document (JSON, TPMT_PUBLIC, quote, ECDSA P-256, digest, 3 measurements); floor:
+//!   `floor/ecdsa_p256_verify` = ring's bare verify of the same quote signature.
+//! - `azure/verify_quote_rsa2048`: [`verify_quote`] of the real Azure quote (RSASSA-SHA256,
+//!   24 PCRs), and `azure/hcl_ak_and_quote` adding HCL parsing, binding and JWK extraction;
+//!   floor: `floor/rsa2048_pkcs1_verify` = ring's bare verify of the same signature.
+//!   (Skipped when ../shared/testvectors is absent.)
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+
+use attestation::azure_hcl::HclReport;
+use attestation::insecure_software_tpm::InsecureSoftwareTpm;
+use attestation::quote::verify_quote;
+use attestation::tpm2::{HashAlg, PublicKey, SigScheme, TpmtPublic, TpmtSignature};
+use attestation::{LocalVtpmValidator, Measurement, Measurements, Validator, Variant};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use criterion::{criterion_group, criterion_main, Criterion};
+use ring::signature::{self, RsaPublicKeyComponents, UnparsedPublicKey};
+use std::hint::black_box;
+
+const NONCE: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+fn ecdsa(c: &mut Criterion) {
+    let mut tpm = InsecureSoftwareTpm::generate(Variant::LocalVtpm).unwrap();
+    tpm.extend(4, b"kernel");
+    let m: BTreeMap<u32, Measurement> = [4u32, 9, 15]
+        .into_iter()
+        .map(|i| (i, Measurement::enforced(tpm.pcrs()[&i].clone())))
+        .collect();
+    let v = LocalVtpmValidator::new([tpm.ak_fingerprint()], Measurements::new(m).unwrap());
+    let doc = tpm.document(b"user data", NONCE, None).unwrap();
+    let json = doc.to_json();
+    v.validate(&json, NONCE).unwrap();
+    c.bench_function("local-vtpm/validate_ecdsa_doc", |b| {
+        b.iter(|| v.validate(black_box(&json), NONCE).unwrap())
+    });
+
+    let q = &doc.attestation.quotes[0];
+    let TpmtSignature::Ecdsa { r, s, .. } = TpmtSignature::decode(&q.raw_sig).unwrap() else {
+        unreachable!()
+    };
+    let sig = [r, s].concat();
+    let PublicKey::Ecc { x, y, .. } = TpmtPublic::decode(tpm.ak_public()).unwrap().public_key()
+    else {
+        unreachable!()
+    };
+    let point = [&[4u8][..], &x, &y].concat();
+    let key = UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point);
+    key.verify(&q.quote, &sig).unwrap();
+    c.bench_function("floor/ecdsa_p256_verify", |b| {
+        b.iter(|| key.verify(black_box(&q.quote), &sig).unwrap())
+    });
+}
+
+fn azure(c: &mut Criterion) {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/testvectors/azure-snp-vtpm/evidence-v2.json"
+    );
+    let Ok(bytes) = std::fs::read(path) else {
+        eprintln!("skipping Azure benches: {path} not found");
+        return;
+    };
+    let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    let hex = |v: &serde_json::Value| hex::decode(v.as_str().unwrap()).unwrap();
+    let quote = hex(&v["tpm_quote"]["message"]);
+    let raw = hex(&v["tpm_quote"]["signature"]);
+    let pcrs: BTreeMap<u32, Vec<u8>> = v["tpm_quote"]["pcrs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (i as u32, hex(p)))
+        .collect();
+    let hcl = URL_SAFE_NO_PAD
+        .decode(v["hcl_report"].as_str().unwrap())
+        .unwrap();
+    let report = HclReport::parse(&hcl).unwrap();
+    let nonce = report.user_data().unwrap().unwrap()[..48].to_vec();
+    let ak = report.ak_public_key().unwrap();
+    let sig = TpmtSignature::Rsa {
+        scheme: SigScheme::RsaSsa,
+        hash: HashAlg::Sha256,
+        sig: raw.clone(),
+    };
+    c.bench_function("azure/verify_quote_rsa2048", |b| {
+        b.iter(|| {
+            verify_quote(&ak, black_box(&quote), &sig, HashAlg::Sha256, &pcrs, &nonce).unwrap()
+        })
+    });
+    c.bench_function("azure/hcl_ak_and_quote", |b| {
+        b.iter(|| {
+            let r = HclReport::parse(black_box(&hcl)).unwrap();
+            r.check_runtime_data_binding().unwrap();
+            let ak = r.ak_public_key().unwrap();
+            verify_quote(&ak, &quote, &sig, HashAlg::Sha256, &pcrs, &nonce).unwrap()
+        })
+    });
+    let PublicKey::Rsa { modulus, exponent } = &ak else {
+        unreachable!()
+    };
+    let e = exponent.to_be_bytes();
+    let key = RsaPublicKeyComponents {
+        n: modulus.as_slice(),
+        e: &e[1..],
+    };
+    c.bench_function("floor/rsa2048_pkcs1_verify", |b| {
+        b.iter(|| {
+            key.verify(
+                &signature::RSA_PKCS1_2048_8192_SHA256,
+                black_box(&quote),
+                &raw,
+            )
+            .unwrap()
+        })
+    });
+}
+
+criterion_group!(benches, ecdsa, azure);
+criterion_main!(benches);

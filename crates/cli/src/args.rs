@@ -1,0 +1,119 @@
+//! Every command-line structure of `constellation`. Commands' logic is in [`crate::cmd`].
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "constellation",
+    version,
+    about = "Manage always-encrypted clusters whose nodes prove, by attestation, what they run.",
+    long_about = None
+)]
+pub struct Cli {
+    /// Workspace folder (config, state, secrets); default: the current folder.
+    #[arg(short = 'C', long = "workspace", global = true, value_name = "DIR")]
+    pub workspace: Option<PathBuf>,
+    /// Debug logging on stderr.
+    #[arg(long, global = true)]
+    pub debug: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print version and build information.
+    Version,
+    /// Work with the config file (constellation-conf.yaml).
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Create or update the cluster: phases `infrastructure` then `init`. Re-run it after any failure.
+    Apply(ApplyArgs),
+    /// Create the infrastructure only (= apply --skip-phases init).
+    Create,
+    /// Initialize the cluster only (= apply --skip-phases infrastructure).
+    Init,
+    /// A local cluster in one command.
+    #[command(subcommand)]
+    Mini(MiniCommand),
+    /// Show the cluster's nodes, roles, addresses, image, attestation state.
+    Status(StatusArgs),
+    /// Stop every node and TPM and remove the infrastructure state and admin credentials (keeps config and master secret).
+    Terminate(TerminateArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Write a config with strong defaults for a provider: local, qemu, aws, azure, gcp, openstack.
+    Generate(GenerateArgs),
+    /// Fetch signed image measurements, verify them, and write them into the config.
+    FetchMeasurements(FetchMeasurementsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Provider: local, qemu, aws, azure, gcp or openstack.
+    #[arg(value_name = "PROVIDER")]
+    pub provider: String,
+    /// Attestation variant (default: the provider's first, e.g. local-vtpm, aws-sev-snp).
+    #[arg(short = 'a', long = "attestation", value_name = "VARIANT")]
+    pub attestation: Option<String>,
+    /// Kubernetes version: MAJOR.MINOR (resolved to the supported patch) or an exact patch.
+    #[arg(short = 'k', long = "kubernetes", value_name = "VERSION")]
+    pub kubernetes: Option<String>,
+    /// Tags for cloud resources, key=value (repeat the flag or separate with commas).
+    #[arg(short = 't', long = "tags", value_name = "KEY=VALUE", value_delimiter = ',')]
+    pub tags: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct FetchMeasurementsArgs {
+    /// Measurements file: an http(s) URL or a local path (default: the Go system's CDN
+    /// location for the config's image; required for the local provider).
+    #[arg(short = 'u', long = "url", value_name = "URL|PATH")]
+    pub url: Option<String>,
+    /// Signature file: an http(s) URL or a local path (default: the measurements location + ".sig").
+    #[arg(short = 's', long = "signature-url", value_name = "URL|PATH")]
+    pub signature_url: Option<String>,
+    /// PEM public key that must have signed the file (default: the embedded release key).
+    #[arg(long = "key", value_name = "PEM")]
+    pub key: Option<PathBuf>,
+    /// Skip the signature check. Whoever can change the file then decides which nodes your
+    /// cluster trusts: testing only.
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// Phases to skip, comma separated: infrastructure, init.
+    #[arg(long, value_delimiter = ',')]
+    pub skip_phases: Vec<String>,
+    /// Do not ask for confirmation.
+    #[arg(short, long)]
+    pub yes: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MiniCommand {
+    /// Generate a `local` config if there is none, then apply it.
+    Up,
+    /// Terminate the local cluster and remove its master secret.
+    Down(TerminateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Output format: `table` or `json`.
+    #[arg(short, long, default_value = "table")]
+    pub output: String,
+}
+
+#[derive(Debug, Args)]
+pub struct TerminateArgs {
+    /// Do not ask for confirmation.
+    #[arg(short, long)]
+    pub yes: bool,
+}

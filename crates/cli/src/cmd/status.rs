@@ -1,0 +1,56 @@
+//! `constellation status`.
+
+use std::path::Path;
+
+use anyhow::bail;
+
+pub fn run(ws: &Path, output: &str) -> anyhow::Result<()> {
+    let st = cloudcmd::status::status(ws)?;
+    match output {
+        "json" => {
+            println!("{}", serde_json::to_string_pretty(&st)?);
+            Ok(())
+        }
+        "table" => {
+            let Some(st) = st else {
+                println!("No cluster in this workspace.");
+                return Ok(());
+            };
+            println!("Cluster:     {} (uid {})", st.name, st.uid);
+            println!("Initialized: {}", if st.initialized { "yes" } else { "no" });
+            if let Some(id) = &st.cluster_id {
+                println!("Cluster ID:  {id}");
+            }
+            println!("Image:       {}", st.image);
+            println!("Attestation: {}", st.variant);
+            println!();
+            println!(
+                "{:<18} {:<14} {:<15} {:<8} {:<12} DETAIL",
+                "NODE", "ROLE", "ADDRESS", "RUNNING", "PHASE"
+            );
+            for n in &st.nodes {
+                let phase = n
+                    .phase
+                    .map(|p| {
+                        serde_json::to_value(p)
+                            .ok()
+                            .and_then(|v| v.as_str().map(String::from))
+                            .unwrap_or_default()
+                    })
+                    .unwrap_or_else(|| "-".into());
+                let detail = n.error.clone().unwrap_or_else(|| n.services.join(","));
+                println!(
+                    "{:<18} {:<14} {:<15} {:<8} {:<12} {}",
+                    n.name,
+                    n.role,
+                    n.address,
+                    if n.running { "yes" } else { "no" },
+                    phase,
+                    detail
+                );
+            }
+            Ok(())
+        }
+        other => bail!("unknown output format {other:?} (table, json)"),
+    }
+}

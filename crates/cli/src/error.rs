@@ -1,0 +1,173 @@
+//! How the CLI shows a failure:
+//!
+//! ```text
+//! Error: <outermost message>
+//!   caused by: <its cause>
+//!   caused by: …
+//!   hint: <what the user can do>
+//! ```
+//!
+//! Hints come from a [`Hinted`] wrapper a command attached, or from the error types of the
+//! library crates ([`hint_for`]).
+
+use std::error::Error as StdError;
+use std::fmt;
+
+use config::{ConfigError, ParseErrorKind, WriteError};
+use measurements::image::ImageError;
+
+/// An error with a hint for the user. Displays as the wrapped error (the hint is shown last).
+pub struct Hinted {
+    pub hint: String,
+    pub inner: anyhow::Error,
+}
+
+impl fmt::Debug for Hinted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?} (hint: {})", self.inner, self.hint)
+    }
+}
+
+impl fmt::Display for Hinted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.inner, f)
+    }
+}
+
+impl StdError for Hinted {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.inner.source()
+    }
+}
+
+/// Attaches a hint to an error.
+pub fn with_hint(inner: impl Into<anyhow::Error>, hint: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Hinted {
+        hint: hint.into(),
+        inner: inner.into(),
+    })
+}
+
+const GENERATE: &str = "`constellation config generate local` in an empty folder shows a valid config";
+
+fn config_hint(e: &ConfigError) -> Option<String> {
+    let provider_of = |path: &str| {
+        path.strip_prefix("provider.")
+            .and_then(|p| p.split('.').next())
+            .map(str::to_string)
+    };
+    let generate = |path: &str| match provider_of(path) {
+        Some(p) => format!("`constellation config generate {p}` in an empty folder shows a valid config"),
+        None => GENERATE.to_string(),
+    };
+    match e.content() {
+        ConfigError::NotFound { .. } => Some(
+            "run `constellation config generate local` first (or `constellation mini up`), or point -C at your workspace".into(),
+        ),
+        ConfigError::Parse(p) => Some(match p.kind {
+            ParseErrorKind::UnknownKey => format!("remove the key or check its spelling; {}", generate(&p.path)),
+            ParseErrorKind::MissingKey => format!("add the key; {}", generate(&p.path)),
+            ParseErrorKind::BadValue => format!(
+                "fix the value; the comment above each key in a generated config says what it takes ({})",
+                generate(&p.path).trim_end_matches(" shows a valid config")
+            ),
+            ParseErrorKind::Syntax => "fix the YAML syntax at that position".into(),
+        }),
+        ConfigError::Invalid(_) => Some("fix the listed fields in constellation-conf.yaml".into()),
+        ConfigError::Write(WriteError::AlreadyExists { path }) => Some(format!(
+            "keep the existing file, or move {} away first (or use another workspace with -C)",
+            path.display()
+        )),
+        _ => None,
+    }
+}
+
+fn image_hint(e: &ImageError) -> Option<String> {
+    Some(match e {
+        ImageError::SignatureInvalid { .. } => {
+            "the file was changed or signed by another key: check -u/-s and --key; do not use the file".into()
+        }
+        ImageError::NotMeasurementsFile { .. } => {
+            "-u must point at an image measurements file (measurements.json), not at another signed file".into()
+        }
+        ImageError::NoMeasurementsFor { .. } => {
+            "use the measurements file of the image for this provider and attestation variant".into()
+        }
+        ImageError::WrongImage { .. } => {
+            "set `image` in constellation-conf.yaml to the file's image, or fetch the file of your image".into()
+        }
+        ImageError::BadPublicKey { .. } => "--key must be a PEM ECDSA P-256 public key".into(),
+        ImageError::BadImageRef(_) => "set `image` to vX.Y.Z (or stream/<stream>/<version>)".into(),
+    })
+}
+
+/// Hints recognised by message, for errors of crates without typed errors here.
+fn message_hint(err: &anyhow::Error) -> Option<String> {
+    let s = format!("{err:#}");
+    if s.contains("in use by another program") {
+        return Some("another cluster may use these loopback addresses: terminate it, or set provider.local.baseAddress to a free 127.x.y.z".into());
+    }
+    if s.contains("failed attestation") {
+        return Some("the node runs other software than the config's measurements expect: rebuild the image or update the measurements".into());
+    }
+    None
+}
+
+/// The hint for an error: an attached [`Hinted`] first, else one derived from known types.
+pub fn hint_for(err: &anyhow::Error) -> Option<String> {
+    for e in err.chain() {
+        if let Some(h) = e.downcast_ref::<Hinted>() {
+            return Some(h.hint.clone());
+        }
+    }
+    if let Some(h) = message_hint(err) {
+        return Some(h);
+    }
+    for e in err.chain() {
+        if let Some(c) = e.downcast_ref::<ConfigError>() {
+            if let Some(h) = config_hint(c) {
+                return Some(h);
+            }
+        }
+        if let Some(i) = e.downcast_ref::<ImageError>() {
+            return image_hint(i);
+        }
+    }
+    None
+}
+
+/// The text printed for a failed command.
+pub fn render(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    let mut chain = err.chain();
+    if let Some(first) = chain.next() {
+        out.push_str(&format!("Error: {first}\n"));
+    }
+    for cause in chain {
+        out.push_str(&format!("  caused by: {cause}\n"));
+    }
+    if let Some(h) = hint_for(err) {
+        out.push_str(&format!("  hint: {h}\n"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context as _;
+
+    #[test]
+    fn chain_and_hint() {
+        let inner = ConfigError::NotFound {
+            path: "constellation-conf.yaml".into(),
+        };
+        let e = anyhow::Error::new(inner).context("loading the config");
+        assert_eq!(
+            render(&e),
+            "Error: loading the config\n  caused by: constellation-conf.yaml does not exist\n  hint: run `constellation config generate local` first (or `constellation mini up`), or point -C at your workspace\n"
+        );
+        let e = with_hint(anyhow::anyhow!("root").context("outer"), "do this");
+        assert_eq!(render(&e), "Error: outer\n  caused by: root\n  hint: do this\n");
+    }
+}
