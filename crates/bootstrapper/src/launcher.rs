@@ -25,7 +25,8 @@ pub fn launch(args: &LaunchArgs) -> anyhow::Error {
         Ok(boot) => {
             use std::os::unix::process::CommandExt;
             let err = Command::new(&boot).args(&args.boot_args).exec();
-            anyhow::Error::new(err).context(format!("starting the boot component {}", boot.display()))
+            anyhow::Error::new(err)
+                .context(format!("starting the boot component {}", boot.display()))
         }
         Err(e) => e,
     }
@@ -34,23 +35,34 @@ pub fn launch(args: &LaunchArgs) -> anyhow::Error {
 /// Extends the measured-boot events into the TPM; returns the boot component's path.
 pub fn measure(args: &LaunchArgs) -> anyhow::Result<PathBuf> {
     let image = NodeImage::load(&args.image).context("loading the node image")?;
-    let events = image.measure_boot(args.variant).context("measuring the node image")?;
-    let boot = image.boot_path().context("the node image has no boot component")?;
+    let events = image
+        .measure_boot(args.variant)
+        .context("measuring the node image")?;
+    let boot = image
+        .boot_path()
+        .context("the node image has no boot component")?;
     // The TPM connection is closed before exec: swtpm serves one client at a time.
     let tpm = tpm::Tpm::open(&args.tcti).context("opening the node's TPM")?;
     let pcrs = tpm.read_pcrs_sha256().context("reading PCRs")?;
-    if pcrs.get(&provider_local::pcr::PCR_BOOT).is_some_and(|v| v != &[0u8; 32]) {
-        anyhow::bail!("PCR 4 is not zero: this TPM was not reset since the last boot; restart its swtpm");
+    if pcrs
+        .get(&provider_local::pcr::PCR_BOOT)
+        .is_some_and(|v| v != &[0u8; 32])
+    {
+        anyhow::bail!(
+            "PCR 4 is not zero: this TPM was not reset since the last boot; restart its swtpm"
+        );
     }
     for e in &events {
         match e {
             Event::Extend { pcr, digest, what } => {
                 tracing::info!(pcr, digest = %hex::encode(digest), "measuring {what}");
-                tpm.extend_sha256(*pcr, digest).with_context(|| format!("extending PCR {pcr}"))?;
+                tpm.extend_sha256(*pcr, digest)
+                    .with_context(|| format!("extending PCR {pcr}"))?;
             }
             Event::Event { pcr, data, what } => {
                 tracing::info!(pcr, "measuring {what}");
-                tpm.pcr_event(*pcr, data).with_context(|| format!("PCR_Event on PCR {pcr}"))?;
+                tpm.pcr_event(*pcr, data)
+                    .with_context(|| format!("PCR_Event on PCR {pcr}"))?;
             }
         }
     }

@@ -22,7 +22,8 @@ impl Metadata {
     }
 
     pub fn load(&self) -> anyhow::Result<CloudState> {
-        CloudState::load(&self.path)?.with_context(|| format!("no local cloud state at {}", self.path.display()))
+        CloudState::load(&self.path)?
+            .with_context(|| format!("no local cloud state at {}", self.path.display()))
     }
 
     pub fn self_node(&self, name: &str) -> anyhow::Result<NodeRecord> {
@@ -35,6 +36,12 @@ impl Metadata {
 
     /// Addresses of all control-plane nodes except `except` (JoinService endpoints).
     pub fn control_planes(&self, except: &str) -> anyhow::Result<Vec<Ipv4Addr>> {
-        Ok(self.load()?.nodes.iter().filter(|n| n.role == Role::ControlPlane && n.name != except).map(|n| n.address).collect())
+        Ok(self
+            .load()?
+            .nodes
+            .iter()
+            .filter(|n| n.role == Role::ControlPlane && n.name != except)
+            .map(|n| n.address)
+            .collect())
     }
 }

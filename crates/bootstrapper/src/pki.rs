@@ -8,7 +8,10 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
 use anyhow::Context;
-use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
 
 use crate::state::write_atomic;
 
@@ -39,11 +42,19 @@ impl ClusterCa {
         dn.push(DnType::OrganizationName, "constellation");
         params.distinguished_name = dn;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         validity(&mut params, 3650);
         let cert = params.self_signed(&key).context("self-signing the CA")?;
         let key_pem = zeroize::Zeroizing::new(key.serialize_pem());
-        Ok(Self { cert_pem: cert.pem(), key_pem, issuer: Issuer::new(params, key) })
+        Ok(Self {
+            cert_pem: cert.pem(),
+            key_pem,
+            issuer: Issuer::new(params, key),
+        })
     }
 
     pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
@@ -54,27 +65,46 @@ impl ClusterCa {
 
     pub fn load(dir: &Path) -> anyhow::Result<Self> {
         let cert_pem = std::fs::read_to_string(dir.join("ca.crt")).context("reading ca.crt")?;
-        let key_pem = zeroize::Zeroizing::new(std::fs::read_to_string(dir.join("ca.key")).context("reading ca.key")?);
+        let key_pem = zeroize::Zeroizing::new(
+            std::fs::read_to_string(dir.join("ca.key")).context("reading ca.key")?,
+        );
         let key = KeyPair::from_pem(&key_pem).context("parsing ca.key")?;
         let der = rustls::pki_types::CertificateDer::from(pem_to_der(&cert_pem)?);
         let issuer = Issuer::from_ca_cert_der(&der, key).context("parsing ca.crt")?;
-        Ok(Self { cert_pem, key_pem, issuer })
+        Ok(Self {
+            cert_pem,
+            key_pem,
+            issuer,
+        })
     }
 
     fn issue(&self, params: CertificateParams) -> anyhow::Result<Issued> {
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
-        Ok(Issued { cert_pem: cert.pem(), key_pem: zeroize::Zeroizing::new(key.serialize_pem()) })
+        Ok(Issued {
+            cert_pem: cert.pem(),
+            key_pem: zeroize::Zeroizing::new(key.serialize_pem()),
+        })
     }
 
     /// A certificate usable as TLS server and client (etcd members, services) for `ips`.
     pub fn issue_node(&self, cn: &str, ips: &[Ipv4Addr]) -> anyhow::Result<Issued> {
         let mut p = CertificateParams::new(Vec::<String>::new())?;
         p.distinguished_name.push(DnType::CommonName, cn);
-        p.subject_alt_names = ips.iter().map(|ip| SanType::IpAddress(IpAddr::V4(*ip))).collect();
-        p.subject_alt_names.push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
-        p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        p.subject_alt_names = ips
+            .iter()
+            .map(|ip| SanType::IpAddress(IpAddr::V4(*ip)))
+            .collect();
+        p.subject_alt_names
+            .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        p.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        p.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
         validity(&mut p, 365);
         self.issue(p)
     }
@@ -82,26 +112,39 @@ impl ClusterCa {
     /// The owner's admin client certificate (`O=system:masters`, as kubeadm's admin user).
     pub fn issue_admin(&self, cluster_name: &str) -> anyhow::Result<Issued> {
         let mut p = CertificateParams::new(Vec::<String>::new())?;
-        p.distinguished_name.push(DnType::CommonName, format!("{cluster_name}-admin"));
-        p.distinguished_name.push(DnType::OrganizationName, "system:masters");
+        p.distinguished_name
+            .push(DnType::CommonName, format!("{cluster_name}-admin"));
+        p.distinguished_name
+            .push(DnType::OrganizationName, "system:masters");
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        p.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
         validity(&mut p, 365);
         self.issue(p)
     }
 
     /// Signs a node's CSR (DER PKCS#10) as a client+server certificate.
     pub fn sign_csr(&self, csr_der: &[u8]) -> anyhow::Result<String> {
-        let mut csr = rcgen::CertificateSigningRequestParams::from_der(&csr_der.to_vec().into()).context("parsing the CSR")?;
+        let mut csr = rcgen::CertificateSigningRequestParams::from_der(&csr_der.to_vec().into())
+            .context("parsing the CSR")?;
         validity(&mut csr.params, 365);
-        csr.params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        csr.params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
         Ok(csr.signed_by(&self.issuer)?.pem())
     }
 }
 
 pub fn pem_to_der(pem: &str) -> anyhow::Result<Vec<u8>> {
     use rustls::pki_types::pem::PemObject;
-    Ok(rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).context("parsing PEM certificate")?.to_vec())
+    Ok(
+        rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+            .context("parsing PEM certificate")?
+            .to_vec(),
+    )
 }
 
 #[cfg(test)]
@@ -115,7 +158,9 @@ mod tests {
         ca.save(t.path()).unwrap();
         let ca2 = ClusterCa::load(t.path()).unwrap();
         assert_eq!(ca.cert_pem, ca2.cert_pem);
-        let n = ca2.issue_node("control-plane-0", &[Ipv4Addr::new(127, 20, 0, 1)]).unwrap();
+        let n = ca2
+            .issue_node("control-plane-0", &[Ipv4Addr::new(127, 20, 0, 1)])
+            .unwrap();
         assert!(n.cert_pem.contains("BEGIN CERTIFICATE"));
         let a = ca2.issue_admin("mini").unwrap();
         assert!(a.key_pem.contains("PRIVATE KEY"));

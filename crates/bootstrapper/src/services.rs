@@ -22,46 +22,88 @@ pub struct NodePki {
 }
 
 /// Writes CA (cert + key) and this node's certificate; returns the paths.
-pub fn setup_pki(dir: &NodeDir, ca: &ClusterCa, name: &str, addr: Ipv4Addr) -> anyhow::Result<NodePki> {
+pub fn setup_pki(
+    dir: &NodeDir,
+    ca: &ClusterCa,
+    name: &str,
+    addr: Ipv4Addr,
+) -> anyhow::Result<NodePki> {
     let pki = dir.pki();
     ca.save(&pki)?;
     let node = ca.issue_node(name, &[addr])?;
     write_atomic(&pki.join("node.crt"), node.cert_pem.as_bytes(), 0o644)?;
     write_atomic(&pki.join("node.key"), node.key_pem.as_bytes(), 0o600)?;
-    Ok(NodePki { ca: pki.join("ca.crt"), cert: pki.join("node.crt"), key: pki.join("node.key") })
+    Ok(NodePki {
+        ca: pki.join("ca.crt"),
+        cert: pki.join("node.crt"),
+        key: pki.join("node.key"),
+    })
 }
 
 /// Starts a single-member etcd (the first control-plane node) and waits until it listens.
-pub async fn start_etcd(etcd: &Path, dir: &NodeDir, name: &str, addr: Ipv4Addr, pki: &NodePki) -> anyhow::Result<Child> {
+pub async fn start_etcd(
+    etcd: &Path,
+    dir: &NodeDir,
+    name: &str,
+    addr: Ipv4Addr,
+    pki: &NodePki,
+) -> anyhow::Result<Child> {
     let client = format!("https://{addr}:{PORT_ETCD_CLIENT}");
     let peer = format!("https://{addr}:{PORT_ETCD_PEER}");
     let data = dir.etcd_data();
     std::fs::create_dir_all(&data).context("creating the etcd data folder")?;
-    let state = if data.join("member").exists() { "existing" } else { "new" };
+    let state = if data.join("member").exists() {
+        "existing"
+    } else {
+        "new"
+    };
     let mut cmd = Command::new(etcd);
-    cmd.arg("--name").arg(name)
-        .arg("--data-dir").arg(&data)
-        .arg("--listen-client-urls").arg(&client)
-        .arg("--advertise-client-urls").arg(&client)
-        .arg("--listen-peer-urls").arg(&peer)
-        .arg("--initial-advertise-peer-urls").arg(&peer)
-        .arg("--initial-cluster").arg(format!("{name}={peer}"))
-        .arg("--initial-cluster-state").arg(state)
-        .arg("--cert-file").arg(&pki.cert)
-        .arg("--key-file").arg(&pki.key)
-        .arg("--trusted-ca-file").arg(&pki.ca)
+    cmd.arg("--name")
+        .arg(name)
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--listen-client-urls")
+        .arg(&client)
+        .arg("--advertise-client-urls")
+        .arg(&client)
+        .arg("--listen-peer-urls")
+        .arg(&peer)
+        .arg("--initial-advertise-peer-urls")
+        .arg(&peer)
+        .arg("--initial-cluster")
+        .arg(format!("{name}={peer}"))
+        .arg("--initial-cluster-state")
+        .arg(state)
+        .arg("--cert-file")
+        .arg(&pki.cert)
+        .arg("--key-file")
+        .arg(&pki.key)
+        .arg("--trusted-ca-file")
+        .arg(&pki.ca)
         .arg("--client-cert-auth")
-        .arg("--peer-cert-file").arg(&pki.cert)
-        .arg("--peer-key-file").arg(&pki.key)
-        .arg("--peer-trusted-ca-file").arg(&pki.ca)
+        .arg("--peer-cert-file")
+        .arg(&pki.cert)
+        .arg("--peer-key-file")
+        .arg(&pki.key)
+        .arg("--peer-trusted-ca-file")
+        .arg(&pki.ca)
         .arg("--peer-client-cert-auth")
-        .arg("--listen-metrics-urls").arg("")
-        .arg("--log-level").arg("warn")
-        .arg("--logger").arg("zap")
+        .arg("--listen-metrics-urls")
+        .arg("")
+        .arg("--log-level")
+        .arg("warn")
+        .arg("--logger")
+        .arg("zap")
         .kill_on_drop(true);
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.0.join("etcd.log")).context("opening etcd.log")?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.0.join("etcd.log"))
+        .context("opening etcd.log")?;
     cmd.stdout(log.try_clone()?).stderr(log);
-    let mut child = cmd.spawn().with_context(|| format!("starting {}", etcd.display()))?;
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("starting {}", etcd.display()))?;
     let target = SocketAddr::V4(SocketAddrV4::new(addr, PORT_ETCD_CLIENT));
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -69,10 +111,16 @@ pub async fn start_etcd(etcd: &Path, dir: &NodeDir, name: &str, addr: Ipv4Addr, 
             return Ok(child);
         }
         if let Some(status) = child.try_wait()? {
-            anyhow::bail!("etcd exited during start-up ({status}); see {}", dir.0.join("etcd.log").display());
+            anyhow::bail!(
+                "etcd exited during start-up ({status}); see {}",
+                dir.0.join("etcd.log").display()
+            );
         }
         if Instant::now() > deadline {
-            anyhow::bail!("etcd did not listen on {target} within 20 s; see {}", dir.0.join("etcd.log").display());
+            anyhow::bail!(
+                "etcd did not listen on {target} within 20 s; see {}",
+                dir.0.join("etcd.log").display()
+            );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -80,13 +128,22 @@ pub async fn start_etcd(etcd: &Path, dir: &NodeDir, name: &str, addr: Ipv4Addr, 
 
 /// Serves the KeyService on the node's address behind mutual TLS: clients need a certificate
 /// from the cluster CA.
-pub async fn serve_keyservice(addr: Ipv4Addr, ca: &ClusterCa, pki: &NodePki, master: Arc<keys::MasterSecret>) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+pub async fn serve_keyservice(
+    addr: Ipv4Addr,
+    ca: &ClusterCa,
+    pki: &NodePki,
+    master: Arc<keys::MasterSecret>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     roots.add(CertificateDer::from(pem_to_der(&ca.cert_pem)?))?;
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build()?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()?;
     let certs = vec![CertificateDer::from_pem_file(&pki.cert)?];
     let key = PrivateKeyDer::from_pem_file(&pki.key)?;
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
@@ -95,11 +152,17 @@ pub async fn serve_keyservice(addr: Ipv4Addr, ca: &ClusterCa, pki: &NodePki, mas
         .with_single_cert(certs, key)?;
     cfg.alpn_protocols = vec![b"h2".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
-    let listener = tokio::net::TcpListener::bind(SocketAddrV4::new(addr, PORT_KEYSERVICE)).await.context("binding the KeyService port")?;
+    let listener = tokio::net::TcpListener::bind(SocketAddrV4::new(addr, PORT_KEYSERVICE))
+        .await
+        .context("binding the KeyService port")?;
     let incoming = async_stream_tls(listener, acceptor);
     let svc = proto::kms::api_server::ApiServer::new(keyservice::KeyService::new(master));
     Ok(tokio::spawn(async move {
-        if let Err(e) = tonic::transport::Server::builder().add_service(svc).serve_with_incoming(incoming).await {
+        if let Err(e) = tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming(incoming)
+            .await
+        {
             tracing::error!("KeyService stopped: {e}");
         }
     }))
@@ -113,7 +176,9 @@ fn async_stream_tls(
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     tokio::spawn(async move {
         loop {
-            let Ok((tcp, peer)) = listener.accept().await else { continue };
+            let Ok((tcp, peer)) = listener.accept().await else {
+                continue;
+            };
             let acceptor = acceptor.clone();
             let tx = tx.clone();
             tokio::spawn(async move {
@@ -139,19 +204,33 @@ impl tonic::transport::server::Connected for TlsConn {
 }
 
 impl tokio::io::AsyncRead for TlsConn {
-    fn poll_read(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>, buf: &mut tokio::io::ReadBuf<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
     }
 }
 
 impl tokio::io::AsyncWrite for TlsConn {
-    fn poll_write(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>, buf: &[u8]) -> std::task::Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
         std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
     }
-    fn poll_flush(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         std::pin::Pin::new(&mut self.0).poll_flush(cx)
     }
-    fn poll_shutdown(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
     }
 }

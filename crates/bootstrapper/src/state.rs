@@ -90,15 +90,23 @@ impl NodeDir {
     }
 
     pub fn read_status(&self) -> Option<Status> {
-        fs::read(self.status()).ok().and_then(|b| serde_json::from_slice(&b).ok())
+        fs::read(self.status())
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
     }
 
     pub fn write_status(&self, s: &Status) -> std::io::Result<()> {
-        write_atomic(&self.status(), &serde_json::to_vec_pretty(s).unwrap_or_default(), 0o644)
+        write_atomic(
+            &self.status(),
+            &serde_json::to_vec_pretty(s).unwrap_or_default(),
+            0o644,
+        )
     }
 
     pub fn read_node_state(&self) -> Option<NodeState> {
-        fs::read(self.node_state()).ok().and_then(|b| serde_json::from_slice(&b).ok())
+        fs::read(self.node_state())
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
     }
 
     pub fn write_node_state(&self, s: &NodeState) -> std::io::Result<()> {
@@ -119,7 +127,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
     fs::create_dir_all(dir)?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)?;
     f.write_all(bytes)?;
     f.sync_all()?;
     fs::rename(&tmp, path)
@@ -133,11 +146,24 @@ mod tests {
     fn node_state_is_go_layout() {
         let t = tempfile::tempdir().unwrap();
         let d = NodeDir(t.path().into());
-        d.write_node_state(&NodeState { role: "ControlPlane".into(), measurement_salt: vec![0xff; 32] }).unwrap();
+        d.write_node_state(&NodeState {
+            role: "ControlPlane".into(),
+            measurement_salt: vec![0xff; 32],
+        })
+        .unwrap();
         let s = fs::read_to_string(d.node_state()).unwrap();
-        assert!(s.contains("\t\"MeasurementSalt\": \"//////////////////////////////////////////8=\""), "{s}");
-        assert_eq!(d.read_node_state().unwrap().measurement_salt, vec![0xff; 32]);
+        assert!(
+            s.contains("\t\"MeasurementSalt\": \"//////////////////////////////////////////8=\""),
+            "{s}"
+        );
+        assert_eq!(
+            d.read_node_state().unwrap().measurement_salt,
+            vec![0xff; 32]
+        );
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(fs::metadata(d.node_state()).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(d.node_state()).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 }

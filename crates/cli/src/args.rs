@@ -64,7 +64,12 @@ pub struct GenerateArgs {
     #[arg(short = 'k', long = "kubernetes", value_name = "VERSION")]
     pub kubernetes: Option<String>,
     /// Tags for cloud resources, key=value (repeat the flag or separate with commas).
-    #[arg(short = 't', long = "tags", value_name = "KEY=VALUE", value_delimiter = ',')]
+    #[arg(
+        short = 't',
+        long = "tags",
+        value_name = "KEY=VALUE",
+        value_delimiter = ','
+    )]
     pub tags: Vec<String>,
 }
 

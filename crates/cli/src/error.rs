@@ -48,7 +48,8 @@ pub fn with_hint(inner: impl Into<anyhow::Error>, hint: impl Into<String>) -> an
     })
 }
 
-const GENERATE: &str = "`constellation config generate local` in an empty folder shows a valid config";
+const GENERATE: &str =
+    "`constellation config generate local` in an empty folder shows a valid config";
 
 fn config_hint(e: &ConfigError) -> Option<String> {
     let provider_of = |path: &str| {
@@ -57,7 +58,9 @@ fn config_hint(e: &ConfigError) -> Option<String> {
             .map(str::to_string)
     };
     let generate = |path: &str| match provider_of(path) {
-        Some(p) => format!("`constellation config generate {p}` in an empty folder shows a valid config"),
+        Some(p) => {
+            format!("`constellation config generate {p}` in an empty folder shows a valid config")
+        }
         None => GENERATE.to_string(),
     };
     match e.content() {
@@ -155,7 +158,6 @@ pub fn render(err: &anyhow::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use anyhow::Context as _;
 
     #[test]
     fn chain_and_hint() {
@@ -168,6 +170,9 @@ mod tests {
             "Error: loading the config\n  caused by: constellation-conf.yaml does not exist\n  hint: run `constellation config generate local` first (or `constellation mini up`), or point -C at your workspace\n"
         );
         let e = with_hint(anyhow::anyhow!("root").context("outer"), "do this");
-        assert_eq!(render(&e), "Error: outer\n  caused by: root\n  hint: do this\n");
+        assert_eq!(
+            render(&e),
+            "Error: outer\n  caused by: root\n  hint: do this\n"
+        );
     }
 }

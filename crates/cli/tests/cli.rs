@@ -2,6 +2,8 @@
 //! workspace. Measurement-signing vectors come from `../shared/testvectors`; tests that need
 //! them skip with a message when it is absent.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failure is a test failure
+
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -79,7 +81,12 @@ fn version_prints_build_info() {
     let o = constellation(d.path(), &["version"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
-    for key in ["Version:   v", "GitCommit:", "Rustc:     rustc ", "Platform:  linux/"] {
+    for key in [
+        "Version:   v",
+        "GitCommit:",
+        "Rustc:     rustc ",
+        "Platform:  linux/",
+    ] {
         assert!(out.contains(key), "{out}");
     }
 }
@@ -87,10 +94,18 @@ fn version_prints_build_info() {
 #[test]
 fn generate_then_refuse_overwrite() {
     let d = tempfile::tempdir().unwrap();
-    let o = constellation(d.path(), &["config", "generate", "qemu", "-k", "v1.30", "-t", "a=1,b=2", "-t", "c=3"]);
+    let o = constellation(
+        d.path(),
+        &[
+            "config", "generate", "qemu", "-k", "v1.30", "-t", "a=1,b=2", "-t", "c=3",
+        ],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let path = d.path().join(CONFIG_FILE);
-    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     let before = std::fs::read(&path).unwrap();
     let c = Config::load(&path).unwrap();
     assert_eq!(c.kubernetes_version(), "v1.30.14");
@@ -100,7 +115,10 @@ fn generate_then_refuse_overwrite() {
         let o = constellation(d.path(), &["config", "generate", provider]);
         assert_eq!(o.status.code(), Some(1));
         let err = stderr(&o);
-        assert!(err.contains("already exists; refusing to overwrite it"), "{err}");
+        assert!(
+            err.contains("already exists; refusing to overwrite it"),
+            "{err}"
+        );
         assert!(err.contains("  hint: "), "{err}");
         assert_eq!(std::fs::read(&path).unwrap(), before, "config changed");
     }
@@ -111,15 +129,27 @@ fn generate_rejects_bad_flags() {
     let d = tempfile::tempdir().unwrap();
     let cases: [(&[&str], &str); 4] = [
         (&["config", "generate", "mars"], "unknown provider \"mars\""),
-        (&["config", "generate", "aws", "-a", "qemu-vtpm"], "not available on provider aws"),
-        (&["config", "generate", "qemu", "-k", "v1.20"], "\"v1.20\" is not supported"),
-        (&["config", "generate", "qemu", "-t", "novalue"], "is not key=value"),
+        (
+            &["config", "generate", "aws", "-a", "qemu-vtpm"],
+            "not available on provider aws",
+        ),
+        (
+            &["config", "generate", "qemu", "-k", "v1.20"],
+            "\"v1.20\" is not supported",
+        ),
+        (
+            &["config", "generate", "qemu", "-t", "novalue"],
+            "is not key=value",
+        ),
     ];
     for (args, want) in cases {
         let o = constellation(d.path(), args);
         assert_eq!(o.status.code(), Some(1), "{args:?}");
         assert!(stderr(&o).contains(want), "{args:?}: {}", stderr(&o));
-        assert!(!d.path().join(CONFIG_FILE).exists(), "{args:?} wrote a config");
+        assert!(
+            !d.path().join(CONFIG_FILE).exists(),
+            "{args:?} wrote a config"
+        );
     }
 }
 
@@ -130,11 +160,28 @@ fn unknown_key_is_rejected_with_path_line_and_hint() {
     let bad = text.replace("    baseAddress:", "    foo: 1\n    baseAddress:");
     std::fs::write(d.path().join(CONFIG_FILE), &bad).unwrap();
     let line = bad.lines().position(|l| l == "    foo: 1").unwrap() + 1;
-    let o = constellation(d.path(), &["config", "fetch-measurements", "--insecure", "-u", "/nonexistent"]);
+    let o = constellation(
+        d.path(),
+        &[
+            "config",
+            "fetch-measurements",
+            "--insecure",
+            "-u",
+            "/nonexistent",
+        ],
+    );
     assert_eq!(o.status.code(), Some(1));
     let err = stderr(&o);
-    assert!(err.starts_with("Error: constellation-conf.yaml is not a valid config v4 file\n"), "{err}");
-    assert!(err.contains(&format!("  caused by: unknown key `provider.local.foo` at line {line}, column 5")), "{err}");
+    assert!(
+        err.starts_with("Error: constellation-conf.yaml is not a valid config v4 file\n"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "  caused by: unknown key `provider.local.foo` at line {line}, column 5"
+        )),
+        "{err}"
+    );
     assert!(err.contains("  hint: remove the key or check its spelling; `constellation config generate local` in an empty folder shows a valid config"), "{err}");
     assert_eq!(config_bytes(d.path()), bad.as_bytes());
 }
@@ -204,7 +251,13 @@ fn go_layout_config_loads_and_updates() {
     std::fs::write(d.path().join("m.json"), &file).unwrap();
     let o = constellation(
         d.path(),
-        &["config", "fetch-measurements", "--insecure", "-u", &path_str(d.path(), "m.json")],
+        &[
+            "config",
+            "fetch-measurements",
+            "--insecure",
+            "-u",
+            &path_str(d.path(), "m.json"),
+        ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("WARNING: --insecure"), "{}", stderr(&o));
@@ -214,7 +267,9 @@ fn go_layout_config_loads_and_updates() {
     assert_eq!(after.measurements().get(9), before.measurements().get(9));
     assert_eq!(after.measurements().len(), 8);
     let mut expected_raw = before.raw().clone();
-    *expected_raw.measurements_mut(attestation::Variant::QemuVtpm).unwrap() = after.measurements().clone();
+    *expected_raw
+        .measurements_mut(attestation::Variant::QemuVtpm)
+        .unwrap() = after.measurements().clone();
     assert_eq!(after.raw(), &expected_raw, "other values changed");
 }
 
@@ -234,12 +289,18 @@ fn fetch_measurements_updates_local_config() {
         "cd".repeat(32)
     );
     std::fs::write(d.path().join("m.json"), &file).unwrap();
-    let o = constellation(d.path(), &["config", "fetch-measurements", "--insecure", "-u", "m.json"]);
+    let o = constellation(
+        d.path(),
+        &["config", "fetch-measurements", "--insecure", "-u", "m.json"],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let c = Config::load(&d.path().join(CONFIG_FILE)).unwrap();
     assert_eq!(c.measurements().get(4).unwrap().expected, vec![0xcd; 32]);
     assert_eq!(c.measurements().len(), 7);
-    let mode = std::fs::metadata(d.path().join(CONFIG_FILE)).unwrap().permissions().mode();
+    let mode = std::fs::metadata(d.path().join(CONFIG_FILE))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
 }
 
@@ -320,7 +381,12 @@ fn fetch_measurements_with_signed_vectors() {
         assert_eq!(o.status.code(), Some(1), "{}: {err}", case.name);
         assert!(err.contains(case.want), "{}: {err}", case.name);
         assert!(err.contains("  hint: "), "{}: {err}", case.name);
-        assert_eq!(config_bytes(d.path()), before, "{}: config changed", case.name);
+        assert_eq!(
+            config_bytes(d.path()),
+            before,
+            "{}: config changed",
+            case.name
+        );
     }
 }
 
@@ -368,13 +434,24 @@ fn serve_one(s: &mut TcpStream, files: &HashMap<String, Vec<u8>>) -> std::io::Re
         req.extend_from_slice(&buf[..n]);
     }
     let text = String::from_utf8_lossy(&req);
-    let path = text.split_whitespace().nth(1).unwrap_or("/").trim_start_matches('/');
+    let path = text
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("/")
+        .trim_start_matches('/');
     match files.get(path) {
         Some(body) => {
-            write!(s, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len())?;
+            write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )?;
             s.write_all(body)?;
         }
-        None => write!(s, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?,
+        None => write!(
+            s,
+            "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )?,
     }
     s.flush()
 }
@@ -404,15 +481,31 @@ fn fetch_measurements_over_http() {
 
     // The signature URL defaults to the measurements URL + ".sig".
     let url = server.url("img/measurements.json");
-    let o = constellation(d.path(), &["config", "fetch-measurements", "-u", &url, "--key", &key]);
+    let o = constellation(
+        d.path(),
+        &["config", "fetch-measurements", "-u", &url, "--key", &key],
+    );
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(err.contains("no measurements for provider \"local\""), "{err}");
+    assert!(
+        err.contains("no measurements for provider \"local\""),
+        "{err}"
+    );
     assert!(!err.contains("signature does not verify"), "{err}");
     assert_eq!(config_bytes(d.path()), before);
 
     let missing = server.url("img/other.json");
-    let o = constellation(d.path(), &["config", "fetch-measurements", "-u", &missing, "--key", &key]);
+    let o = constellation(
+        d.path(),
+        &[
+            "config",
+            "fetch-measurements",
+            "-u",
+            &missing,
+            "--key",
+            &key,
+        ],
+    );
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("HTTP status 404"), "{err}");
@@ -425,6 +518,12 @@ fn fetch_measurements_without_config() {
     let o = constellation(d.path(), &["config", "fetch-measurements", "-u", "x.json"]);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1));
-    assert!(err.contains("constellation-conf.yaml does not exist"), "{err}");
-    assert!(err.contains("hint: run `constellation config generate local` first"), "{err}");
+    assert!(
+        err.contains("constellation-conf.yaml does not exist"),
+        "{err}"
+    );
+    assert!(
+        err.contains("hint: run `constellation config generate local` first"),
+        "{err}"
+    );
 }

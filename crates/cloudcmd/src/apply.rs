@@ -46,7 +46,10 @@ pub struct ApplyOutcome {
 fn node_image(ws: &Path, cfg: &Config) -> anyhow::Result<(NodeImage, PathBuf)> {
     let sources = Sources::default_for_exe(&image_version())?;
     let launcher = sources.node_binary.clone();
-    let configured = cfg.local().map(|l| l.node_image.clone()).unwrap_or_default();
+    let configured = cfg
+        .local()
+        .map(|l| l.node_image.clone())
+        .unwrap_or_default();
     let image = if configured.is_empty() {
         let dir = ws.join(provider_local::cloud::STATE_DIR).join("images");
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -63,10 +66,17 @@ fn random_init_secret() -> String {
     use rand::Rng;
     const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_%@";
     let mut r = rand::thread_rng();
-    (0..32).map(|_| CHARS[r.gen_range(0..CHARS.len())] as char).collect()
+    (0..32)
+        .map(|_| CHARS[r.gen_range(0..CHARS.len())] as char)
+        .collect()
 }
 
-pub async fn apply(ws: &Path, cfg: &Config, opts: &ApplyOptions, progress: &mut dyn Progress) -> anyhow::Result<ApplyOutcome> {
+pub async fn apply(
+    ws: &Path,
+    cfg: &Config,
+    opts: &ApplyOptions,
+    progress: &mut dyn Progress,
+) -> anyhow::Result<ApplyOutcome> {
     if cfg.provider() != Provider::Local {
         bail!(
             "provider {} cannot be reached from this machine: only the `local` provider creates clusters in this build",
@@ -75,26 +85,50 @@ pub async fn apply(ws: &Path, cfg: &Config, opts: &ApplyOptions, progress: &mut 
     }
     let ws = &std::path::absolute(ws).context("resolving the workspace folder")?;
     let state_path = ws.join(STATE_FILE);
-    let mut state = if state_path.exists() { State::load(&state_path)? } else { State::default() };
+    let mut state = if state_path.exists() {
+        State::load(&state_path)?
+    } else {
+        State::default()
+    };
     let mut timings = vec![];
-    let mut outcome = ApplyOutcome { nodes_created: false, initialized_now: false, cluster_id: None, endpoint: String::new(), timings: vec![] };
+    let mut outcome = ApplyOutcome {
+        nodes_created: false,
+        initialized_now: false,
+        cluster_id: None,
+        endpoint: String::new(),
+        timings: vec![],
+    };
 
     // ---- infrastructure ----
     if !opts.skip_infrastructure {
         let t = Instant::now();
         progress.step("infrastructure: creating nodes");
         if state.infrastructure.init_secret.expose().is_empty() {
-            state.infrastructure.init_secret = config::state::InitSecret(config::state::HexBytes(random_init_secret().into_bytes()));
+            state.infrastructure.init_secret = config::state::InitSecret(config::state::HexBytes(
+                random_init_secret().into_bytes(),
+            ));
             state.write(&state_path)?;
         }
         let secret = state.infrastructure.init_secret.expose().to_vec();
         let hash = tokio::task::spawn_blocking(move || bcrypt::hash(secret, 10)).await??;
         let (image, launcher) = node_image(ws, cfg)?;
-        let local = cfg.local().context("the config has no provider.local section")?;
+        let local = cfg
+            .local()
+            .context("the config has no provider.local section")?;
         let groups = cfg
             .node_groups()
             .iter()
-            .map(|(name, g)| (name.clone(), if g.role == NodeRole::ControlPlane { Role::ControlPlane } else { Role::Worker }, g.initial_count))
+            .map(|(name, g)| {
+                (
+                    name.clone(),
+                    if g.role == NodeRole::ControlPlane {
+                        Role::ControlPlane
+                    } else {
+                        Role::Worker
+                    },
+                    g.initial_count,
+                )
+            })
             .collect();
         let wanted = provider_local::infra::Wanted {
             name: cfg.name().to_string(),
@@ -115,7 +149,10 @@ pub async fn apply(ws: &Path, cfg: &Config, opts: &ApplyOptions, progress: &mut 
             progress.step(&format!("infrastructure: {m}"));
         }
         let cloud = job.await??;
-        let endpoint = cloud.endpoint().context("the cluster has no control-plane node")?.to_string();
+        let endpoint = cloud
+            .endpoint()
+            .context("the cluster has no control-plane node")?
+            .to_string();
         state.infrastructure.uid = cloud.uid.clone();
         state.infrastructure.name = format!("{}-{}", cloud.name, cloud.uid);
         state.infrastructure.cluster_endpoint = endpoint.clone();
@@ -147,7 +184,13 @@ pub async fn apply(ws: &Path, cfg: &Config, opts: &ApplyOptions, progress: &mut 
     Ok(outcome)
 }
 
-async fn init(ws: &Path, cfg: &Config, state: &mut State, opts: &ApplyOptions, progress: &mut dyn Progress) -> anyhow::Result<String> {
+async fn init(
+    ws: &Path,
+    cfg: &Config,
+    state: &mut State,
+    opts: &ApplyOptions,
+    progress: &mut dyn Progress,
+) -> anyhow::Result<String> {
     if state.infrastructure.cluster_endpoint.is_empty() {
         bail!("no infrastructure to initialize: run `constellation apply` without --skip-phases infrastructure first");
     }
@@ -158,12 +201,16 @@ async fn init(ws: &Path, cfg: &Config, state: &mut State, opts: &ApplyOptions, p
         if let Some(w) = loaded.warning {
             progress.step(&format!("warning: {w}"));
         }
-        progress.step(&format!("init: using the existing master secret {MASTER_SECRET_FILE}"));
+        progress.step(&format!(
+            "init: using the existing master secret {MASTER_SECRET_FILE}"
+        ));
         loaded.secret
     } else {
         let m = keys::MasterSecret::generate()?;
         config::secret::write_new(&secret_path, &m)?;
-        progress.step(&format!("init: wrote a new master secret to {MASTER_SECRET_FILE} (mode 0600)"));
+        progress.step(&format!(
+            "init: wrote a new master secret to {MASTER_SECRET_FILE} (mode 0600)"
+        ));
         m
     };
     let mut salt = vec![0u8; 32];
@@ -171,7 +218,8 @@ async fn init(ws: &Path, cfg: &Config, state: &mut State, opts: &ApplyOptions, p
 
     // Validator: the config's measurements (PCR 15 must be zero: an uninitialized node), and
     // the attestation keys the local provider recorded.
-    let cloud = CloudState::load(&CloudState::path(ws))?.context("no local cloud state: run `constellation apply` first")?;
+    let cloud = CloudState::load(&CloudState::path(ws))?
+        .context("no local cloud state: run `constellation apply` first")?;
     let mut policy = ValidatorPolicy::default();
     for ak in cloud.trusted_aks() {
         policy = policy.trust_ak_public(&ak);
@@ -180,7 +228,9 @@ async fn init(ws: &Path, cfg: &Config, state: &mut State, opts: &ApplyOptions, p
     let atls_cfg = atls::client::ClientConfig::new(None, vec![std::sync::Arc::from(validator)]);
     let addr = format!("{}:{PORT_INIT}", state.infrastructure.cluster_endpoint);
 
-    progress.step(&format!("init: connecting to the Bootstrapper at {addr} over attested TLS"));
+    progress.step(&format!(
+        "init: connecting to the Bootstrapper at {addr} over attested TLS"
+    ));
     let deadline = Instant::now() + opts.init_timeout.unwrap_or(Duration::from_secs(60));
     let mut backoff = Duration::from_millis(20);
     let (channel, verified) = loop {
@@ -196,7 +246,10 @@ async fn init(ws: &Path, cfg: &Config, state: &mut State, opts: &ApplyOptions, p
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_millis(500));
             }
-            Err(e) => return Err(anyhow::Error::new(e).context(format!("the Bootstrapper at {addr} did not answer in time"))),
+            Err(e) => {
+                return Err(anyhow::Error::new(e)
+                    .context(format!("the Bootstrapper at {addr} did not answer in time")))
+            }
         }
     };
     let verified = verified.context("internal error: no attestation result for the init node")?;
@@ -218,20 +271,37 @@ async fn init(ws: &Path, cfg: &Config, state: &mut State, opts: &ApplyOptions, p
         apiserver_cert_sans: state.infrastructure.api_server_cert_sans.clone(),
         service_cidr: cfg.raw().service_cidr.clone(),
     };
-    let mut stream = client.init(req).await.map_err(|s| anyhow::anyhow!("Init refused: {}", s.message()))?.into_inner();
-    let first = stream.message().await.map_err(|s| anyhow::anyhow!("Init failed: {}", s.message()))?.context("Init returned no answer")?;
+    let mut stream = client
+        .init(req)
+        .await
+        .map_err(|s| anyhow::anyhow!("Init refused: {}", s.message()))?
+        .into_inner();
+    let first = stream
+        .message()
+        .await
+        .map_err(|s| anyhow::anyhow!("Init failed: {}", s.message()))?
+        .context("Init returned no answer")?;
     let success = match first.kind {
         Some(init_response::Kind::InitSuccess(s)) => s,
-        Some(init_response::Kind::InitFailure(f)) => bail!("the node failed to initialize the cluster: {}", f.error),
+        Some(init_response::Kind::InitFailure(f)) => {
+            bail!("the node failed to initialize the cluster: {}", f.error)
+        }
         _ => bail!("Init returned an unexpected message"),
     };
     let expected = master.measurement_secret()?.cluster_id(&salt);
     if success.cluster_id != expected.as_bytes() {
-        bail!("the node returned cluster ID {} but the master secret gives {}", hex::encode(&success.cluster_id), expected.to_hex());
+        bail!(
+            "the node returned cluster ID {} but the master secret gives {}",
+            hex::encode(&success.cluster_id),
+            expected.to_hex()
+        );
     }
     config::atomic::replace(&ws.join(ADMIN_CONF_FILE), &success.kubeconfig, 0o600)?;
     state.set_cluster_values(&expected, &salt);
     state.write(&ws.join(STATE_FILE))?;
-    progress.step(&format!("init: cluster initialized, cluster ID {}", expected.to_hex()));
+    progress.step(&format!(
+        "init: cluster initialized, cluster ID {}",
+        expected.to_hex()
+    ));
     Ok(expected.to_hex())
 }

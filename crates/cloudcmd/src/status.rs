@@ -36,8 +36,15 @@ pub fn status(ws: &Path) -> anyhow::Result<Option<ClusterStatus>> {
         return Ok(None);
     };
     let state_path = ws.join(crate::STATE_FILE);
-    let state = if state_path.exists() { Some(config::state::State::load(&state_path)?) } else { None };
-    let cluster_id = state.as_ref().and_then(|s| s.cluster_id()).map(|c| c.to_hex());
+    let state = if state_path.exists() {
+        Some(config::state::State::load(&state_path)?)
+    } else {
+        None
+    };
+    let cluster_id = state
+        .as_ref()
+        .and_then(|s| s.cluster_id())
+        .map(|c| c.to_hex());
     let nodes = cloud
         .nodes
         .iter()
@@ -57,6 +64,18 @@ pub fn status(ws: &Path) -> anyhow::Result<Option<ClusterStatus>> {
             }
         })
         .collect();
-    let image = cloud.image_dir.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
-    Ok(Some(ClusterStatus { name: cloud.name, uid: cloud.uid, variant: cloud.variant, image, initialized: cluster_id.is_some(), cluster_id, nodes }))
+    let image = cloud
+        .image_dir
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok(Some(ClusterStatus {
+        name: cloud.name,
+        uid: cloud.uid,
+        variant: cloud.variant,
+        image,
+        initialized: cluster_id.is_some(),
+        cluster_id,
+        nodes,
+    }))
 }

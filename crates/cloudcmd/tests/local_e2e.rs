@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! End to end on the local provider with real swtpm, real node processes and real etcd:
 //! apply (infrastructure + init) → status → PCR 15 → re-apply is a no-op → terminate leaves
 //! nothing running. Needs `constellation-node` built next to the test binary (cargo does that
@@ -17,15 +18,23 @@ fn random_base() -> Ipv4Addr {
 }
 
 fn rand_u32() -> u32 {
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
     t ^ std::process::id().rotate_left(16)
 }
 
 fn write_config(ws: &Path, workers: u32) -> config::Config {
-    let m = local_default_measurements(Variant::LocalVtpm).expect("constellation-node must be built (cargo build -p node)");
-    let mut raw = config::Config::generate(Provider::Local, None, None, Default::default(), Some(m)).unwrap();
+    let m = local_default_measurements(Variant::LocalVtpm)
+        .expect("constellation-node must be built (cargo build -p node)");
+    let mut raw =
+        config::Config::generate(Provider::Local, None, None, Default::default(), Some(m)).unwrap();
     raw.provider.local.as_mut().unwrap().base_address = random_base();
-    raw.node_groups.get_mut("worker_default").unwrap().initial_count = workers;
+    raw.node_groups
+        .get_mut("worker_default")
+        .unwrap()
+        .initial_count = workers;
     let text = raw.to_yaml();
     std::fs::write(ws.join(cloudcmd::CONFIG_FILE), &text).unwrap();
     config::Config::from_yaml(&text).unwrap()
@@ -46,13 +55,20 @@ async fn apply_status_terminate() {
     let _c = Cleanup(ws);
     let cfg = write_config(ws, 1);
     let mut lines = vec![];
-    let out = apply(ws, &cfg, &ApplyOptions::default(), &mut |m: &str| lines.push(m.to_string())).await;
+    let out = apply(ws, &cfg, &ApplyOptions::default(), &mut |m: &str| {
+        lines.push(m.to_string())
+    })
+    .await;
     let out = match out {
         Ok(o) => o,
         Err(e) => {
             for n in std::fs::read_dir(ws.join("constellation-local/nodes")).unwrap() {
                 let p = n.unwrap().path().join("node.log");
-                eprintln!("--- {}:\n{}", p.display(), std::fs::read_to_string(&p).unwrap_or_default());
+                eprintln!(
+                    "--- {}:\n{}",
+                    p.display(),
+                    std::fs::read_to_string(&p).unwrap_or_default()
+                );
             }
             panic!("apply failed: {e:#}\n{}", lines.join("\n"));
         }
@@ -64,14 +80,21 @@ async fn apply_status_terminate() {
     let state = config::state::State::load(&ws.join(cloudcmd::STATE_FILE)).unwrap();
     assert_eq!(state.cluster_id().unwrap().to_hex(), id);
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(ws.join(cloudcmd::MASTER_SECRET_FILE)).unwrap().permissions().mode();
+    let mode = std::fs::metadata(ws.join(cloudcmd::MASTER_SECRET_FILE))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
     assert!(ws.join(cloudcmd::ADMIN_CONF_FILE).exists());
 
     // Status: the init node reports initialized with PCR 15 = the value derived from the ID.
     let st = cloudcmd::status::status(ws).unwrap().unwrap();
     assert!(st.initialized);
-    let cp = st.nodes.iter().find(|n| n.name == "control-plane-0").unwrap();
+    let cp = st
+        .nodes
+        .iter()
+        .find(|n| n.name == "control-plane-0")
+        .unwrap();
     assert!(cp.running && cp.tpm_running);
     let expected15 = hex::encode(state.cluster_id().unwrap().expected_pcr15());
     assert_eq!(cp.pcr15.as_deref(), Some(expected15.as_str()));
@@ -79,14 +102,27 @@ async fn apply_status_terminate() {
 
     // Re-running apply creates nothing and does not re-initialize.
     let secret_before = std::fs::read(ws.join(cloudcmd::MASTER_SECRET_FILE)).unwrap();
-    let again = apply(ws, &cfg, &ApplyOptions::default(), &mut |_: &str| {}).await.unwrap();
+    let again = apply(ws, &cfg, &ApplyOptions::default(), &mut |_: &str| {})
+        .await
+        .unwrap();
     assert!(!again.initialized_now);
     assert_eq!(again.cluster_id.unwrap(), id);
-    assert_eq!(std::fs::read(ws.join(cloudcmd::MASTER_SECRET_FILE)).unwrap(), secret_before);
+    assert_eq!(
+        std::fs::read(ws.join(cloudcmd::MASTER_SECRET_FILE)).unwrap(),
+        secret_before
+    );
 
     // Terminate: no node process, no swtpm left.
-    let cloud = provider_local::cloud::CloudState::load(&provider_local::cloud::CloudState::path(ws)).unwrap().unwrap();
-    let recs: Vec<_> = cloud.nodes.iter().flat_map(|n| [n.process, n.swtpm]).flatten().collect();
+    let cloud =
+        provider_local::cloud::CloudState::load(&provider_local::cloud::CloudState::path(ws))
+            .unwrap()
+            .unwrap();
+    let recs: Vec<_> = cloud
+        .nodes
+        .iter()
+        .flat_map(|n| [n.process, n.swtpm])
+        .flatten()
+        .collect();
     assert_eq!(recs.len(), 4);
     cloudcmd::terminate(ws, &mut |_: &str| {}).unwrap();
     for r in recs {

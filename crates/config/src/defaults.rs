@@ -112,7 +112,11 @@ pub fn default_measurements(provider: Provider, variant: Variant) -> Measurement
             insert(&mut map, idx, zero());
         }
         if provider != Provider::Qemu {
-            insert(&mut map, 14, Measurement::warn_only(vec![0u8; PCR_LEN_SHA256]));
+            insert(
+                &mut map,
+                14,
+                Measurement::warn_only(vec![0u8; PCR_LEN_SHA256]),
+            );
         }
     } else if variant == Variant::QemuTdx {
         let placeholder = || Measurement::enforced([0x12, 0x34].repeat(24));
@@ -203,9 +207,11 @@ pub fn generate(
     }
     let k8s = match kubernetes {
         None => DEFAULT_KUBERNETES_VERSION,
-        Some(k) => resolve_kubernetes_version(k).ok_or_else(|| ConfigError::UnsupportedKubernetes {
-            version: k.to_string(),
-        })?,
+        Some(k) => {
+            resolve_kubernetes_version(k).ok_or_else(|| ConfigError::UnsupportedKubernetes {
+                version: k.to_string(),
+            })?
+        }
     };
     let measurements = match measurements {
         Some(m) => m,

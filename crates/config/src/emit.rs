@@ -39,10 +39,7 @@ impl Out {
 /// (JSON string syntax, which is valid YAML).
 fn q(s: &str) -> String {
     const SPECIAL: [&str; 9] = ["true", "false", "yes", "no", "on", "off", "null", "y", "n"];
-    let plain = s
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic())
+    let plain = s.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '/' | '-'))
         && !SPECIAL.contains(&s.to_ascii_lowercase().as_str());
@@ -108,7 +105,11 @@ fn measurements(o: &mut Out, indent: usize, variant: Variant, m: &Measurements) 
             o.comment(indent + 1, doc);
         }
         o.key(indent + 1, &idx.to_string());
-        o.kv(indent + 2, "expected", &format!("\"{}\"", hex::encode(&entry.expected)));
+        o.kv(
+            indent + 2,
+            "expected",
+            &format!("\"{}\"", hex::encode(&entry.expected)),
+        );
         o.kv(indent + 2, "warnOnly", b(entry.warn_only));
     }
 }
@@ -165,17 +166,42 @@ fn node_groups(o: &mut Out, groups: &BTreeMap<String, NodeGroup>) {
     o.key(0, "nodeGroups");
     for (name, g) in groups {
         o.key(1, &q(name));
-        o.field(2, "Role of the group's nodes: control-plane or worker.", "role", g.role.as_str());
-        o.field(2, "Availability zone (clouds only; empty = the provider's zone).", "zone", &q(&g.zone));
-        o.field(2, "VM instance type (clouds only).", "instanceType", &q(&g.instance_type));
+        o.field(
+            2,
+            "Role of the group's nodes: control-plane or worker.",
+            "role",
+            g.role.as_str(),
+        );
+        o.field(
+            2,
+            "Availability zone (clouds only; empty = the provider's zone).",
+            "zone",
+            &q(&g.zone),
+        );
+        o.field(
+            2,
+            "VM instance type (clouds only).",
+            "instanceType",
+            &q(&g.instance_type),
+        );
         o.field(
             2,
             "Size of each node's encrypted state disk in GB (local: 0, a directory without quota).",
             "stateDiskSizeGB",
             &g.state_disk_size_gb.to_string(),
         );
-        o.field(2, "Type of the state disk (clouds only).", "stateDiskType", &q(&g.state_disk_type));
-        o.field(2, "Number of nodes created by `apply`.", "initialCount", &g.initial_count.to_string());
+        o.field(
+            2,
+            "Type of the state disk (clouds only).",
+            "stateDiskType",
+            &q(&g.state_disk_type),
+        );
+        o.field(
+            2,
+            "Number of nodes created by `apply`.",
+            "initialCount",
+            &g.initial_count.to_string(),
+        );
     }
 }
 
@@ -205,38 +231,136 @@ fn providers(o: &mut Out, p: &ProviderConfig) {
         );
     }
     if let Some(c) = &p.qemu {
-        o.comment(1, "QEMU provider (the Go system's local VMs; on paper in this project).");
+        o.comment(
+            1,
+            "QEMU provider (the Go system's local VMs; on paper in this project).",
+        );
         o.key(1, "qemu");
-        o.field(2, "Format of the node image: raw or qcow2.", "imageFormat", c.image_format.as_str());
+        o.field(
+            2,
+            "Format of the node image: raw or qcow2.",
+            "imageFormat",
+            c.image_format.as_str(),
+        );
         o.field(2, "vCPUs per VM.", "vcpus", &c.vcpus.to_string());
         o.field(2, "Memory per VM in MiB.", "memory", &c.memory.to_string());
-        o.field(2, "Container image of the QEMU metadata API server.", "metadataAPIServer", &q(&c.metadata_api_server));
-        o.field(2, "Libvirt connection URI. Empty = start a containerized libvirt.", "libvirtSocket", &q(&c.libvirt_socket));
-        o.field(2, "Container image of the containerized libvirt.", "libvirtContainerImage", &q(&c.libvirt_container_image));
-        o.field(2, "NVRAM template: production, testing, or a path.", "nvram", &q(&c.nvram));
-        o.field(2, "Path to the OVMF firmware. Empty = the default.", "firmware", &q(&c.firmware));
+        o.field(
+            2,
+            "Container image of the QEMU metadata API server.",
+            "metadataAPIServer",
+            &q(&c.metadata_api_server),
+        );
+        o.field(
+            2,
+            "Libvirt connection URI. Empty = start a containerized libvirt.",
+            "libvirtSocket",
+            &q(&c.libvirt_socket),
+        );
+        o.field(
+            2,
+            "Container image of the containerized libvirt.",
+            "libvirtContainerImage",
+            &q(&c.libvirt_container_image),
+        );
+        o.field(
+            2,
+            "NVRAM template: production, testing, or a path.",
+            "nvram",
+            &q(&c.nvram),
+        );
+        o.field(
+            2,
+            "Path to the OVMF firmware. Empty = the default.",
+            "firmware",
+            &q(&c.firmware),
+        );
     }
     if let Some(c) = &p.aws {
         o.comment(1, "AWS provider.");
         o.key(1, "aws");
-        o.field(2, "AWS region, e.g. eu-central-1. Required.", "region", &q(&c.region));
-        o.field(2, "Availability zone in the region, e.g. eu-central-1a. Required.", "zone", &q(&c.zone));
-        o.field(2, "IAM instance profile of control-plane nodes. Required.", "iamProfileControlPlane", &q(&c.iam_profile_control_plane));
-        o.field(2, "IAM instance profile of worker nodes. Required.", "iamProfileWorkerNodes", &q(&c.iam_profile_worker_nodes));
-        o.field(2, "Deploy the EBS CSI driver with on-node encryption.", "deployCSIDriver", b(c.deploy_csi_driver));
-        o.field(2, "Use the AWS Marketplace image.", "useMarketplaceImage", b(c.use_marketplace_image));
+        o.field(
+            2,
+            "AWS region, e.g. eu-central-1. Required.",
+            "region",
+            &q(&c.region),
+        );
+        o.field(
+            2,
+            "Availability zone in the region, e.g. eu-central-1a. Required.",
+            "zone",
+            &q(&c.zone),
+        );
+        o.field(
+            2,
+            "IAM instance profile of control-plane nodes. Required.",
+            "iamProfileControlPlane",
+            &q(&c.iam_profile_control_plane),
+        );
+        o.field(
+            2,
+            "IAM instance profile of worker nodes. Required.",
+            "iamProfileWorkerNodes",
+            &q(&c.iam_profile_worker_nodes),
+        );
+        o.field(
+            2,
+            "Deploy the EBS CSI driver with on-node encryption.",
+            "deployCSIDriver",
+            b(c.deploy_csi_driver),
+        );
+        o.field(
+            2,
+            "Use the AWS Marketplace image.",
+            "useMarketplaceImage",
+            b(c.use_marketplace_image),
+        );
     }
     if let Some(c) = &p.azure {
         o.comment(1, "Azure provider.");
         o.key(1, "azure");
-        o.field(2, "Subscription ID (UUID). Required.", "subscription", &q(&c.subscription));
+        o.field(
+            2,
+            "Subscription ID (UUID). Required.",
+            "subscription",
+            &q(&c.subscription),
+        );
         o.field(2, "Tenant ID (UUID). Required.", "tenant", &q(&c.tenant));
-        o.field(2, "Azure region, e.g. westeurope. Required.", "location", &q(&c.location));
-        o.field(2, "Existing resource group for the cluster. Required.", "resourceGroup", &q(&c.resource_group));
-        o.field(2, "Full resource ID of the user-assigned identity of the nodes. Required.", "userAssignedIdentity", &q(&c.user_assigned_identity));
-        o.field(2, "Deploy the Azure Disk CSI driver with on-node encryption.", "deployCSIDriver", b(c.deploy_csi_driver));
-        o.field(2, "Enable secure boot (the image needs a VMGS blob).", "secureBoot", b(c.secure_boot));
-        o.field(2, "Use the Azure Marketplace image.", "useMarketplaceImage", b(c.use_marketplace_image));
+        o.field(
+            2,
+            "Azure region, e.g. westeurope. Required.",
+            "location",
+            &q(&c.location),
+        );
+        o.field(
+            2,
+            "Existing resource group for the cluster. Required.",
+            "resourceGroup",
+            &q(&c.resource_group),
+        );
+        o.field(
+            2,
+            "Full resource ID of the user-assigned identity of the nodes. Required.",
+            "userAssignedIdentity",
+            &q(&c.user_assigned_identity),
+        );
+        o.field(
+            2,
+            "Deploy the Azure Disk CSI driver with on-node encryption.",
+            "deployCSIDriver",
+            b(c.deploy_csi_driver),
+        );
+        o.field(
+            2,
+            "Enable secure boot (the image needs a VMGS blob).",
+            "secureBoot",
+            b(c.secure_boot),
+        );
+        o.field(
+            2,
+            "Use the Azure Marketplace image.",
+            "useMarketplaceImage",
+            b(c.use_marketplace_image),
+        );
         if let Some(id) = &c.app_client_id {
             o.field(2, "Unsupported since v2.9; remove.", "appClientID", &q(id));
         }
@@ -245,26 +369,106 @@ fn providers(o: &mut Out, p: &ProviderConfig) {
         o.comment(1, "GCP provider.");
         o.key(1, "gcp");
         o.field(2, "GCP project ID. Required.", "project", &q(&c.project));
-        o.field(2, "GCP region, e.g. europe-west3. Required.", "region", &q(&c.region));
-        o.field(2, "GCP zone, e.g. europe-west3-b. Required.", "zone", &q(&c.zone));
-        o.field(2, "Path of the service account key file. Required.", "serviceAccountKeyPath", &q(&c.service_account_key_path));
-        o.field(2, "Service account e-mail attached to the VMs.", "IAMServiceAccountVM", &q(&c.iam_service_account_vm));
-        o.field(2, "Deploy the Persistent Disk CSI driver with on-node encryption.", "deployCSIDriver", b(c.deploy_csi_driver));
-        o.field(2, "Use the GCP Marketplace image.", "useMarketplaceImage", b(c.use_marketplace_image));
+        o.field(
+            2,
+            "GCP region, e.g. europe-west3. Required.",
+            "region",
+            &q(&c.region),
+        );
+        o.field(
+            2,
+            "GCP zone, e.g. europe-west3-b. Required.",
+            "zone",
+            &q(&c.zone),
+        );
+        o.field(
+            2,
+            "Path of the service account key file. Required.",
+            "serviceAccountKeyPath",
+            &q(&c.service_account_key_path),
+        );
+        o.field(
+            2,
+            "Service account e-mail attached to the VMs.",
+            "IAMServiceAccountVM",
+            &q(&c.iam_service_account_vm),
+        );
+        o.field(
+            2,
+            "Deploy the Persistent Disk CSI driver with on-node encryption.",
+            "deployCSIDriver",
+            b(c.deploy_csi_driver),
+        );
+        o.field(
+            2,
+            "Use the GCP Marketplace image.",
+            "useMarketplaceImage",
+            b(c.use_marketplace_image),
+        );
     }
     if let Some(c) = &p.openstack {
         o.comment(1, "OpenStack provider.");
         o.key(1, "openstack");
-        o.field(2, "Cloud name in clouds.yaml (stackit = STACKIT).", "cloud", &q(&c.cloud));
-        o.field(2, "Path of clouds.yaml.", "cloudsYAMLPath", &q(&c.clouds_yaml_path));
-        o.field(2, "Availability zone of the VMs. Required.", "availabilityZone", &q(&c.availability_zone));
-        o.field(2, "Floating IP pool ID. Required.", "floatingIPPoolID", &q(&c.floating_ip_pool_id));
-        o.field(2, "STACKIT project ID (STACKIT only).", "stackitProjectID", &q(&c.stackit_project_id));
-        o.field(2, "Region name used inside the cluster. Required.", "regionName", &q(&c.region_name));
-        o.field(2, "Deploy the Yawol load balancer.", "deployYawolLoadBalancer", b(c.deploy_yawol_load_balancer));
-        o.field(2, "OpenStack image ID of the yawollet.", "yawolImageID", &q(&c.yawol_image_id));
-        o.field(2, "OpenStack flavor ID of the yawollet.", "yawolFlavorID", &q(&c.yawol_flavor_id));
-        o.field(2, "Deploy the Cinder CSI driver with on-node encryption.", "deployCSIDriver", b(c.deploy_csi_driver));
+        o.field(
+            2,
+            "Cloud name in clouds.yaml (stackit = STACKIT).",
+            "cloud",
+            &q(&c.cloud),
+        );
+        o.field(
+            2,
+            "Path of clouds.yaml.",
+            "cloudsYAMLPath",
+            &q(&c.clouds_yaml_path),
+        );
+        o.field(
+            2,
+            "Availability zone of the VMs. Required.",
+            "availabilityZone",
+            &q(&c.availability_zone),
+        );
+        o.field(
+            2,
+            "Floating IP pool ID. Required.",
+            "floatingIPPoolID",
+            &q(&c.floating_ip_pool_id),
+        );
+        o.field(
+            2,
+            "STACKIT project ID (STACKIT only).",
+            "stackitProjectID",
+            &q(&c.stackit_project_id),
+        );
+        o.field(
+            2,
+            "Region name used inside the cluster. Required.",
+            "regionName",
+            &q(&c.region_name),
+        );
+        o.field(
+            2,
+            "Deploy the Yawol load balancer.",
+            "deployYawolLoadBalancer",
+            b(c.deploy_yawol_load_balancer),
+        );
+        o.field(
+            2,
+            "OpenStack image ID of the yawollet.",
+            "yawolImageID",
+            &q(&c.yawol_image_id),
+        );
+        o.field(
+            2,
+            "OpenStack flavor ID of the yawollet.",
+            "yawolFlavorID",
+            &q(&c.yawol_flavor_id),
+        );
+        o.field(
+            2,
+            "Deploy the Cinder CSI driver with on-node encryption.",
+            "deployCSIDriver",
+            b(c.deploy_csi_driver),
+        );
     }
 }
 
@@ -290,14 +494,29 @@ fn attestation(o: &mut Out, a: &AttestationConfig) {
         }
     }
     for (section, variant, doc) in [
-        (&a.aws_sev_snp, Variant::AwsSevSnp, "AWS SEV-SNP attestation."),
-        (&a.gcp_sev_snp, Variant::GcpSevSnp, "GCP SEV-SNP attestation."),
+        (
+            &a.aws_sev_snp,
+            Variant::AwsSevSnp,
+            "AWS SEV-SNP attestation.",
+        ),
+        (
+            &a.gcp_sev_snp,
+            Variant::GcpSevSnp,
+            "GCP SEV-SNP attestation.",
+        ),
     ] {
         if let Some(s) = section {
             o.comment(1, doc);
             o.key(1, variant.config_key());
             measurements(o, 2, variant, &s.measurements);
-            sev_snp_versions(o, 2, &s.bootloader_version, &s.tee_version, &s.snp_version, &s.microcode_version);
+            sev_snp_versions(
+                o,
+                2,
+                &s.bootloader_version,
+                &s.tee_version,
+                &s.snp_version,
+                &s.microcode_version,
+            );
             amd_keys(o, 2, &s.amd_root_key, &s.amd_signing_key);
         }
     }
@@ -305,11 +524,24 @@ fn attestation(o: &mut Out, a: &AttestationConfig) {
         o.comment(1, "Azure SEV-SNP attestation.");
         o.key(1, Variant::AzureSevSnp.config_key());
         measurements(o, 2, Variant::AzureSevSnp, &s.measurements);
-        sev_snp_versions(o, 2, &s.bootloader_version, &s.tee_version, &s.snp_version, &s.microcode_version);
-        o.comment(2, "Which firmware signers are accepted (Azure's IGVM firmware).");
+        sev_snp_versions(
+            o,
+            2,
+            &s.bootloader_version,
+            &s.tee_version,
+            &s.snp_version,
+            &s.microcode_version,
+        );
+        o.comment(
+            2,
+            "Which firmware signers are accepted (Azure's IGVM firmware).",
+        );
         o.key(2, "firmwareSignerConfig");
         let f = &s.firmware_signer_config;
-        o.comment(3, "SHA-384 digests (hex) of accepted firmware signing keys.");
+        o.comment(
+            3,
+            "SHA-384 digests (hex) of accepted firmware signing keys.",
+        );
         if f.accepted_key_digests.0.is_empty() {
             o.kv(3, "acceptedKeyDigests", "[]");
         } else {
@@ -325,7 +557,12 @@ fn attestation(o: &mut Out, a: &AttestationConfig) {
             "enforcementPolicy",
             f.enforcement_policy.as_str(),
         );
-        o.field(3, "Must be empty: set from the cluster's state when needed.", "maaURL", &q(&f.maa_url));
+        o.field(
+            3,
+            "Must be empty: set from the cluster's state when needed.",
+            "maaURL",
+            &q(&f.maa_url),
+        );
         amd_keys(o, 2, &s.amd_root_key, &s.amd_signing_key);
     }
     if let Some(s) = &a.azure_tdx {
@@ -333,13 +570,44 @@ fn attestation(o: &mut Out, a: &AttestationConfig) {
         o.key(1, Variant::AzureTdx.config_key());
         measurements(o, 2, Variant::AzureTdx, &s.measurements);
         tcb(o, 2, "qeSVN", &s.qe_svn, "quoting enclave SVN");
-        tcb(o, 2, "pceSVN", &s.pce_svn, "provisioning certification enclave SVN");
-        o.field(2, "Lowest accepted TEE TCB SVN: 16 bytes hex, or latest.", "teeTCBSVN", &q(&s.tee_tcb_svn.to_string()));
-        o.field(2, "Expected QE vendor ID: 16 bytes hex, or latest.", "qeVendorID", &q(&s.qe_vendor_id.to_string()));
+        tcb(
+            o,
+            2,
+            "pceSVN",
+            &s.pce_svn,
+            "provisioning certification enclave SVN",
+        );
+        o.field(
+            2,
+            "Lowest accepted TEE TCB SVN: 16 bytes hex, or latest.",
+            "teeTCBSVN",
+            &q(&s.tee_tcb_svn.to_string()),
+        );
+        o.field(
+            2,
+            "Expected QE vendor ID: 16 bytes hex, or latest.",
+            "qeVendorID",
+            &q(&s.qe_vendor_id.to_string()),
+        );
         let seam = s.mr_seam.0.map(hex::encode).unwrap_or_default();
-        o.field(2, "Expected MRSEAM: 48 bytes hex, or empty (not checked).", "mrSeam", &q(&seam));
-        o.field(2, "Expected XFAM: 8 bytes hex, or latest.", "xfam", &q(&s.xfam.to_string()));
-        o.field(2, "PEM of Intel's SGX root CA. Empty = the built-in one.", "intelRootKey", &q(&s.intel_root_key));
+        o.field(
+            2,
+            "Expected MRSEAM: 48 bytes hex, or empty (not checked).",
+            "mrSeam",
+            &q(&seam),
+        );
+        o.field(
+            2,
+            "Expected XFAM: 8 bytes hex, or latest.",
+            "xfam",
+            &q(&s.xfam.to_string()),
+        );
+        o.field(
+            2,
+            "PEM of Intel's SGX root CA. Empty = the built-in one.",
+            "intelRootKey",
+            &q(&s.intel_root_key),
+        );
     }
 }
 
@@ -355,14 +623,52 @@ pub fn to_yaml(c: &RawConfig) -> String {
     o.blank();
     o.field(0, "Schema version of this file.", "version", &q(&c.version));
     o.field(0, "Node image version (vX.Y.Z, stream/<stream>/<version> or ref/<ref>/stream/<stream>/<version>).", "image", &q(&c.image));
-    o.field(0, "Name of the cluster (at most 37 characters; AWS: 10, lowercase).", "name", &q(&c.name));
-    o.field(0, "Kubernetes version (supported: v1.30.14, v1.31.13, v1.32.9).", "kubernetesVersion", &q(&c.kubernetes_version));
-    o.field(0, "Version of the cluster's services (defaults to the CLI's version).", "microserviceVersion", &q(&c.microservice_version));
-    o.field(0, "Debug cluster: debug images and a debug daemon on each node. Never in production.", "debugCluster", b(c.debug_cluster));
-    o.field(0, "Extra DNS name of the API server (added to its certificate). Empty = none.", "customEndpoint", &q(&c.custom_endpoint));
-    o.field(0, "Reach the cluster through an internal load balancer (AWS and GCP only).", "internalLoadBalancer", b(c.internal_load_balancer));
-    o.field(0, "Kubernetes service CIDR (used at cluster creation only).", "serviceCIDR", &q(&c.service_cidr));
-    o.comment(0, "Tags put on every cloud resource of the cluster (key: value).");
+    o.field(
+        0,
+        "Name of the cluster (at most 37 characters; AWS: 10, lowercase).",
+        "name",
+        &q(&c.name),
+    );
+    o.field(
+        0,
+        "Kubernetes version (supported: v1.30.14, v1.31.13, v1.32.9).",
+        "kubernetesVersion",
+        &q(&c.kubernetes_version),
+    );
+    o.field(
+        0,
+        "Version of the cluster's services (defaults to the CLI's version).",
+        "microserviceVersion",
+        &q(&c.microservice_version),
+    );
+    o.field(
+        0,
+        "Debug cluster: debug images and a debug daemon on each node. Never in production.",
+        "debugCluster",
+        b(c.debug_cluster),
+    );
+    o.field(
+        0,
+        "Extra DNS name of the API server (added to its certificate). Empty = none.",
+        "customEndpoint",
+        &q(&c.custom_endpoint),
+    );
+    o.field(
+        0,
+        "Reach the cluster through an internal load balancer (AWS and GCP only).",
+        "internalLoadBalancer",
+        b(c.internal_load_balancer),
+    );
+    o.field(
+        0,
+        "Kubernetes service CIDR (used at cluster creation only).",
+        "serviceCIDR",
+        &q(&c.service_cidr),
+    );
+    o.comment(
+        0,
+        "Tags put on every cloud resource of the cluster (key: value).",
+    );
     if c.tags.is_empty() {
         o.kv(0, "tags", "{}");
     } else {

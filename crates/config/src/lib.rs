@@ -286,12 +286,20 @@ impl RawConfig {
 
     /// Writes a new config file (mode 0600); fails if `path` exists, leaving it untouched.
     pub fn write_new(&self, path: &Path) -> Result<(), ConfigError> {
-        Ok(atomic::write_new(path, self.to_yaml().as_bytes(), atomic::OWNER_ONLY)?)
+        Ok(atomic::write_new(
+            path,
+            self.to_yaml().as_bytes(),
+            atomic::OWNER_ONLY,
+        )?)
     }
 
     /// Atomically replaces the config file at `path` (mode 0600).
     pub fn replace(&self, path: &Path) -> Result<(), ConfigError> {
-        Ok(atomic::replace(path, self.to_yaml().as_bytes(), atomic::OWNER_ONLY)?)
+        Ok(atomic::replace(
+            path,
+            self.to_yaml().as_bytes(),
+            atomic::OWNER_ONLY,
+        )?)
     }
 
     /// The provider and attestation variant, if exactly one of each is set and they fit
@@ -475,12 +483,24 @@ fn select(raw: &RawConfig, v: &mut Vec<Violation>) -> Option<(Provider, Variant)
     let provider = match providers.as_slice() {
         [p] => Some(*p),
         [] => {
-            push(v, "provider", "no provider section; set exactly one of local, qemu, aws, azure, gcp, openstack");
+            push(
+                v,
+                "provider",
+                "no provider section; set exactly one of local, qemu, aws, azure, gcp, openstack",
+            );
             None
         }
         many => {
             let names: Vec<_> = many.iter().map(|p| p.as_str()).collect();
-            push(v, "provider", format!("{} provider sections ({}); keep exactly one", many.len(), names.join(", ")));
+            push(
+                v,
+                "provider",
+                format!(
+                    "{} provider sections ({}); keep exactly one",
+                    many.len(),
+                    names.join(", ")
+                ),
+            );
             None
         }
     };
@@ -492,17 +512,32 @@ fn select(raw: &RawConfig, v: &mut Vec<Violation>) -> Option<(Provider, Variant)
         }
         many => {
             let names: Vec<_> = many.iter().map(|a| a.config_key()).collect();
-            push(v, "attestation", format!("{} attestation sections ({}); keep exactly one", many.len(), names.join(", ")));
+            push(
+                v,
+                "attestation",
+                format!(
+                    "{} attestation sections ({}); keep exactly one",
+                    many.len(),
+                    names.join(", ")
+                ),
+            );
             None
         }
     };
     let (p, a) = (provider?, variant?);
     if !p.accepts(a) {
-        let allowed: Vec<_> = p.selectable_variants().iter().map(|x| x.config_key()).collect();
+        let allowed: Vec<_> = p
+            .selectable_variants()
+            .iter()
+            .map(|x| x.config_key())
+            .collect();
         push(
             v,
             format!("attestation.{}", a.config_key()),
-            format!("attestation variant {a} is not available on provider {p} (use {})", allowed.join(" or ")),
+            format!(
+                "attestation variant {a} is not available on provider {p} (use {})",
+                allowed.join(" or ")
+            ),
         );
         return None;
     }
@@ -512,7 +547,11 @@ fn select(raw: &RawConfig, v: &mut Vec<Violation>) -> Option<(Provider, Variant)
 fn check_measurements(variant: Variant, m: &Measurements, v: &mut Vec<Violation>) {
     let path = format!("attestation.{}.measurements", variant.config_key());
     if m.is_empty() {
-        push(v, path, "no measurements: an empty map would accept any node");
+        push(
+            v,
+            path,
+            "no measurements: an empty map would accept any node",
+        );
         return;
     }
     if let Err(e) = m.check_no_placeholders() {
@@ -528,7 +567,10 @@ fn check_measurements(variant: Variant, m: &Measurements, v: &mut Vec<Violation>
             push(
                 v,
                 format!("{path}.{idx}"),
-                format!("{}-byte value, but {variant} measures {want}-byte values", first.expected.len()),
+                format!(
+                    "{}-byte value, but {variant} measures {want}-byte values",
+                    first.expected.len()
+                ),
             );
         }
     }
@@ -540,7 +582,9 @@ fn valid_hostname(s: &str) -> bool {
         && s.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })
@@ -570,7 +614,11 @@ fn required(v: &mut Vec<Violation>, path: &str, value: &str) {
 
 fn pem_cert(v: &mut Vec<Violation>, path: &str, value: &str) {
     if !value.is_empty() && !value.contains("-----BEGIN CERTIFICATE-----") {
-        push(v, path, "not a PEM certificate (-----BEGIN CERTIFICATE-----); leave empty for the built-in one");
+        push(
+            v,
+            path,
+            "not a PEM certificate (-----BEGIN CERTIFICATE-----); leave empty for the built-in one",
+        );
     }
 }
 
@@ -586,33 +634,60 @@ fn validate(raw: &RawConfig, sel: Option<(Provider, Variant)>, v: &mut Vec<Viola
     let provider = sel.map(|s| s.0);
     let name_ok = !raw.name.is_empty()
         && raw.name.len() <= 37
-        && raw.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && raw
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         && !raw.name.starts_with('-');
     if !name_ok {
-        push(v, "name", format!("{:?}: use 1 to 37 letters, digits and '-'", raw.name));
+        push(
+            v,
+            "name",
+            format!("{:?}: use 1 to 37 letters, digits and '-'", raw.name),
+        );
     } else if provider == Some(Provider::Aws)
         && (raw.name.len() > 10 || raw.name.bytes().any(|b| b.is_ascii_uppercase()))
     {
-        push(v, "name", format!("{:?}: on AWS at most 10 lowercase characters", raw.name));
+        push(
+            v,
+            "name",
+            format!("{:?}: on AWS at most 10 lowercase characters", raw.name),
+        );
     }
     if !kubernetes_minor_supported(&raw.kubernetes_version) {
         push(
             v,
             "kubernetesVersion",
-            format!("{:?} is not supported (supported: {})", raw.kubernetes_version, SUPPORTED_KUBERNETES_VERSIONS.join(", ")),
+            format!(
+                "{:?} is not supported (supported: {})",
+                raw.kubernetes_version,
+                SUPPORTED_KUBERNETES_VERSIONS.join(", ")
+            ),
         );
     }
     if !raw.microservice_version.starts_with('v') {
-        push(v, "microserviceVersion", format!("{:?} is not a version (vX.Y.Z)", raw.microservice_version));
+        push(
+            v,
+            "microserviceVersion",
+            format!("{:?} is not a version (vX.Y.Z)", raw.microservice_version),
+        );
     }
     if !raw.custom_endpoint.is_empty() && !valid_hostname(&raw.custom_endpoint) {
-        push(v, "customEndpoint", format!("{:?} is not a DNS name (RFC 1123)", raw.custom_endpoint));
+        push(
+            v,
+            "customEndpoint",
+            format!("{:?} is not a DNS name (RFC 1123)", raw.custom_endpoint),
+        );
     }
     if raw.internal_load_balancer && !matches!(provider, Some(Provider::Aws | Provider::Gcp)) {
         push(v, "internalLoadBalancer", "only available on AWS and GCP");
     }
     if !raw.service_cidr.is_empty() && !valid_cidr_v4(&raw.service_cidr) {
-        push(v, "serviceCIDR", format!("{:?} is not an IPv4 CIDR", raw.service_cidr));
+        push(
+            v,
+            "serviceCIDR",
+            format!("{:?} is not an IPv4 CIDR", raw.service_cidr),
+        );
     }
 
     // Provider sections.
@@ -620,21 +695,40 @@ fn validate(raw: &RawConfig, sel: Option<(Provider, Variant)>, v: &mut Vec<Viola
     if let Some(c) = &p.aws {
         required(v, "provider.aws.region", &c.region);
         required(v, "provider.aws.zone", &c.zone);
-        required(v, "provider.aws.iamProfileControlPlane", &c.iam_profile_control_plane);
-        required(v, "provider.aws.iamProfileWorkerNodes", &c.iam_profile_worker_nodes);
+        required(
+            v,
+            "provider.aws.iamProfileControlPlane",
+            &c.iam_profile_control_plane,
+        );
+        required(
+            v,
+            "provider.aws.iamProfileWorkerNodes",
+            &c.iam_profile_worker_nodes,
+        );
         if !c.zone.is_empty() && !c.region.is_empty() && !c.zone.starts_with(&c.region) {
-            push(v, "provider.aws.zone", format!("zone {:?} is not in region {:?}", c.zone, c.region));
+            push(
+                v,
+                "provider.aws.zone",
+                format!("zone {:?} is not in region {:?}", c.zone, c.region),
+            );
         }
     }
     if let Some(c) = &p.azure {
-        for (path, val) in [("provider.azure.subscription", &c.subscription), ("provider.azure.tenant", &c.tenant)] {
+        for (path, val) in [
+            ("provider.azure.subscription", &c.subscription),
+            ("provider.azure.tenant", &c.tenant),
+        ] {
             if !valid_uuid(val) {
                 push(v, path, format!("{val:?} is not a UUID"));
             }
         }
         required(v, "provider.azure.location", &c.location);
         required(v, "provider.azure.resourceGroup", &c.resource_group);
-        required(v, "provider.azure.userAssignedIdentity", &c.user_assigned_identity);
+        required(
+            v,
+            "provider.azure.userAssignedIdentity",
+            &c.user_assigned_identity,
+        );
         if c.app_client_id.is_some() {
             push(v, "provider.azure.appClientID", "app registrations are unsupported since v2.9; remove appClientID and use a user-assigned identity");
         }
@@ -643,11 +737,23 @@ fn validate(raw: &RawConfig, sel: Option<(Provider, Variant)>, v: &mut Vec<Viola
         required(v, "provider.gcp.project", &c.project);
         required(v, "provider.gcp.region", &c.region);
         required(v, "provider.gcp.zone", &c.zone);
-        required(v, "provider.gcp.serviceAccountKeyPath", &c.service_account_key_path);
+        required(
+            v,
+            "provider.gcp.serviceAccountKeyPath",
+            &c.service_account_key_path,
+        );
     }
     if let Some(c) = &p.openstack {
-        required(v, "provider.openstack.availabilityZone", &c.availability_zone);
-        required(v, "provider.openstack.floatingIPPoolID", &c.floating_ip_pool_id);
+        required(
+            v,
+            "provider.openstack.availabilityZone",
+            &c.availability_zone,
+        );
+        required(
+            v,
+            "provider.openstack.floatingIPPoolID",
+            &c.floating_ip_pool_id,
+        );
         required(v, "provider.openstack.regionName", &c.region_name);
     }
     if let Some(c) = &p.qemu {
@@ -664,40 +770,76 @@ fn validate(raw: &RawConfig, sel: Option<(Provider, Variant)>, v: &mut Vec<Viola
         let a = c.base_address;
         let total: u32 = raw.node_groups.values().map(|g| g.initial_count).sum();
         if !a.is_loopback() {
-            push(v, "provider.local.baseAddress", format!("{a} is not a loopback address (127.0.0.0/8)"));
-        } else if a.octets()[3] == 0 || u32::from(a) == u32::from(Ipv4Addr::new(127, 255, 255, 255)) {
-            push(v, "provider.local.baseAddress", format!("{a} is a network or broadcast address; use e.g. {DEFAULT_LOCAL_BASE_ADDRESS}"));
-        } else if u32::from(a).saturating_add(total) > u32::from(Ipv4Addr::new(127, 255, 255, 254)) {
-            push(v, "provider.local.baseAddress", format!("{a} leaves no room for {total} nodes in 127.0.0.0/8"));
+            push(
+                v,
+                "provider.local.baseAddress",
+                format!("{a} is not a loopback address (127.0.0.0/8)"),
+            );
+        } else if a.octets()[3] == 0 || u32::from(a) == u32::from(Ipv4Addr::new(127, 255, 255, 255))
+        {
+            push(
+                v,
+                "provider.local.baseAddress",
+                format!(
+                    "{a} is a network or broadcast address; use e.g. {DEFAULT_LOCAL_BASE_ADDRESS}"
+                ),
+            );
+        } else if u32::from(a).saturating_add(total) > u32::from(Ipv4Addr::new(127, 255, 255, 254))
+        {
+            push(
+                v,
+                "provider.local.baseAddress",
+                format!("{a} leaves no room for {total} nodes in 127.0.0.0/8"),
+            );
         }
     }
 
     // Node groups.
     let groups = &raw.node_groups;
     match groups.get(CONTROL_PLANE_GROUP) {
-        None => push(v, "nodeGroups", format!("group {CONTROL_PLANE_GROUP} is required")),
+        None => push(
+            v,
+            "nodeGroups",
+            format!("group {CONTROL_PLANE_GROUP} is required"),
+        ),
         Some(g) => {
             if g.role != NodeRole::ControlPlane {
-                push(v, format!("nodeGroups.{CONTROL_PLANE_GROUP}.role"), "must be control-plane");
+                push(
+                    v,
+                    format!("nodeGroups.{CONTROL_PLANE_GROUP}.role"),
+                    "must be control-plane",
+                );
             }
             if g.initial_count == 0 {
-                push(v, format!("nodeGroups.{CONTROL_PLANE_GROUP}.initialCount"), "must be at least 1");
+                push(
+                    v,
+                    format!("nodeGroups.{CONTROL_PLANE_GROUP}.initialCount"),
+                    "must be at least 1",
+                );
             }
         }
     }
     match groups.get(WORKER_GROUP) {
         None => push(v, "nodeGroups", format!("group {WORKER_GROUP} is required")),
-        Some(g) if g.role != NodeRole::Worker => {
-            push(v, format!("nodeGroups.{WORKER_GROUP}.role"), "must be worker")
-        }
+        Some(g) if g.role != NodeRole::Worker => push(
+            v,
+            format!("nodeGroups.{WORKER_GROUP}.role"),
+            "must be worker",
+        ),
         Some(_) => {}
     }
     for name in groups.keys() {
         let ok = !name.is_empty()
             && name.len() <= 63
-            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
         if !ok {
-            push(v, format!("nodeGroups.{name}"), "group names use lowercase letters, digits, '_' and '-'");
+            push(
+                v,
+                format!("nodeGroups.{name}"),
+                "group names use lowercase letters, digits, '_' and '-'",
+            );
         }
     }
 
@@ -711,14 +853,26 @@ fn validate(raw: &RawConfig, sel: Option<(Provider, Variant)>, v: &mut Vec<Viola
     for (key, s) in [("awsSEVSNP", &a.aws_sev_snp), ("gcpSEVSNP", &a.gcp_sev_snp)] {
         if let Some(s) = s {
             pem_cert(v, &format!("attestation.{key}.amdRootKey"), &s.amd_root_key);
-            pem_cert(v, &format!("attestation.{key}.amdSigningKey"), &s.amd_signing_key);
+            pem_cert(
+                v,
+                &format!("attestation.{key}.amdSigningKey"),
+                &s.amd_signing_key,
+            );
         }
     }
     if let Some(s) = &a.azure_sev_snp {
         pem_cert(v, "attestation.azureSEVSNP.amdRootKey", &s.amd_root_key);
-        pem_cert(v, "attestation.azureSEVSNP.amdSigningKey", &s.amd_signing_key);
+        pem_cert(
+            v,
+            "attestation.azureSEVSNP.amdSigningKey",
+            &s.amd_signing_key,
+        );
         if !s.firmware_signer_config.maa_url.is_empty() {
-            push(v, "attestation.azureSEVSNP.firmwareSignerConfig.maaURL", "must be empty in the config; it is taken from the cluster's state");
+            push(
+                v,
+                "attestation.azureSEVSNP.firmwareSignerConfig.maaURL",
+                "must be empty in the config; it is taken from the cluster's state",
+            );
         }
     }
     if let Some(s) = &a.azure_tdx {

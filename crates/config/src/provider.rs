@@ -122,7 +122,11 @@ pub fn kubernetes_minor_supported(version: &str) -> bool {
         return false;
     };
     let parts: Vec<&str> = v.split('.').collect();
-    if parts.len() != 3 || parts.iter().any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit())) {
+    if parts.len() != 3
+        || parts
+            .iter()
+            .any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()))
+    {
         return false;
     }
     let minor = format!("v{}.{}", parts[0], parts[1]);

@@ -548,7 +548,10 @@ impl AttestationConfig {
             V::AwsNitroTpm => self.aws_nitro_tpm.as_mut().map(|s| &mut s.measurements),
             V::AzureSevSnp => self.azure_sev_snp.as_mut().map(|s| &mut s.measurements),
             V::AzureTdx => self.azure_tdx.as_mut().map(|s| &mut s.measurements),
-            V::AzureTrustedLaunch => self.azure_trusted_launch.as_mut().map(|s| &mut s.measurements),
+            V::AzureTrustedLaunch => self
+                .azure_trusted_launch
+                .as_mut()
+                .map(|s| &mut s.measurements),
             V::GcpSevEs => self.gcp_sev_es.as_mut().map(|s| &mut s.measurements),
             V::GcpSevSnp => self.gcp_sev_snp.as_mut().map(|s| &mut s.measurements),
             V::QemuVtpm => self.qemu_vtpm.as_mut().map(|s| &mut s.measurements),

@@ -2,8 +2,8 @@
 //!
 //! ```json
 //! {
-//! 	"key": "<std base64, ≥ 16 bytes>",
-//! 	"salt": "<std base64, ≥ 32 bytes>"
+//!     "key": "<std base64, ≥ 16 bytes>",
+//!     "salt": "<std base64, ≥ 32 bytes>"
 //! }
 //! ```
 //!
@@ -116,9 +116,14 @@ pub fn encode(secret: &MasterSecret) -> Zeroizing<String> {
 pub fn read(path: &Path) -> Result<LoadedSecret, SecretFileError> {
     let mut file = std::fs::File::open(path).map_err(|source| {
         if source.kind() == io::ErrorKind::NotFound {
-            SecretFileError::NotFound { path: path.to_path_buf() }
+            SecretFileError::NotFound {
+                path: path.to_path_buf(),
+            }
         } else {
-            SecretFileError::Read { path: path.to_path_buf(), source }
+            SecretFileError::Read {
+                path: path.to_path_buf(),
+                source,
+            }
         }
     })?;
     let read_err = |source| SecretFileError::Read {
@@ -128,7 +133,10 @@ pub fn read(path: &Path) -> Result<LoadedSecret, SecretFileError> {
     let meta = file.metadata().map_err(read_err)?;
     let mut buf = Zeroizing::new(Vec::new());
     // A master secret file is ~100 bytes; refuse to slurp anything large.
-    (&mut file).take(64 * 1024).read_to_end(&mut buf).map_err(read_err)?;
+    (&mut file)
+        .take(64 * 1024)
+        .read_to_end(&mut buf)
+        .map_err(read_err)?;
     let secret = decode(&buf).map_err(|e| SecretFileError::InFile {
         path: path.to_path_buf(),
         source: Box::new(e),
@@ -144,7 +152,11 @@ pub fn read(path: &Path) -> Result<LoadedSecret, SecretFileError> {
 /// Writes a new master secret file (mode 0600); never overwrites an existing one.
 pub fn write_new(path: &Path, secret: &MasterSecret) -> Result<(), SecretFileError> {
     let text = encode(secret);
-    Ok(atomic::write_new(path, text.as_bytes(), atomic::OWNER_ONLY)?)
+    Ok(atomic::write_new(
+        path,
+        text.as_bytes(),
+        atomic::OWNER_ONLY,
+    )?)
 }
 
 #[cfg(test)]
@@ -168,13 +180,28 @@ mod tests {
         let salt = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
         let cases = [
             ("{}".to_string(), "not JSON of the form"),
-            (format!(r#"{{"key":"AAAAAAAAAAAAAAAAAAAAAA==","salt":"{salt}","x":1}}"#), "not JSON"),
-            (format!(r#"{{"key":"-_-_","salt":"{salt}"}}"#), "`key` is not standard base64"),
-            (format!(r#"{{"key":"AAAA","salt":"{salt}"}}"#), "at least 16"),
-            (r#"{"key":"AAAAAAAAAAAAAAAAAAAAAA==","salt":"AAAA"}"#.to_string(), "at least 32"),
+            (
+                format!(r#"{{"key":"AAAAAAAAAAAAAAAAAAAAAA==","salt":"{salt}","x":1}}"#),
+                "not JSON",
+            ),
+            (
+                format!(r#"{{"key":"-_-_","salt":"{salt}"}}"#),
+                "`key` is not standard base64",
+            ),
+            (
+                format!(r#"{{"key":"AAAA","salt":"{salt}"}}"#),
+                "at least 16",
+            ),
+            (
+                r#"{"key":"AAAAAAAAAAAAAAAAAAAAAA==","salt":"AAAA"}"#.to_string(),
+                "at least 32",
+            ),
         ];
         for (j, want) in cases {
-            let e = decode(j.as_bytes()).err().map(|e| e.to_string()).unwrap_or_default();
+            let e = decode(j.as_bytes())
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
             assert!(e.contains(want), "{j}: {e}");
         }
     }
@@ -185,7 +212,10 @@ mod tests {
         let p = d.path().join(MASTER_SECRET_FILE);
         let m = MasterSecret::generate().unwrap();
         write_new(&p, &m).unwrap();
-        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         let before = std::fs::read(&p).unwrap();
         let other = MasterSecret::generate().unwrap();
         assert!(matches!(

@@ -264,7 +264,10 @@ impl State {
         if s.version != STATE_VERSION {
             return Err(StateError::Invalid(Violations(vec![Violation {
                 path: "version".into(),
-                message: format!("state version {:?} is not supported; this release reads {STATE_VERSION}", s.version),
+                message: format!(
+                    "state version {:?} is not supported; this release reads {STATE_VERSION}",
+                    s.version
+                ),
                 line: None,
             }])));
         }
@@ -279,9 +282,14 @@ impl State {
     pub fn load(path: &Path) -> Result<Self, StateError> {
         let text = std::fs::read_to_string(path).map_err(|source| {
             if source.kind() == io::ErrorKind::NotFound {
-                StateError::NotFound { path: path.to_path_buf() }
+                StateError::NotFound {
+                    path: path.to_path_buf(),
+                }
             } else {
-                StateError::Read { path: path.to_path_buf(), source }
+                StateError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                }
             }
         })?;
         Self::from_yaml(&text).map_err(|e| StateError::InFile {
@@ -292,12 +300,20 @@ impl State {
 
     /// Atomically writes (creates or replaces) the state file, mode 0600.
     pub fn write(&self, path: &Path) -> Result<(), StateError> {
-        Ok(atomic::replace(path, self.to_yaml()?.as_bytes(), atomic::OWNER_ONLY)?)
+        Ok(atomic::replace(
+            path,
+            self.to_yaml()?.as_bytes(),
+            atomic::OWNER_ONLY,
+        )?)
     }
 
     /// Writes a new state file; fails if it exists.
     pub fn write_new(&self, path: &Path) -> Result<(), StateError> {
-        Ok(atomic::write_new(path, self.to_yaml()?.as_bytes(), atomic::OWNER_ONLY)?)
+        Ok(atomic::write_new(
+            path,
+            self.to_yaml()?.as_bytes(),
+            atomic::OWNER_ONLY,
+        )?)
     }
 
     /// Nothing created yet (the Go system's PreCreate constraints).
@@ -310,21 +326,37 @@ impl State {
     pub fn check_pre_init(&self) -> Result<(), Violations> {
         let mut out = self.infrastructure_violations();
         if self.cluster_values != ClusterValues::default() {
-            v(&mut out, "clusterValues", "must be empty before the cluster is initialized");
+            v(
+                &mut out,
+                "clusterValues",
+                "must be empty before the cluster is initialized",
+            );
         }
-        if out.is_empty() { Ok(()) } else { Err(Violations(out)) }
+        if out.is_empty() {
+            Ok(())
+        } else {
+            Err(Violations(out))
+        }
     }
 
     /// Cluster initialized (the Go system's PostInit constraints).
     pub fn check_post_init(&self) -> Result<(), Violations> {
         let mut out = self.infrastructure_violations();
         if self.cluster_values.cluster_id.0.len() != keys::CLUSTER_ID_LEN {
-            v(&mut out, "clusterValues.clusterID", "must be 32 bytes of hex");
+            v(
+                &mut out,
+                "clusterValues.clusterID",
+                "must be 32 bytes of hex",
+            );
         }
         if self.cluster_values.measurement_salt.is_empty() {
             v(&mut out, "clusterValues.measurementSalt", "required");
         }
-        if out.is_empty() { Ok(()) } else { Err(Violations(out)) }
+        if out.is_empty() {
+            Ok(())
+        } else {
+            Err(Violations(out))
+        }
     }
 
     fn infrastructure_violations(&self) -> Vec<Violation> {
@@ -341,11 +373,19 @@ impl State {
             ("infrastructure.inClusterEndpoint", &i.in_cluster_endpoint),
         ] {
             if !valid_endpoint(val) {
-                v(&mut out, path, format!("{val:?} is not an IP address or DNS name"));
+                v(
+                    &mut out,
+                    path,
+                    format!("{val:?} is not an IP address or DNS name"),
+                );
             }
         }
         if !valid_cidr(&i.ip_cidr_node) {
-            v(&mut out, "infrastructure.ipCidrNode", format!("{:?} is not a CIDR", i.ip_cidr_node));
+            v(
+                &mut out,
+                "infrastructure.ipCidrNode",
+                format!("{:?} is not a CIDR", i.ip_cidr_node),
+            );
         }
         out
     }
@@ -418,9 +458,15 @@ clusterValues:
             s.cluster_id().unwrap().to_hex(),
             "128c164378fe8767f998fbdfe4b4d6463ec5ae1b664ea5999bc27417607ae9b6"
         );
-        assert_eq!(s.infrastructure.azure.as_ref().unwrap().attestation_url, "https://x.attest.azure.net");
+        assert_eq!(
+            s.infrastructure.azure.as_ref().unwrap().attestation_url,
+            "https://x.attest.azure.net"
+        );
         let y = s.to_yaml().unwrap();
-        assert!(y.contains("measurementSalt: '010203'") || y.contains("measurementSalt: \"010203\""), "{y}");
+        assert!(
+            y.contains("measurementSalt: '010203'") || y.contains("measurementSalt: \"010203\""),
+            "{y}"
+        );
         assert_eq!(State::from_yaml(&y).unwrap(), s);
         s.check_post_init().unwrap();
         assert!(format!("{s:?}").contains("<redacted>"));
@@ -431,8 +477,14 @@ clusterValues:
     fn strictness() {
         let cases = [
             ("version: v1\nfoo: 1\n", "unknown key `foo`"),
-            ("version: v1\ninfrastructure:\n  uid: x\n  bogus: 1\n", "unknown key `infrastructure.bogus`"),
-            ("version: v1\nclusterValues:\n  measurementSalt: xyz\n", "clusterValues.measurementSalt"),
+            (
+                "version: v1\ninfrastructure:\n  uid: x\n  bogus: 1\n",
+                "unknown key `infrastructure.bogus`",
+            ),
+            (
+                "version: v1\nclusterValues:\n  measurementSalt: xyz\n",
+                "clusterValues.measurementSalt",
+            ),
             ("version: v2\n", "not supported"),
             ("infrastructure: {}\n", "missing required key `version`"),
         ];
@@ -467,7 +519,10 @@ clusterValues:
         s.write_new(&p).unwrap();
         assert!(s.write_new(&p).is_err());
         s.write(&p).unwrap();
-        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         assert_eq!(State::load(&p).unwrap(), s);
     }
 }

@@ -100,7 +100,8 @@ fn generated_configs_roundtrip() {
                 for viol in &vs.0 {
                     let expected_gap = viol.message.contains("required")
                         || viol.message.contains("UUID")
-                        || (v == Variant::AzureTrustedLaunch && viol.message.contains("placeholder"));
+                        || (v == Variant::AzureTrustedLaunch
+                            && viol.message.contains("placeholder"));
                     assert!(expected_gap, "{p}/{v}: unexpected {viol}");
                 }
             }
@@ -150,10 +151,20 @@ fn go_default_measurements_table() {
 
 #[test]
 fn generate_rejects_bad_choices() {
-    let e = Config::generate(Provider::Local, Some(Variant::QemuVtpm), None, BTreeMap::new(), None)
-        .unwrap_err();
-    assert!(e.to_string().contains("not available on provider local"), "{e}");
-    let e = Config::generate(Provider::Aws, None, Some("v1.29"), BTreeMap::new(), None).unwrap_err();
+    let e = Config::generate(
+        Provider::Local,
+        Some(Variant::QemuVtpm),
+        None,
+        BTreeMap::new(),
+        None,
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("not available on provider local"),
+        "{e}"
+    );
+    let e =
+        Config::generate(Provider::Aws, None, Some("v1.29"), BTreeMap::new(), None).unwrap_err();
     assert!(e.to_string().contains("\"v1.29\" is not supported"), "{e}");
 }
 
@@ -221,7 +232,12 @@ fn parse_errors_name_key_and_line() {
             "nodeGroups.control_plane_default.initialCount",
             None,
         ),
-        ("version: \"unterminated\n".to_string(), ParseErrorKind::Syntax, "", None),
+        (
+            "version: \"unterminated\n".to_string(),
+            ParseErrorKind::Syntax,
+            "",
+            None,
+        ),
         ("- 1\n".to_string(), ParseErrorKind::Syntax, "", None),
     ];
     for (yaml, kind, path, line_needle) in cases {
@@ -248,7 +264,9 @@ fn unknown_key_message() {
     let e = Config::from_yaml(&yaml).unwrap_err().to_string();
     let line = line_of(&yaml, "    foo: 1");
     assert!(
-        e.starts_with(&format!("unknown key `provider.local.foo` at line {line}, column 5")),
+        e.starts_with(&format!(
+            "unknown key `provider.local.foo` at line {line}, column 5"
+        )),
         "{e}"
     );
     assert!(e.contains("nodeImage"), "{e}");
@@ -261,32 +279,85 @@ fn violations() {
     let z = "0".repeat(64);
     let ph = "1234".repeat(16);
     let cases: Vec<(String, &str, &str)> = vec![
-        (base.replace("version: v4", "version: v3"), "version", "not supported"),
-        (base.replace("name: constell", "name: \"has space\""), "name", "letters"),
-        (base.replace("kubernetesVersion: v1.31.13", "kubernetesVersion: v1.28.1"), "kubernetesVersion", "not supported"),
-        (base.replace("\"127.20.0.1\"", "\"10.0.0.1\""), "provider.local.baseAddress", "not a loopback"),
-        (base.replace("\"127.20.0.1\"", "\"127.0.0.0\""), "provider.local.baseAddress", "network or broadcast"),
-        (base.replace("role: control-plane", "role: worker"), "nodeGroups.control_plane_default.role", "control-plane"),
-        (base.replacen("initialCount: 1", "initialCount: 0", 1), "nodeGroups.control_plane_default.initialCount", "at least 1"),
-        (base.replacen(&z, &ph, 1), "attestation.localVTPM.measurements", "placeholder"),
-        (base.replace("internalLoadBalancer: false", "internalLoadBalancer: true"), "internalLoadBalancer", "AWS and GCP"),
-        (base.replace("serviceCIDR: \"10.96.0.0/12\"", "serviceCIDR: \"10.96.0.0\""), "serviceCIDR", "CIDR"),
-        (base.replace("customEndpoint: \"\"", "customEndpoint: \"-bad-\""), "customEndpoint", "DNS name"),
+        (
+            base.replace("version: v4", "version: v3"),
+            "version",
+            "not supported",
+        ),
+        (
+            base.replace("name: constell", "name: \"has space\""),
+            "name",
+            "letters",
+        ),
+        (
+            base.replace("kubernetesVersion: v1.31.13", "kubernetesVersion: v1.28.1"),
+            "kubernetesVersion",
+            "not supported",
+        ),
+        (
+            base.replace("\"127.20.0.1\"", "\"10.0.0.1\""),
+            "provider.local.baseAddress",
+            "not a loopback",
+        ),
+        (
+            base.replace("\"127.20.0.1\"", "\"127.0.0.0\""),
+            "provider.local.baseAddress",
+            "network or broadcast",
+        ),
+        (
+            base.replace("role: control-plane", "role: worker"),
+            "nodeGroups.control_plane_default.role",
+            "control-plane",
+        ),
+        (
+            base.replacen("initialCount: 1", "initialCount: 0", 1),
+            "nodeGroups.control_plane_default.initialCount",
+            "at least 1",
+        ),
+        (
+            base.replacen(&z, &ph, 1),
+            "attestation.localVTPM.measurements",
+            "placeholder",
+        ),
+        (
+            base.replace("internalLoadBalancer: false", "internalLoadBalancer: true"),
+            "internalLoadBalancer",
+            "AWS and GCP",
+        ),
+        (
+            base.replace(
+                "serviceCIDR: \"10.96.0.0/12\"",
+                "serviceCIDR: \"10.96.0.0\"",
+            ),
+            "serviceCIDR",
+            "CIDR",
+        ),
+        (
+            base.replace("customEndpoint: \"\"", "customEndpoint: \"-bad-\""),
+            "customEndpoint",
+            "DNS name",
+        ),
     ];
     for (yaml, path, want) in cases {
         let e = Config::from_yaml(&yaml).unwrap_err();
         let ConfigError::Invalid(vs) = &e else {
             panic!("{path}: expected violations, got {e}");
         };
-        let v = vs
-            .0
-            .iter()
-            .find(|v| v.path == path)
-            .unwrap_or_else(|| panic!("{path}: not among {e}"));
+        let v =
+            vs.0.iter()
+                .find(|v| v.path == path)
+                .unwrap_or_else(|| panic!("{path}: not among {e}"));
         assert!(v.message.contains(want), "{path}: {}", v.message);
         let leaf = path.rsplit('.').next().unwrap();
         let line = v.line.unwrap_or_else(|| panic!("{path}: no line"));
-        assert!(yaml.lines().nth(line - 1).unwrap().trim_start().starts_with(leaf), "{path}: line {line}");
+        assert!(
+            yaml.lines()
+                .nth(line - 1)
+                .unwrap()
+                .trim_start()
+                .starts_with(leaf),
+            "{path}: line {line}"
+        );
     }
 }
 
@@ -303,7 +374,10 @@ fn structural_violations() {
     let mut wrong = local.clone();
     wrong.attestation = qemu.attestation.clone();
     let e = Config::try_from(wrong).unwrap_err().to_string();
-    assert!(e.contains("qemu-vtpm is not available on provider local"), "{e}");
+    assert!(
+        e.contains("qemu-vtpm is not available on provider local"),
+        "{e}"
+    );
 
     let mut none = local.clone();
     none.attestation = Default::default();
@@ -328,7 +402,8 @@ fn set_measurements_keeps_validity() {
     assert!(c.set_measurements(Measurements::default()).is_err());
     let mut m = BTreeMap::new();
     m.insert(4, measurements::Measurement::enforced(vec![7; 32]));
-    c.set_measurements(Measurements::new(m.clone()).unwrap()).unwrap();
+    c.set_measurements(Measurements::new(m.clone()).unwrap())
+        .unwrap();
     assert_eq!(c.measurements().len(), 1);
     m.insert(4, measurements::Measurement::enforced(vec![7; 48]));
     assert!(c.set_measurements(Measurements::new(m).unwrap()).is_err());
@@ -337,16 +412,32 @@ fn set_measurements_keeps_validity() {
 /// The SNP/TDX extras: `latest`, numbers, legacy forms, limits.
 #[test]
 fn attestation_extras() {
-    let aws = Config::generate(Provider::Aws, None, None, BTreeMap::new(), None).unwrap().to_yaml();
+    let aws = Config::generate(Provider::Aws, None, None, BTreeMap::new(), None)
+        .unwrap()
+        .to_yaml();
     let y = aws.replace("bootloaderVersion: latest", "bootloaderVersion: 3");
     let r = RawConfig::from_yaml(&y).unwrap();
-    assert_eq!(r.attestation.aws_sev_snp.unwrap().bootloader_version, raw::Tcb::Value(3));
-    let e = RawConfig::from_yaml(&aws.replace("bootloaderVersion: latest", "bootloaderVersion: 256")).unwrap_err();
-    assert!(e.to_string().contains("attestation.awsSEVSNP.bootloaderVersion"), "{e}");
-    let e = RawConfig::from_yaml(&aws.replace("bootloaderVersion: latest", "bootloaderVersion: newest")).unwrap_err();
+    assert_eq!(
+        r.attestation.aws_sev_snp.unwrap().bootloader_version,
+        raw::Tcb::Value(3)
+    );
+    let e =
+        RawConfig::from_yaml(&aws.replace("bootloaderVersion: latest", "bootloaderVersion: 256"))
+            .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("attestation.awsSEVSNP.bootloaderVersion"),
+        "{e}"
+    );
+    let e = RawConfig::from_yaml(
+        &aws.replace("bootloaderVersion: latest", "bootloaderVersion: newest"),
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("\"latest\" or a number"), "{e}");
 
-    let az = Config::generate(Provider::Azure, None, None, BTreeMap::new(), None).unwrap().to_yaml();
+    let az = Config::generate(Provider::Azure, None, None, BTreeMap::new(), None)
+        .unwrap()
+        .to_yaml();
     let y = az.replace("enforcementPolicy: maaFallback", "enforcementPolicy: true");
     let r = RawConfig::from_yaml(&y).unwrap();
     let fsc = r.attestation.azure_sev_snp.unwrap().firmware_signer_config;
@@ -357,23 +448,46 @@ fn attestation_extras() {
     );
     assert_ne!(y, az);
     let r = RawConfig::from_yaml(&y).unwrap();
-    assert_eq!(r.attestation.azure_sev_snp.unwrap().firmware_signer_config.accepted_key_digests.0.len(), 1);
-    let e = RawConfig::from_yaml(&az.replace(AZURE_DEFAULT_ACCEPTED_KEY_DIGEST, "abcd")).unwrap_err();
+    assert_eq!(
+        r.attestation
+            .azure_sev_snp
+            .unwrap()
+            .firmware_signer_config
+            .accepted_key_digests
+            .0
+            .len(),
+        1
+    );
+    let e =
+        RawConfig::from_yaml(&az.replace(AZURE_DEFAULT_ACCEPTED_KEY_DIGEST, "abcd")).unwrap_err();
     assert!(e.to_string().contains("2 bytes, want 48"), "{e}");
     let y = az.replace("maaURL: \"\"", "maaURL: \"https://x\"");
     let e = RawConfig::from_yaml(&y).unwrap();
     let vs = Config::try_from(e).unwrap_err().to_string();
     assert!(vs.contains("maaURL"), "{vs}");
 
-    let tdx = Config::generate(Provider::Azure, Some(Variant::AzureTdx), None, BTreeMap::new(), None)
-        .unwrap()
-        .to_yaml();
+    let tdx = Config::generate(
+        Provider::Azure,
+        Some(Variant::AzureTdx),
+        None,
+        BTreeMap::new(),
+        None,
+    )
+    .unwrap()
+    .to_yaml();
     let y = tdx.replace("xfam: latest", "xfam: \"0000000000000001\"");
     let r = RawConfig::from_yaml(&y).unwrap();
-    assert_eq!(r.attestation.azure_tdx.unwrap().xfam, raw::HexOrLatest::Value([0, 0, 0, 0, 0, 0, 0, 1]));
+    assert_eq!(
+        r.attestation.azure_tdx.unwrap().xfam,
+        raw::HexOrLatest::Value([0, 0, 0, 0, 0, 0, 0, 1])
+    );
     let e = RawConfig::from_yaml(&tdx.replace("xfam: latest", "xfam: \"00\"")).unwrap_err();
     assert!(e.to_string().contains("attestation.azureTDX.xfam"), "{e}");
-    let e = RawConfig::from_yaml(&az.replace("subscription: \"\"", "appClientID: x\n    subscription: \"\"")).unwrap();
+    let e = RawConfig::from_yaml(&az.replace(
+        "subscription: \"\"",
+        "appClientID: x\n    subscription: \"\"",
+    ))
+    .unwrap();
     let vs = Config::try_from(e).unwrap_err().to_string();
     assert!(vs.contains("unsupported since v2.9"), "{vs}");
 }
@@ -381,7 +495,14 @@ fn attestation_extras() {
 #[test]
 fn locate_keys() {
     let y = "a: 1\nb:\n  c:\n    d: 2\n  e: 3\nf: {x: 1}\n";
-    let cases = [("a", Some(1)), ("b.c.d", Some(4)), ("b.e", Some(5)), ("f", Some(6)), ("f.x", None), ("b.d", None)];
+    let cases = [
+        ("a", Some(1)),
+        ("b.c.d", Some(4)),
+        ("b.e", Some(5)),
+        ("f", Some(6)),
+        ("f.x", None),
+        ("b.d", None),
+    ];
     for (p, want) in cases {
         assert_eq!(locate_key(y, p), want, "{p}");
     }
@@ -395,7 +516,10 @@ fn write_new_never_overwrites() {
     raw.write_new(&p).unwrap();
     let before = std::fs::read(&p).unwrap();
     let other = Config::generate(Provider::Qemu, None, None, BTreeMap::new(), None).unwrap();
-    assert!(matches!(other.write_new(&p), Err(ConfigError::Write(WriteError::AlreadyExists { .. }))));
+    assert!(matches!(
+        other.write_new(&p),
+        Err(ConfigError::Write(WriteError::AlreadyExists { .. }))
+    ));
     assert_eq!(std::fs::read(&p).unwrap(), before);
     let c = Config::load(&p).unwrap();
     assert_eq!(c.raw(), &raw);

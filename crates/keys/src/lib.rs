@@ -58,7 +58,9 @@ pub enum KeyError {
     DerivedKeyTooLong { len: usize },
     #[error("the operating system's random number generator failed")]
     Random,
-    #[error("not a cluster KMS URI: {reason} (want kms://cluster-kms?key=<base64url>&salt=<base64url>)")]
+    #[error(
+        "not a cluster KMS URI: {reason} (want kms://cluster-kms?key=<base64url>&salt=<base64url>)"
+    )]
     BadKmsUri { reason: &'static str },
     #[error("{what} has {len} bytes, want {want}")]
     BadLength {
@@ -261,7 +263,12 @@ impl fmt::Display for ClusterId {
 }
 
 /// Raw HKDF-SHA256 (RFC 5869): extract with `salt`, expand with `info` to `len` bytes.
-pub fn hkdf_sha256(ikm: &[u8], salt: &[u8], info: &[u8], len: usize) -> Result<SecretKey, KeyError> {
+pub fn hkdf_sha256(
+    ikm: &[u8],
+    salt: &[u8],
+    info: &[u8],
+    len: usize,
+) -> Result<SecretKey, KeyError> {
     let hk = Hkdf::<Sha256>::new(Some(salt), ikm);
     let mut out = Zeroizing::new(vec![0u8; len]);
     hk.expand(info, &mut out)
@@ -324,7 +331,8 @@ mod tests {
     /// testvectors/README.md, "Key-derivation vectors", every row (and the Go vectors).
     #[test]
     fn hkdf_vectors() {
-        let cases: [(Vec<u8>, Vec<u8>, &str, usize, &str); 3] = [
+        type Row = (Vec<u8>, Vec<u8>, &'static str, usize, &'static str);
+        let cases: [Row; 3] = [
             (
                 seq(0x00, 32),
                 seq(0x20, 32),
@@ -457,15 +465,30 @@ mod tests {
             MasterSecret::from_kms_uri(&u).unwrap_or_else(|e| panic!("{u}: {e}"));
         }
         let bad = [
-            (format!("kms://other?key={key}&salt={salt}"), "does not start"),
-            (format!("kms://cluster-kms?key={key}"), "missing salt"),
-            (format!("kms://cluster-kms?key={key}&salt={salt}&x=AA=="), "unknown parameter"),
-            (format!("kms://cluster-kms?key={key}&key={key}&salt={salt}"), "repeated"),
             (
-                format!("kms://cluster-kms?key={}&salt={salt}", key.trim_end_matches('=')),
+                format!("kms://other?key={key}&salt={salt}"),
+                "does not start",
+            ),
+            (format!("kms://cluster-kms?key={key}"), "missing salt"),
+            (
+                format!("kms://cluster-kms?key={key}&salt={salt}&x=AA=="),
+                "unknown parameter",
+            ),
+            (
+                format!("kms://cluster-kms?key={key}&key={key}&salt={salt}"),
+                "repeated",
+            ),
+            (
+                format!(
+                    "kms://cluster-kms?key={}&salt={salt}",
+                    key.trim_end_matches('=')
+                ),
                 "padded base64url",
             ),
-            (format!("kms://cluster-kms?key=AAAA&salt={salt}"), "at least 16"),
+            (
+                format!("kms://cluster-kms?key=AAAA&salt={salt}"),
+                "at least 16",
+            ),
         ];
         for (u, want) in bad {
             let e = MasterSecret::from_kms_uri(&u).err().map(|e| e.to_string());

@@ -27,19 +27,27 @@ impl KeyService {
 
 #[tonic::async_trait]
 impl Api for KeyService {
-    async fn get_data_key(&self, req: Request<GetDataKeyRequest>) -> Result<Response<GetDataKeyResponse>, Status> {
+    async fn get_data_key(
+        &self,
+        req: Request<GetDataKeyRequest>,
+    ) -> Result<Response<GetDataKeyResponse>, Status> {
         let r = req.into_inner();
         if r.data_key_id.is_empty() {
             return Err(Status::invalid_argument("data_key_id is empty"));
         }
         if r.length == 0 || r.length > MAX_KEY_LEN {
-            return Err(Status::invalid_argument(format!("length must be 1..={MAX_KEY_LEN}, got {}", r.length)));
+            return Err(Status::invalid_argument(format!(
+                "length must be 1..={MAX_KEY_LEN}, got {}",
+                r.length
+            )));
         }
         tracing::debug!(id = %r.data_key_id, len = r.length, "data key requested");
         let key = self
             .master
             .data_key(&r.data_key_id, r.length as usize)
             .map_err(|_| Status::internal("deriving the key failed"))?;
-        Ok(Response::new(GetDataKeyResponse { data_key: key.expose().to_vec() }))
+        Ok(Response::new(GetDataKeyResponse {
+            data_key: key.expose().to_vec(),
+        }))
     }
 }

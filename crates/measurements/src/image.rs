@@ -38,8 +38,8 @@ pub const DEFAULT_KEY_PEM: &str = GO_RELEASE_KEY_PEM;
 /// DER prefix of a `SubjectPublicKeyInfo` holding an uncompressed P-256 point:
 /// SEQUENCE { SEQUENCE { id-ecPublicKey, prime256v1 }, BIT STRING (0 unused bits, 65 bytes) }.
 const P256_SPKI_PREFIX: [u8; 26] = [
-    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08,
-    0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
+    0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
 ];
 
 /// Errors of this module. Each kind is distinguishable, so the CLI can tell the user whether
@@ -306,7 +306,10 @@ mod tests {
         ];
         for pem in cases {
             assert!(
-                matches!(PublicKey::from_pem(pem), Err(ImageError::BadPublicKey { .. })),
+                matches!(
+                    PublicKey::from_pem(pem),
+                    Err(ImageError::BadPublicKey { .. })
+                ),
                 "{}",
                 String::from_utf8_lossy(pem)
             );
@@ -326,7 +329,8 @@ mod tests {
         let err = m.select("QEMU", "qemu-vtpm").unwrap_err();
         assert!(matches!(err, ImageError::NoMeasurementsFor { .. }));
         assert!(err.to_string().contains("Unknown/dummy"), "{err}");
-        m.ensure_image(&ImageRef::parse("v1.0.0-test").unwrap()).unwrap();
+        m.ensure_image(&ImageRef::parse("v1.0.0-test").unwrap())
+            .unwrap();
         assert!(matches!(
             m.ensure_image(&ImageRef::parse("v2.24.0").unwrap()),
             Err(ImageError::WrongImage { .. })
@@ -389,16 +393,27 @@ mod tests {
     #[test]
     fn strict_layout() {
         let z = "0".repeat(64);
+        #[allow(clippy::useless_format)] // one form for all rows
         let cases = [
-            (format!(r#"{{"version":"v1","ref":"-","stream":"stable","list":[]}}"#), true),
-            (format!(r#"{{"version":"v1","ref":"-","stream":"stable","list":[],"extra":1}}"#), false),
-            (format!(r#"{{"version":"v1","ref":"-","list":[]}}"#), false),
             (
-                format!(r#"{{"version":"v1","ref":"-","stream":"s","list":[{{"csp":"QEMU","attestationVariant":"qemu-vtpm","measurements":{{"4":{{"expected":"{z}","warnOnly":false}}}}}}]}}"#),
+                format!(r#"{{"version":"v1","ref":"-","stream":"stable","list":[]}}"#),
                 true,
             ),
             (
-                format!(r#"{{"version":"v1","ref":"-","stream":"s","list":[{{"csp":"QEMU","attestationVariant":"qemu-vtpm","measurements":{{"4":{{"expected":"00","warnOnly":false}}}}}}]}}"#),
+                format!(r#"{{"version":"v1","ref":"-","stream":"stable","list":[],"extra":1}}"#),
+                false,
+            ),
+            (format!(r#"{{"version":"v1","ref":"-","list":[]}}"#), false),
+            (
+                format!(
+                    r#"{{"version":"v1","ref":"-","stream":"s","list":[{{"csp":"QEMU","attestationVariant":"qemu-vtpm","measurements":{{"4":{{"expected":"{z}","warnOnly":false}}}}}}]}}"#
+                ),
+                true,
+            ),
+            (
+                format!(
+                    r#"{{"version":"v1","ref":"-","stream":"s","list":[{{"csp":"QEMU","attestationVariant":"qemu-vtpm","measurements":{{"4":{{"expected":"00","warnOnly":false}}}}}}]}}"#
+                ),
                 false,
             ),
             ("[1,2]".to_string(), false),
@@ -412,8 +427,14 @@ mod tests {
     fn image_refs() {
         let cases = [
             ("v2.24.0", Some(("-", "stable", "v2.24.0"))),
-            ("stream/nightly/v2.25.0-pre", Some(("-", "nightly", "v2.25.0-pre"))),
-            ("ref/main/stream/nightly/v2.25.0-pre.0", Some(("main", "nightly", "v2.25.0-pre.0"))),
+            (
+                "stream/nightly/v2.25.0-pre",
+                Some(("-", "nightly", "v2.25.0-pre")),
+            ),
+            (
+                "ref/main/stream/nightly/v2.25.0-pre.0",
+                Some(("main", "nightly", "v2.25.0-pre.0")),
+            ),
             ("2.24.0", None),
             ("ref/main/v2.24.0", None),
             ("", None),
@@ -421,7 +442,8 @@ mod tests {
         for (s, want) in cases {
             let got = ImageRef::parse(s).ok();
             assert_eq!(
-                got.as_ref().map(|r| (r.git_ref.as_str(), r.stream.as_str(), r.version.as_str())),
+                got.as_ref()
+                    .map(|r| (r.git_ref.as_str(), r.stream.as_str(), r.version.as_str())),
                 want,
                 "{s}"
             );

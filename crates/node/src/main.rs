@@ -8,7 +8,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "constellation-node", version, about = "Node programs of the local provider")]
+#[command(
+    name = "constellation-node",
+    version,
+    about = "Node programs of the local provider"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -45,20 +49,46 @@ enum Cmd {
 
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
     let res = match cli.cmd {
-        Cmd::Launch { image, tcti, variant, boot_args } => {
-            Err(bootstrapper::launcher::launch(&bootstrapper::launcher::LaunchArgs { image, tcti, variant, boot_args }))
-        }
-        Cmd::Bootstrapper { name, cloud, dir, tcti, variant } => tokio::runtime::Builder::new_multi_thread()
+        Cmd::Launch {
+            image,
+            tcti,
+            variant,
+            boot_args,
+        } => Err(bootstrapper::launcher::launch(
+            &bootstrapper::launcher::LaunchArgs {
+                image,
+                tcti,
+                variant,
+                boot_args,
+            },
+        )),
+        Cmd::Bootstrapper {
+            name,
+            cloud,
+            dir,
+            tcti,
+            variant,
+        } => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .map_err(anyhow::Error::from)
-            .and_then(|rt| rt.block_on(bootstrapper::run::run(bootstrapper::run::Args { name, cloud, dir, tcti, variant }))),
+            .and_then(|rt| {
+                rt.block_on(bootstrapper::run::run(bootstrapper::run::Args {
+                    name,
+                    cloud,
+                    dir,
+                    tcti,
+                    variant,
+                }))
+            }),
     };
     match res {
         Ok(()) => std::process::ExitCode::SUCCESS,

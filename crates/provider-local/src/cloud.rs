@@ -215,7 +215,7 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let path = CloudState::path(t.path());
         assert!(CloudState::load(&path).unwrap().is_none());
-        let mut s = CloudState {
+        let s = CloudState {
             version: "v1".into(),
             uid: "abcd".into(),
             name: "mini".into(),

@@ -24,15 +24,33 @@ pub enum InfraError {
     #[error(transparent)]
     Cloud(#[from] CloudError),
     #[error("starting the TPM of node {node}")]
-    Swtpm { node: String, #[source] source: tpm::swtpm::SwtpmError },
+    Swtpm {
+        node: String,
+        #[source]
+        source: tpm::swtpm::SwtpmError,
+    },
     #[error("reading the attestation key of node {node}'s TPM")]
-    Ak { node: String, #[source] source: tpm::TpmError },
+    Ak {
+        node: String,
+        #[source]
+        source: tpm::TpmError,
+    },
     #[error("starting node {node}")]
-    Process { node: String, #[source] source: ProcessError },
-    #[error("address {addr} is in use by another program (another cluster on the same addresses?)")]
+    Process {
+        node: String,
+        #[source]
+        source: ProcessError,
+    },
+    #[error(
+        "address {addr} is in use by another program (another cluster on the same addresses?)"
+    )]
     AddressInUse { addr: SocketAddrV4 },
     #[error("creating the folder {path}")]
-    Dir { path: PathBuf, #[source] source: std::io::Error },
+    Dir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("the workspace's cluster uses variant {have}, the config asks for {want}")]
     VariantChanged { have: String, want: String },
 }
@@ -64,18 +82,28 @@ fn swtpm_config(node: &NodeRecord) -> SwtpmConfig {
 /// Fails if something other than our own processes listens on the node's address.
 fn check_free(addr: Ipv4Addr, port: u16) -> Result<(), InfraError> {
     let a = SocketAddrV4::new(addr, port);
-    TcpListener::bind(a).map(drop).map_err(|_| InfraError::AddressInUse { addr: a })
+    TcpListener::bind(a)
+        .map(drop)
+        .map_err(|_| InfraError::AddressInUse { addr: a })
 }
 
 /// Brings the local cloud to `wanted`. `init_secret_hash` is used only when the cloud is new.
-pub fn apply(workspace: &Path, wanted: &Wanted, init_secret_hash: &str, progress: Progress<'_>) -> Result<CloudState, InfraError> {
+pub fn apply(
+    workspace: &Path,
+    wanted: &Wanted,
+    init_secret_hash: &str,
+    progress: Progress<'_>,
+) -> Result<CloudState, InfraError> {
     // Node processes and daemons change directory: every recorded path must be absolute.
     let workspace = &absolute(workspace)?;
     let path = CloudState::path(workspace);
     let mut state = match CloudState::load(&path)? {
         Some(s) => {
             if s.variant != wanted.variant.as_str() {
-                return Err(InfraError::VariantChanged { have: s.variant, want: wanted.variant.to_string() });
+                return Err(InfraError::VariantChanged {
+                    have: s.variant,
+                    want: wanted.variant.to_string(),
+                });
             }
             s
         }
@@ -117,7 +145,10 @@ pub fn apply(workspace: &Path, wanted: &Wanted, init_secret_hash: &str, progress
                 process: None,
             });
             state.save(&path)?;
-            progress(&format!("planned node {name} ({}) at {address}", role.as_str()));
+            progress(&format!(
+                "planned node {name} ({}) at {address}",
+                role.as_str()
+            ));
         }
     }
 
@@ -129,7 +160,10 @@ pub fn apply(workspace: &Path, wanted: &Wanted, init_secret_hash: &str, progress
         if tpm_alive && node_alive {
             continue;
         }
-        std::fs::create_dir_all(&node.dir).map_err(|e| InfraError::Dir { path: node.dir.clone(), source: e })?;
+        std::fs::create_dir_all(&node.dir).map_err(|e| InfraError::Dir {
+            path: node.dir.clone(),
+            source: e,
+        })?;
         if tpm_alive {
             // The node died but its TPM runs on: reset it (a reboot resets PCRs).
             if let Some(p) = node.swtpm {
@@ -138,18 +172,31 @@ pub fn apply(workspace: &Path, wanted: &Wanted, init_secret_hash: &str, progress
         }
         check_free(node.address, tpm::swtpm::DEFAULT_PORT)?;
         let cfg = swtpm_config(&node);
-        let d = Swtpm::spawn_detached(&cfg).map_err(|e| InfraError::Swtpm { node: node.name.clone(), source: e })?;
+        let d = Swtpm::spawn_detached(&cfg).map_err(|e| InfraError::Swtpm {
+            node: node.name.clone(),
+            source: e,
+        })?;
         state.nodes[i].swtpm = ProcessRecord::of(d.pid);
         state.save(&path)?;
         if node.ak_public.is_none() {
             let ak = {
-                let t = tpm::Tpm::open(&d.tcti).map_err(|e| InfraError::Ak { node: node.name.clone(), source: e })?;
-                t.attestation_key().map_err(|e| InfraError::Ak { node: node.name.clone(), source: e })?
+                let t = tpm::Tpm::open(&d.tcti).map_err(|e| InfraError::Ak {
+                    node: node.name.clone(),
+                    source: e,
+                })?;
+                t.attestation_key().map_err(|e| InfraError::Ak {
+                    node: node.name.clone(),
+                    source: e,
+                })?
             };
             state.nodes[i].ak_public = Some(hex::encode(ak));
             state.save(&path)?;
         }
-        progress(&format!("TPM of {} ready ({} ms)", node.name, d.startup.as_millis()));
+        progress(&format!(
+            "TPM of {} ready ({} ms)",
+            node.name,
+            d.startup.as_millis()
+        ));
     }
 
     // 3. Node processes, through the launcher.
@@ -181,16 +228,27 @@ pub fn apply(workspace: &Path, wanted: &Wanted, init_secret_hash: &str, progress
             .arg("--variant")
             .arg(wanted.variant.as_str());
         let log = node.dir.join("node.log");
-        let (rec, _child) = spawn_detached(cmd, &log).map_err(|e| InfraError::Process { node: node.name.clone(), source: e })?;
+        let (rec, _child) = spawn_detached(cmd, &log).map_err(|e| InfraError::Process {
+            node: node.name.clone(),
+            source: e,
+        })?;
         state.nodes[i].process = Some(rec);
         state.save(&path)?;
-        progress(&format!("started {} ({}, {})", node.name, node.role.as_str(), node.address));
+        progress(&format!(
+            "started {} ({}, {})",
+            node.name,
+            node.role.as_str(),
+            node.address
+        ));
     }
     Ok(state)
 }
 
 fn absolute(p: &Path) -> Result<PathBuf, InfraError> {
-    std::path::absolute(p).map_err(|e| InfraError::Dir { path: p.to_path_buf(), source: e })
+    std::path::absolute(p).map_err(|e| InfraError::Dir {
+        path: p.to_path_buf(),
+        source: e,
+    })
 }
 
 /// Stops every node process and TPM of the workspace's local cloud and removes its state.
@@ -202,16 +260,26 @@ pub fn destroy(workspace: &Path, progress: Progress<'_>) -> Result<usize, InfraE
     };
     for node in &state.nodes {
         if let Some(p) = node.process {
-            p.stop_group(Duration::from_secs(5)).map_err(|e| InfraError::Process { node: node.name.clone(), source: e })?;
+            p.stop_group(Duration::from_secs(5))
+                .map_err(|e| InfraError::Process {
+                    node: node.name.clone(),
+                    source: e,
+                })?;
         }
         if let Some(p) = node.swtpm {
             if p.is_alive() {
-                Swtpm::stop(p.pid).map_err(|e| InfraError::Swtpm { node: node.name.clone(), source: e })?;
+                Swtpm::stop(p.pid).map_err(|e| InfraError::Swtpm {
+                    node: node.name.clone(),
+                    source: e,
+                })?;
             }
         }
         progress(&format!("stopped {}", node.name));
     }
     let dir = workspace.join(crate::cloud::STATE_DIR);
-    std::fs::remove_dir_all(&dir).map_err(|e| InfraError::Dir { path: dir, source: e })?;
+    std::fs::remove_dir_all(&dir).map_err(|e| InfraError::Dir {
+        path: dir,
+        source: e,
+    })?;
     Ok(state.nodes.len())
 }

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Cost of a quote on swtpm, next to the bare transport cost to the same swtpm.
 //!
 //! `cargo bench -p tpm -- --warm-up-time 1 --measurement-time 3`

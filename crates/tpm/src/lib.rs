@@ -21,9 +21,7 @@ mod device;
 mod issuer;
 pub mod swtpm;
 
-pub use device::{
-    Quote, Tpm, TpmError, AK_HANDLE, AK_PUBLIC_LEN, MAX_QUALIFYING_DATA, PCR_COUNT,
-};
+pub use device::{Quote, Tpm, TpmError, AK_HANDLE, AK_PUBLIC_LEN, MAX_QUALIFYING_DATA, PCR_COUNT};
 pub use issuer::{TpmIssuer, UnsupportedVariant};
 pub use swtpm::{DetachedSwtpm, Swtpm, SwtpmConfig, SwtpmError};
 /// Re-exported so callers can name PCR banks from [`Tpm::banks`].

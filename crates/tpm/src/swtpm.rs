@@ -173,7 +173,9 @@ pub enum SwtpmError {
         status: String,
         log: String,
     },
-    #[error("swtpm for {dir:?} did not accept connections on {addr} within {waited:?}; log: {log}")]
+    #[error(
+        "swtpm for {dir:?} did not accept connections on {addr} within {waited:?}; log: {log}"
+    )]
     NotReady {
         dir: PathBuf,
         addr: SocketAddr,
@@ -331,8 +333,10 @@ impl Swtpm {
             pid,
             source: Errno::ESRCH,
         })?;
-        for (signal, deadline) in [(Signal::SIGTERM, TERM_DEADLINE), (Signal::SIGKILL, KILL_DEADLINE)]
-        {
+        for (signal, deadline) in [
+            (Signal::SIGTERM, TERM_DEADLINE),
+            (Signal::SIGKILL, KILL_DEADLINE),
+        ] {
             match kill(Pid::from_raw(raw), signal) {
                 Ok(()) => {}
                 Err(Errno::ESRCH) => return Ok(()),
@@ -532,13 +536,10 @@ fn read_pid(path: &Path) -> Result<u32, SwtpmError> {
         path: path.to_path_buf(),
         source,
     })?;
-    content
-        .trim()
-        .parse()
-        .map_err(|_| SwtpmError::BadPidFile {
-            path: path.to_path_buf(),
-            content,
-        })
+    content.trim().parse().map_err(|_| SwtpmError::BadPidFile {
+        path: path.to_path_buf(),
+        content,
+    })
 }
 
 /// `comm` of a live process, `None` if there is none (or only a zombie).
@@ -569,7 +570,10 @@ mod tests {
             port: u16::MAX,
             ..c.clone()
         };
-        assert!(matches!(bad.ctrl_port(), Err(SwtpmError::InvalidPort(65535))));
+        assert!(matches!(
+            bad.ctrl_port(),
+            Err(SwtpmError::InvalidPort(65535))
+        ));
         let remote = SwtpmConfig {
             ip: Ipv4Addr::new(10, 0, 0, 1),
             ..c

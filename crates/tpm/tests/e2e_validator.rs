@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! swtpm → TpmIssuer → the pure-Rust validator of crate `attestation`.
 
 mod common;
@@ -6,9 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use attestation::document::AttestationDocument;
-use attestation::{
-    validator_for, Issuer, Measurements, ValidationError, ValidatorPolicy, Variant,
-};
+use attestation::{validator_for, Issuer, Measurements, ValidationError, ValidatorPolicy, Variant};
 use common::TestTpm;
 use measurements::Measurement;
 use tpm::TpmIssuer;
@@ -23,7 +22,11 @@ fn node(t: &TestTpm) -> (TpmIssuer, Vec<u8>, BTreeMap<u32, Measurement>) {
     let ak = tpm.attestation_key().unwrap();
     let zero = [0u8; 32];
     let mut expected = BTreeMap::new();
-    for (pcr, data) in [(4, b"launcher".as_slice()), (9, b"local-vtpm"), (11, b"image manifest")] {
+    for (pcr, data) in [
+        (4, b"launcher".as_slice()),
+        (9, b"local-vtpm"),
+        (11, b"image manifest"),
+    ] {
         let v = measurements::extend_sha256(&zero, data);
         expected.insert(pcr, Measurement::enforced(v.to_vec()));
     }
@@ -113,6 +116,9 @@ fn qemu_vtpm_variant_issues_the_same_layout() {
     )
     .unwrap();
     let doc = issuer.issue(b"x", b"nonce").unwrap();
-    assert_eq!(validator.validate(&doc, b"nonce").unwrap().user_data(), b"x");
+    assert_eq!(
+        validator.validate(&doc, b"nonce").unwrap().user_data(),
+        b"x"
+    );
     assert!(TpmIssuer::new(issuer.tpm().clone(), Variant::AwsSevSnp).is_err());
 }

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Real swtpm processes: AK persistence, PCR semantics, quotes, process management.
 
 mod common;
@@ -87,7 +88,10 @@ fn extend_sha256_extends_the_given_digest() {
         tpm.extend_sha256(24, &digest),
         Err(TpmError::PcrIndex(24))
     ));
-    assert!(matches!(tpm.pcr_event(99, b"x"), Err(TpmError::PcrIndex(99))));
+    assert!(matches!(
+        tpm.pcr_event(99, b"x"),
+        Err(TpmError::PcrIndex(99))
+    ));
 }
 
 #[test]
@@ -151,9 +155,8 @@ fn two_instances_in_parallel_do_not_interfere() {
     for t in threads {
         t.join().unwrap();
     }
-    let expect = |tag: &[u8]| {
-        (0..10).fold([0u8; 32], |pcr, _| measurements::extend_sha256(&pcr, tag))
-    };
+    let expect =
+        |tag: &[u8]| (0..10).fold([0u8; 32], |pcr, _| measurements::extend_sha256(&pcr, tag));
     assert_eq!(ta.read_pcrs_sha256().unwrap()[&11], expect(b"a"));
     assert_eq!(tb.read_pcrs_sha256().unwrap()[&11], expect(b"b"));
 }
@@ -197,7 +200,10 @@ fn detached_swtpm_outlives_its_starter_and_stop_kills_it() {
     // The state survives: a new daemon on the same directory has the same AK.
     let again = Swtpm::spawn_detached(&config).unwrap();
     let guard = StopOnDrop(again.pid);
-    assert_eq!(Tpm::open(&again.tcti).unwrap().attestation_key().unwrap(), ak);
+    assert_eq!(
+        Tpm::open(&again.tcti).unwrap().attestation_key().unwrap(),
+        ak
+    );
     drop(guard);
 }
 
@@ -234,7 +240,10 @@ fn second_connection_proceeds_once_the_first_is_dropped() {
     let first = t.open();
     let t0 = Instant::now();
     let ak = first.attestation_key().unwrap();
-    eprintln!("AK create (RSA-2048 CreatePrimary + EvictControl): {:?}", t0.elapsed());
+    eprintln!(
+        "AK create (RSA-2048 CreatePrimary + EvictControl): {:?}",
+        t0.elapsed()
+    );
     let tcti = t.swtpm.tcti();
     let (tx, rx) = std::sync::mpsc::channel();
     let second = std::thread::spawn(move || {

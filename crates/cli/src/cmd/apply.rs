@@ -22,7 +22,9 @@ pub fn run_apply(ws: &Path, a: &ApplyArgs) -> anyhow::Result<()> {
             "infrastructure" => o.skip_infrastructure = true,
             "init" => o.skip_init = true,
             "attestationconfig" | "certsans" | "helm" | "image" | "k8s" => {}
-            other => bail!("unknown phase {other:?} in --skip-phases (phases: infrastructure, init)"),
+            other => {
+                bail!("unknown phase {other:?} in --skip-phases (phases: infrastructure, init)")
+            }
         }
     }
     run(ws, o)

@@ -51,7 +51,8 @@ pub fn run(ws: &Path, args: &FetchMeasurementsArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| format!("{url}.sig"));
 
-    let json = fetch::fetch(&url).with_context(|| format!("cannot fetch measurements from {url}"))?;
+    let json =
+        fetch::fetch(&url).with_context(|| format!("cannot fetch measurements from {url}"))?;
     let file = if args.insecure {
         eprintln!(
             "WARNING: --insecure: the signature of {url} is NOT checked. Whoever can change that \
@@ -81,14 +82,18 @@ pub fn run(ws: &Path, args: &FetchMeasurementsArgs) -> anyhow::Result<()> {
 
     let count = selected.len();
     let Some(target) = raw.measurements_mut(variant) else {
-        anyhow::bail!("the config has no attestation.{} section", variant.config_key());
+        anyhow::bail!(
+            "the config has no attestation.{} section",
+            variant.config_key()
+        );
     };
     target
         .merge_from(selected)
         .context("the fetched measurements do not fit the config's")?;
     if was_valid {
         // Keep a valid config valid (e.g. no placeholders left over).
-        Config::try_from(raw.clone()).context("the config would not be valid with these measurements")?;
+        Config::try_from(raw.clone())
+            .context("the config would not be valid with these measurements")?;
     }
     raw.replace(path)
         .with_context(|| format!("cannot write {CONFIG_FILE}"))?;

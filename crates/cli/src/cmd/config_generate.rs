@@ -50,7 +50,13 @@ pub fn run(ws: &Path, args: &GenerateArgs) -> anyhow::Result<()> {
         )?),
         _ => None,
     };
-    let raw = Config::generate(provider, variant, args.kubernetes.as_deref(), tags, measurements)?;
+    let raw = Config::generate(
+        provider,
+        variant,
+        args.kubernetes.as_deref(),
+        tags,
+        measurements,
+    )?;
     let path = super::workspace_file(ws, CONFIG_FILE);
     raw.write_new(&path)
         .with_context(|| format!("cannot write {CONFIG_FILE}"))?;
@@ -78,7 +84,11 @@ mod tests {
         let ok = parse_tags(&["a=1".into(), "b=x=y".into(), "c=".into()]).unwrap();
         assert_eq!(ok.get("b").map(String::as_str), Some("x=y"));
         assert_eq!(ok.get("c").map(String::as_str), Some(""));
-        for bad in [vec!["a".to_string()], vec!["=1".into()], vec!["a=1".into(), "a=2".into()]] {
+        for bad in [
+            vec!["a".to_string()],
+            vec!["=1".into()],
+            vec!["a=1".into(), "a=2".into()],
+        ] {
             assert!(parse_tags(&bad).is_err(), "{bad:?}");
         }
     }

@@ -59,7 +59,10 @@ pub(crate) fn progress_printer() -> impl FnMut(&str) {
     let start = std::time::Instant::now();
     move |m: &str| {
         if tty {
-            eprintln!("\x1b[2m[{:>5.2}s]\x1b[0m {m}", start.elapsed().as_secs_f64());
+            eprintln!(
+                "\x1b[2m[{:>5.2}s]\x1b[0m {m}",
+                start.elapsed().as_secs_f64()
+            );
         } else {
             eprintln!("[{:>5.2}s] {m}", start.elapsed().as_secs_f64());
         }
