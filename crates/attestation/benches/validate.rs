@@ -77,7 +77,7 @@ fn azure(c: &mut Criterion) {
         .map(|(i, p)| (i as u32, hex(p)))
         .collect();
     let hcl = URL_SAFE_NO_PAD
-        .decode(v["hcl_report"].as_str().unwrap())
+        .decode(v["hcl_report"].as_str().unwrap().trim_end_matches('='))
         .unwrap();
     let report = HclReport::parse(&hcl).unwrap();
     let nonce = report.user_data().unwrap().unwrap()[..48].to_vec();
