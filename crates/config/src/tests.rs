@@ -526,9 +526,3 @@ fn write_new_never_overwrites() {
     let e = Config::load(&d.path().join("nope.yaml")).unwrap_err();
     assert!(matches!(e, ConfigError::NotFound { .. }));
 }
-
-#[test]
-#[ignore = "prints a generated config for review"]
-fn print_local() {
-    println!("{}", local_yaml());
-}

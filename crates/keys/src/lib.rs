@@ -169,8 +169,8 @@ impl MasterSecret {
         let query = uri
             .strip_prefix(KMS_URI_PREFIX)
             .ok_or(bad("does not start with kms://cluster-kms?"))?;
-        let mut key: Option<Vec<u8>> = None;
-        let mut salt: Option<Vec<u8>> = None;
+        let mut key: Option<Zeroizing<Vec<u8>>> = None;
+        let mut salt: Option<Zeroizing<Vec<u8>>> = None;
         let mut decoded = Zeroizing::new(String::new());
         for pair in query.split('&') {
             let (name, value) = pair.split_once('=').ok_or(bad("parameter without `=`"))?;
@@ -179,9 +179,11 @@ impl MasterSecret {
             if decoded.contains('%') {
                 *decoded = decoded.replace("%3D", "=").replace("%3d", "=");
             }
-            let bytes = base64::engine::general_purpose::URL_SAFE
-                .decode(decoded.as_bytes())
-                .map_err(|_| bad("a value is not padded base64url"))?;
+            let bytes = Zeroizing::new(
+                base64::engine::general_purpose::URL_SAFE
+                    .decode(decoded.as_bytes())
+                    .map_err(|_| bad("a value is not padded base64url"))?,
+            );
             let slot = match name {
                 "key" => &mut key,
                 "salt" => &mut salt,
@@ -193,7 +195,7 @@ impl MasterSecret {
         }
         let key = key.ok_or(bad("missing key"))?;
         let salt = salt.ok_or(bad("missing salt"))?;
-        Self::new(key, salt)
+        Self::new(key.to_vec(), salt.to_vec())
     }
 }
 
