@@ -88,10 +88,10 @@ fn cmd(command: &'static str) -> impl FnOnce(tss_esapi::Error) -> TpmError {
 /// One TPM, reached through a TCTI (e.g. `swtpm:host=127.1.0.1,port=2321`).
 ///
 /// Every method takes an internal lock, so one `Tpm` may be shared (`Arc<Tpm>`) by threads; the
-/// calls block on TPM I/O (≈ 1 ms per command on swtpm), so async callers use
-/// `tokio::task::spawn_blocking`. A raw swtpm has no resource manager and serves one
-/// connection at a time: keep one `Tpm` per process, and expect a second `Tpm` on the same swtpm
-/// to wait until the first is dropped. Transient objects are flushed by every method.
+/// calls block on TPM I/O (≈ 0.1 ms per command on swtpm, ≈ 4 ms per quote), so async callers use
+/// `tokio::task::spawn_blocking`. A raw swtpm has no resource manager: every method flushes
+/// what it loads and uses password (not HMAC) sessions, so nothing stays in the TPM between
+/// calls and several `Tpm` values (or processes) can use one swtpm, command by command.
 pub struct Tpm {
     inner: Mutex<Inner>,
 }
@@ -282,13 +282,7 @@ impl Inner {
         let template = ak_template()?;
         let template_bytes = template.marshall().map_err(cmd("marshal AK template"))?;
         let handle = if persistent_exists(&mut self.ctx, AK_HANDLE)? {
-            let tpm_handle =
-                PersistentTpmHandle::new(AK_HANDLE).map_err(cmd("TR_FromTPMPublic"))?;
-            let object = self
-                .ctx
-                .tr_from_tpm_public(TpmHandle::Persistent(tpm_handle))
-                .map_err(cmd("TR_FromTPMPublic"))?;
-            KeyHandle::from(object)
+            load_persistent(&mut self.ctx)?
         } else {
             create_persistent_ak(&mut self.ctx, template)?
         };
@@ -364,13 +358,31 @@ fn create_persistent_ak(ctx: &mut Context, template: Public) -> Result<KeyHandle
     let flushed = ctx
         .flush_context(transient.into())
         .map_err(cmd("FlushContext"));
-    let handle = evicted?;
+    let handle = match evicted {
+        Ok(handle) => handle,
+        // Another client (process) made its AK persistent between our check and our
+        // EvictControl (TPM_RC_NV_DEFINED): use that one.
+        Err(e) if persistent_exists(ctx, AK_HANDLE)? => {
+            tracing::debug!(error = %e, "attestation key was created concurrently");
+            flushed?;
+            return load_persistent(ctx);
+        }
+        Err(e) => return Err(e),
+    };
     flushed?;
     tracing::info!(
         handle = format!("0x{AK_HANDLE:08X}"),
         "created persistent attestation key"
     );
     Ok(KeyHandle::from(handle))
+}
+
+fn load_persistent(ctx: &mut Context) -> Result<KeyHandle, TpmError> {
+    let tpm_handle = PersistentTpmHandle::new(AK_HANDLE).map_err(cmd("TR_FromTPMPublic"))?;
+    let object = ctx
+        .tr_from_tpm_public(TpmHandle::Persistent(tpm_handle))
+        .map_err(cmd("TR_FromTPMPublic"))?;
+    Ok(KeyHandle::from(object))
 }
 
 fn persistent_exists(ctx: &mut Context, handle: u32) -> Result<bool, TpmError> {

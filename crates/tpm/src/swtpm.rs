@@ -9,9 +9,11 @@
 //! Every node has its own loopback address (any 127.x.y.z works on Linux), so the same ports can
 //! be used by all nodes ([`DEFAULT_PORT`]).
 //!
-//! swtpm serves **one client connection at a time**: while one [`crate::Tpm`] is open, a second
-//! one blocks on its first command until the first is dropped. Share one `Tpm` per process and
-//! keep short-lived ones short.
+//! swtpm serves one connection at a time, but libtss2 3.2.1's swtpm TCTI opens a new
+//! connection for every command (measured: connect, command, close), so several
+//! [`crate::Tpm`] values, also in different processes of one node, can share one swtpm; their
+//! commands interleave. There is no resource manager: [`crate::Tpm`] leaves no transient
+//! object or session in the TPM between calls.
 //!
 //! # State
 //! `dir/state/` holds the TPM's permanent state (seeds, persistent keys such as the AK, NV), so a
