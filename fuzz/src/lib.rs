@@ -81,7 +81,12 @@ pub const SEED_NONCE: &[u8] = b"fuzz seed nonce";
 
 pub fn eventlog(data: &[u8]) {
     if let Ok(log) = EventLog::parse(data) {
-        for bank in [HashAlg::Sha1, HashAlg::Sha256, HashAlg::Sha384, HashAlg::Sha512] {
+        for bank in [
+            HashAlg::Sha1,
+            HashAlg::Sha256,
+            HashAlg::Sha384,
+            HashAlg::Sha512,
+        ] {
             if let Ok(pcrs) = log.replay(bank) {
                 assert!(log.verify(bank, &pcrs).is_ok());
             }

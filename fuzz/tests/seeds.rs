@@ -1,0 +1,215 @@
+//! Runs every fuzz target body over a seed corpus and deterministic mutations of it (every
+//! truncation, single-bit flips at a stride), so that stable-toolchain CI exercises the same
+//! code as `cargo fuzz`. With `FUZZ_SEED_DIR` set, `dump_seeds` writes the corpus for libFuzzer.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+
+use attestation::document::AttestationDocument;
+use attestation::insecure_software_tpm::InsecureSoftwareTpm;
+use attestation::{InsecureTrustAnyAkValidator, Measurements, Validator, Variant};
+use attestation_fuzz::SEED_NONCE;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use sha2::{Digest, Sha256};
+
+type Target = fn(&[u8]);
+
+const TARGETS: [(&str, Target); 7] = [
+    ("tpms_attest", attestation_fuzz::tpms_attest),
+    ("tpmt_public", attestation_fuzz::tpmt_public),
+    ("tpmt_signature", attestation_fuzz::tpmt_signature),
+    (
+        "attestation_document",
+        attestation_fuzz::attestation_document,
+    ),
+    ("eventlog", attestation_fuzz::eventlog),
+    ("gce_pb", attestation_fuzz::gce_pb),
+    ("azure_hcl", attestation_fuzz::azure_hcl),
+];
+
+fn shared(rel: &str) -> Option<Vec<u8>> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/testvectors")
+        .join(rel);
+    let r = std::fs::read(&p).ok();
+    if r.is_none() {
+        eprintln!("seed {} not found, skipping it", p.display());
+    }
+    r
+}
+
+fn agile_log(events: &[(u32, &[u8])]) -> Vec<u8> {
+    let le = |v: u32| v.to_le_bytes();
+    let mut spec = b"Spec ID Event03\0".to_vec();
+    spec.extend(le(0));
+    spec.extend([0, 2, 0, 2]);
+    spec.extend(le(1));
+    spec.extend(0x000Bu16.to_le_bytes());
+    spec.extend(32u16.to_le_bytes());
+    spec.push(0);
+    let mut out = Vec::new();
+    out.extend(le(0));
+    out.extend(le(3));
+    out.extend([0u8; 20]);
+    out.extend(le(spec.len() as u32));
+    out.extend(spec);
+    for (pcr, data) in events {
+        out.extend(le(*pcr));
+        out.extend(le(0xD));
+        out.extend(le(1));
+        out.extend(0x000Bu16.to_le_bytes());
+        out.extend(Sha256::digest(data));
+        out.extend(le(data.len() as u32));
+        out.extend(*data);
+    }
+    out
+}
+
+fn pb_bytes(field: u64, b: &[u8], out: &mut Vec<u8>) {
+    let varint = |mut v: u64, out: &mut Vec<u8>| loop {
+        let byte = (v & 0x7F) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(byte);
+            break;
+        }
+        out.push(byte | 0x80);
+    };
+    varint(field << 3 | 2, out);
+    varint(b.len() as u64, out);
+    out.extend_from_slice(b);
+}
+
+/// go-tpm-tools protobuf encoding of a document's attestation.
+fn to_pb(doc: &AttestationDocument) -> Vec<u8> {
+    let a = &doc.attestation;
+    let mut out = Vec::new();
+    pb_bytes(1, &a.ak_pub, &mut out);
+    for q in &a.quotes {
+        let mut pcrs = vec![0x08, q.pcrs.hash as u8];
+        for (k, v) in &q.pcrs.pcrs {
+            let mut e = vec![0x08, *k as u8];
+            pb_bytes(2, v, &mut e);
+            pb_bytes(2, &e, &mut pcrs);
+        }
+        let mut qb = Vec::new();
+        pb_bytes(1, &q.quote, &mut qb);
+        pb_bytes(2, &q.raw_sig, &mut qb);
+        pb_bytes(3, &pcrs, &mut qb);
+        pb_bytes(2, &qb, &mut out);
+    }
+    if let Some(log) = &a.event_log {
+        pb_bytes(3, log, &mut out);
+    }
+    out
+}
+
+fn hcl(runtime: &[u8]) -> Vec<u8> {
+    let mut r = vec![0u8; 0x4D4];
+    r[..4].copy_from_slice(b"HCLA");
+    r[0x4C8..0x4CC].copy_from_slice(&2u32.to_le_bytes());
+    r[0x4D0..0x4D4].copy_from_slice(&(runtime.len() as u32).to_le_bytes());
+    let h = Sha256::digest(runtime);
+    r[0x70..0x90].copy_from_slice(&h);
+    r.extend_from_slice(runtime);
+    r
+}
+
+/// Seeds per target.
+fn seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let mut tpm = InsecureSoftwareTpm::generate(Variant::QemuVtpm).unwrap();
+    tpm.extend(9, b"cmdline");
+    let mut doc = tpm.document(b"user data", SEED_NONCE, None).unwrap();
+    doc.attestation.event_log = Some(agile_log(&[(9, b"cmdline")]));
+    // The seed must pass the fuzz target's trust-any validator: it reaches every check.
+    InsecureTrustAnyAkValidator::new(Measurements::default())
+        .validate(&doc.to_json(), SEED_NONCE)
+        .unwrap();
+    let with_info = tpm
+        .document(b"", SEED_NONCE, Some(br#"{"zone":"z"}"#.to_vec()))
+        .unwrap();
+    let q = &doc.attestation.quotes[0];
+    let mut out = vec![
+        ("tpms_attest", q.quote.clone()),
+        ("tpmt_public", doc.attestation.ak_pub.clone()),
+        ("tpmt_signature", q.raw_sig.clone()),
+        ("attestation_document", doc.to_json()),
+        ("attestation_document", with_info.to_json()),
+        ("eventlog", doc.attestation.event_log.clone().unwrap()),
+        ("gce_pb", to_pb(&doc)),
+        (
+            "azure_hcl",
+            hcl(br#"{"keys":[{"kid":"HCLAkPub","kty":"RSA","e":"AQAB","n":"wMHC"}],"user-data":"00"}"#),
+        ),
+    ];
+    if let Some(pb) = shared("gce-vtpm/gce-cos-85-nonce9009.pb") {
+        let att = attestation::gce::decode_attestation_pb(&pb).unwrap();
+        out.push(("tpmt_public", att.ak_pub.clone()));
+        for q in &att.quotes {
+            out.push(("tpms_attest", q.quote.clone()));
+            out.push(("tpmt_signature", q.raw_sig.clone()));
+        }
+        out.push(("eventlog", att.event_log.clone().unwrap()));
+        out.push(("gce_pb", pb));
+    }
+    if let Some(ev) = shared("azure-snp-vtpm/evidence-v2.json") {
+        let v: serde_json::Value = serde_json::from_slice(&ev).unwrap();
+        let h = v["hcl_report"].as_str().unwrap().trim_end_matches('=');
+        out.push(("azure_hcl", URL_SAFE_NO_PAD.decode(h).unwrap()));
+        let m = hex::decode(v["tpm_quote"]["message"].as_str().unwrap()).unwrap();
+        out.push(("tpms_attest", m));
+    }
+    out
+}
+
+fn target(name: &str) -> Target {
+    TARGETS.iter().find(|(n, _)| *n == name).unwrap().1
+}
+
+#[test]
+fn every_target_has_seeds() {
+    let s = seeds();
+    for (name, _) in TARGETS {
+        assert!(s.iter().any(|(n, _)| *n == name), "{name}");
+    }
+}
+
+#[test]
+fn seeds_and_mutations_never_panic() {
+    let mut runs = 0usize;
+    for (name, seed) in seeds() {
+        let run = target(name);
+        run(&seed);
+        // Larger seeds get a coarser stride to bound the run time (≈ 3000 inputs per seed).
+        let stride = (seed.len() / 1500).max(1);
+        for cut in (0..seed.len()).step_by(stride) {
+            run(&seed[..cut]);
+            runs += 1;
+        }
+        for pos in (0..seed.len()).step_by(stride) {
+            for bit in [0x01u8, 0x80] {
+                let mut m = seed.clone();
+                m[pos] ^= bit;
+                run(&m);
+                runs += 1;
+            }
+        }
+    }
+    eprintln!("{runs} mutated inputs");
+}
+
+/// `FUZZ_SEED_DIR=fuzz/corpus cargo test --no-default-features -- --ignored dump_seeds`
+#[test]
+#[ignore]
+fn dump_seeds() {
+    let Ok(dir) = std::env::var("FUZZ_SEED_DIR") else {
+        panic!("set FUZZ_SEED_DIR");
+    };
+    for (i, (name, seed)) in seeds().into_iter().enumerate() {
+        let d = Path::new(&dir).join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join(format!("seed-{i}")), seed).unwrap();
+    }
+}
