@@ -6,7 +6,6 @@
 //!   PCR 15, last error). Never contains secrets.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -120,22 +119,13 @@ impl NodeDir {
     }
 }
 
-/// Temp file + fsync + rename, with `mode` set before any byte is written.
+/// Creates the parent folder, then writes atomically with `mode` (shared implementation:
+/// [`config::atomic::replace`]).
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir)?;
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    fs::rename(&tmp, path)
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    config::atomic::replace(path, bytes, mode).map_err(std::io::Error::other)
 }
 
 #[cfg(test)]

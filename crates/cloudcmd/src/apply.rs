@@ -110,7 +110,6 @@ pub async fn apply(
             state.write(&state_path)?;
         }
         let secret = state.infrastructure.init_secret.expose().to_vec();
-        let hash = tokio::task::spawn_blocking(move || bcrypt::hash(secret, 10)).await??;
         let (image, launcher) = node_image(ws, cfg)?;
         let local = cfg
             .local()
@@ -141,7 +140,7 @@ pub async fn apply(
         let ws2 = ws.to_path_buf();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
         let job = tokio::task::spawn_blocking(move || {
-            provider_local::infra::apply(&ws2, &wanted, &hash, &mut |m: &str| {
+            provider_local::infra::apply(&ws2, &wanted, &secret, &mut |m: &str| {
                 let _ = tx.send(m.to_string());
             })
         });

@@ -6,7 +6,6 @@
 //! as a cloud's shielded-VM API vouches for its vTPMs.
 
 use std::fs;
-use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
@@ -123,20 +122,19 @@ impl CloudState {
         }
     }
 
-    /// Atomic: temp file in the same folder, fsync, rename.
+    /// Atomic (temp file, fsync, rename: [`config::atomic::replace`]). Readable by the node
+    /// processes; holds no secret (only the bcrypt hash of the init secret).
     pub fn save(&self, path: &Path) -> Result<(), CloudError> {
-        let w = |e| CloudError::Write {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        fs::create_dir_all(dir).map_err(|e| CloudError::Write {
             path: path.into(),
             source: e,
-        };
-        let dir = path.parent().unwrap_or(Path::new("."));
-        fs::create_dir_all(dir).map_err(w)?;
-        let tmp = dir.join(format!(".{}.tmp-{}", STATE_FILE, std::process::id()));
-        let mut f = fs::File::create(&tmp).map_err(w)?;
+        })?;
         let bytes = serde_json::to_vec_pretty(self).unwrap_or_default();
-        f.write_all(&bytes).map_err(w)?;
-        f.sync_all().map_err(w)?;
-        fs::rename(&tmp, path).map_err(w)
+        config::atomic::replace(path, &bytes, 0o644).map_err(|e| CloudError::Write {
+            path: path.into(),
+            source: std::io::Error::other(e),
+        })
     }
 
     pub fn node(&self, name: &str) -> Result<&NodeRecord, CloudError> {

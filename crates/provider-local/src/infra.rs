@@ -51,9 +51,15 @@ pub enum InfraError {
         #[source]
         source: std::io::Error,
     },
+    #[error("hashing the init secret")]
+    Hash(#[from] bcrypt::BcryptError),
     #[error("the workspace's cluster uses variant {have}, the config asks for {want}")]
     VariantChanged { have: String, want: String },
 }
+
+/// bcrypt cost of the init-secret hash (the secret is 32 random characters, so a low cost is
+/// enough; ~60 ms).
+const INIT_SECRET_BCRYPT_COST: u32 = 10;
 
 /// What the config asks for.
 #[derive(Debug, Clone)]
@@ -87,11 +93,12 @@ fn check_free(addr: Ipv4Addr, port: u16) -> Result<(), InfraError> {
         .map_err(|_| InfraError::AddressInUse { addr: a })
 }
 
-/// Brings the local cloud to `wanted`. `init_secret_hash` is used only when the cloud is new.
+/// Brings the local cloud to `wanted`. A new cloud records the bcrypt hash of `init_secret`
+/// (its metadata, as a cloud's instance tags carry it); an existing one keeps its hash.
 pub fn apply(
     workspace: &Path,
     wanted: &Wanted,
-    init_secret_hash: &str,
+    init_secret: &[u8],
     progress: Progress<'_>,
 ) -> Result<CloudState, InfraError> {
     // Node processes and daemons change directory: every recorded path must be absolute.
@@ -115,7 +122,7 @@ pub fn apply(
                 name: wanted.name.clone(),
                 variant: wanted.variant.to_string(),
                 image_dir: wanted.image.dir.clone(),
-                init_secret_hash: init_secret_hash.to_string(),
+                init_secret_hash: bcrypt::hash(init_secret, INIT_SECRET_BCRYPT_COST)?,
                 base_address: wanted.base_address,
                 nodes: vec![],
             };

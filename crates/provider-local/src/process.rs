@@ -66,29 +66,37 @@ impl ProcessRecord {
         }
         let pgid = Pid::from_raw(self.pid as i32);
         let _ = killpg(pgid, Signal::SIGTERM);
-        let deadline = Instant::now() + grace;
-        while Instant::now() < deadline {
-            if !self.is_alive() {
-                // Members of the group may linger a moment longer; make sure they go too.
-                let _ = killpg(pgid, Signal::SIGKILL);
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let stopped = self.wait_dead(grace) || {
+            let _ = killpg(pgid, Signal::SIGKILL);
+            self.wait_dead(KILL_WAIT)
+        };
+        // Members of the group may outlive the leader a moment: make sure they go too.
         let _ = killpg(pgid, Signal::SIGKILL);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if !self.is_alive() {
-                return Ok(());
+        if stopped {
+            Ok(())
+        } else {
+            Err(ProcessError::WontDie {
+                pid: self.pid,
+                secs: (grace + KILL_WAIT).as_secs(),
+            })
+        }
+    }
+
+    /// Polls until the process is gone or `limit` passed; `true` if it is gone.
+    fn wait_dead(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while self.is_alive() {
+            if Instant::now() >= deadline {
+                return false;
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        Err(ProcessError::WontDie {
-            pid: self.pid,
-            secs: grace.as_secs() + 5,
-        })
+        true
     }
 }
+
+/// How long a SIGKILLed group leader may take to disappear.
+const KILL_WAIT: Duration = Duration::from_secs(5);
 
 /// Starts `cmd` in a new process group with stdin closed and stdout/stderr appended to `log`.
 ///
