@@ -44,6 +44,12 @@ pub struct ServerConfig {
     pub validators: Vec<Arc<dyn Validator>>,
     /// Limit for one handshake in [`AttestedIncoming`].
     pub handshake_timeout: Duration,
+    /// With validators: finish the handshake even when the client's attestation is rejected,
+    /// and hand the reason to the application ([`require_peer_attestation`]), which refuses
+    /// every request on that connection with it. The client then learns *why* it was refused
+    /// (which PCR, expected and actual) instead of a bare TLS alert. Only for services whose
+    /// every handler calls [`require_peer_attestation`] (the JoinService).
+    pub explain_rejections: bool,
 }
 
 impl ServerConfig {
@@ -52,7 +58,14 @@ impl ServerConfig {
             issuer,
             validators,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            explain_rejections: false,
         }
+    }
+
+    /// See [`ServerConfig::explain_rejections`].
+    pub fn explaining_rejections(mut self) -> Self {
+        self.explain_rejections = true;
+        self
     }
 }
 
@@ -69,6 +82,7 @@ impl fmt::Debug for ServerConfig {
                     .collect::<Vec<_>>(),
             )
             .field("handshake_timeout", &self.handshake_timeout)
+            .field("explain_rejections", &self.explain_rejections)
             .finish()
     }
 }
@@ -78,6 +92,8 @@ impl fmt::Debug for ServerConfig {
 pub struct AttestedConnectInfo {
     remote_addr: Option<SocketAddr>,
     peer_attestation: Option<Arc<VerifiedAttestation>>,
+    /// Why the client's attestation was rejected ([`ServerConfig::explain_rejections`]).
+    peer_rejection: Option<Arc<str>>,
 }
 
 impl AttestedConnectInfo {
@@ -89,6 +105,10 @@ impl AttestedConnectInfo {
     pub fn peer_attestation(&self) -> Option<&VerifiedAttestation> {
         self.peer_attestation.as_deref()
     }
+    /// Why the client's attestation was rejected, when the server explains rejections.
+    pub fn peer_rejection(&self) -> Option<&str> {
+        self.peer_rejection.as_deref()
+    }
 }
 
 /// The client's verified attestation for the connection a tonic request arrived on. `None` if
@@ -98,6 +118,26 @@ pub fn peer_attestation<T>(request: &tonic::Request<T>) -> Option<&VerifiedAttes
         .extensions()
         .get::<AttestedConnectInfo>()?
         .peer_attestation()
+}
+
+/// The client's verified attestation, or the gRPC error to answer with: `PermissionDenied`
+/// with the reason the attestation was rejected (servers with
+/// [`ServerConfig::explain_rejections`]), or `Unauthenticated` when there is none.
+pub fn require_peer_attestation<T>(
+    request: &tonic::Request<T>,
+) -> Result<&VerifiedAttestation, tonic::Status> {
+    let info = request.extensions().get::<AttestedConnectInfo>();
+    if let Some(v) = info.and_then(|i| i.peer_attestation()) {
+        return Ok(v);
+    }
+    match info.and_then(|i| i.peer_rejection()) {
+        Some(why) => Err(tonic::Status::permission_denied(format!(
+            "attestation rejected: {why}"
+        ))),
+        None => Err(tonic::Status::unauthenticated(
+            "this service requires an attested client",
+        )),
+    }
 }
 
 /// A server-side TLS stream whose handshake (and client attestation, if required) succeeded.
@@ -213,7 +253,8 @@ where
         }
     };
     let peer_attestation = outcome.take_verified();
-    if !config.validators.is_empty() && peer_attestation.is_none() {
+    let peer_rejection = outcome.take_error().map(|e| Arc::from(chain(&e)));
+    if !config.validators.is_empty() && peer_attestation.is_none() && peer_rejection.is_none() {
         return Err(Error::Internal(
             "client certificate was required but no verification result was recorded",
         ));
@@ -223,6 +264,7 @@ where
         info: AttestedConnectInfo {
             remote_addr: None,
             peer_attestation: peer_attestation.map(Arc::new),
+            peer_rejection,
         },
     })
 }
@@ -239,6 +281,7 @@ fn rustls_config(
         let nonce = Nonce::random().map_err(Error::Nonce)?;
         Arc::new(AttestedClientVerifier {
             validators: config.validators.clone(),
+            defer_rejection: config.explain_rejections,
             nonce,
             hints: vec![nonce.to_distinguished_name()],
             algorithms: provider.signature_verification_algorithms,

@@ -209,6 +209,26 @@ async fn rejected_client_is_named_on_the_server_only() {
 }
 
 #[tokio::test]
+async fn explained_rejection_reaches_the_application() {
+    let (c, s) = run(
+        &ClientConfig::new(dummy_issuer(), vec![]),
+        &ServerConfig::new(None, vec![Arc::new(PcrRejectingValidator)]).explaining_rejections(),
+    )
+    .await;
+    assert!(c.is_ok());
+    let s = s.unwrap();
+    assert!(s.peer_attestation().is_none());
+    let why = s.connect_info().peer_rejection().unwrap();
+    assert!(why.contains("PCR 4: expected aaaa"), "{why}");
+    // What a handler answers on such a connection.
+    let mut req = tonic::Request::new(());
+    req.extensions_mut().insert(s.connect_info().clone());
+    let status = server::require_peer_attestation(&req).unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied);
+    assert!(status.message().contains("PCR 4"), "{}", status.message());
+}
+
+#[tokio::test]
 async fn wrong_variant_lists_seen_oids() {
     let issuer = TweakedIssuer {
         variant: Variant::QemuVtpm,

@@ -166,6 +166,15 @@ impl Outcome {
             }
         }
     }
+    /// Records the result without failing the handshake (the server explains rejections to
+    /// the client at the application layer, see `ServerConfig::explain_rejections`).
+    fn record_deferred(&self, r: Result<VerifiedAttestation, VerifyError>) {
+        let mut g = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        match r {
+            Ok(v) => g.verified = Some(v),
+            Err(e) => g.error = Some(e),
+        }
+    }
     pub(crate) fn take_verified(&self) -> Option<VerifiedAttestation> {
         self.0
             .lock()
@@ -257,6 +266,8 @@ impl ServerCertVerifier for AttestedServerVerifier {
 /// sends that nonce in the CertificateRequest's `certificate_authorities`.
 pub(crate) struct AttestedClientVerifier {
     pub(crate) validators: Vec<Arc<dyn Validator>>,
+    /// Let the handshake finish when the attestation fails; the result is in `outcome`.
+    pub(crate) defer_rejection: bool,
     pub(crate) nonce: Nonce,
     pub(crate) hints: Vec<DistinguishedName>,
     pub(crate) algorithms: WebPkiSupportedAlgorithms,
@@ -290,12 +301,12 @@ impl ClientCertVerifier for AttestedClientVerifier {
         _intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        self.outcome.record(verify_certificate(
-            end_entity.as_ref(),
-            now,
-            &self.validators,
-            &self.nonce,
-        ))?;
+        let result = verify_certificate(end_entity.as_ref(), now, &self.validators, &self.nonce);
+        if self.defer_rejection {
+            self.outcome.record_deferred(result);
+        } else {
+            self.outcome.record(result)?;
+        }
         Ok(ClientCertVerified::assertion())
     }
 

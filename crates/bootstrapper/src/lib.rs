@@ -18,6 +18,9 @@
 
 #![forbid(unsafe_code)]
 
+pub mod etcd;
+pub mod join;
+pub mod joinservice;
 pub mod launcher;
 pub mod metadata;
 pub mod pki;

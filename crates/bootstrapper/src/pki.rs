@@ -125,6 +125,36 @@ impl ClusterCa {
         self.issue(p)
     }
 
+    /// The CA key (PEM) for control-plane joiners, which run a JoinService themselves.
+    pub fn key_pem(&self) -> &str {
+        &self.key_pem
+    }
+
+    /// A node certificate for the key in `csr_der` (DER PKCS#10, signature checked). The names
+    /// come from the provider's record of the attested node, not from the CSR: a node cannot
+    /// ask for another node's identity.
+    pub fn sign_node_csr(&self, csr_der: &[u8], cn: &str, ip: Ipv4Addr) -> anyhow::Result<String> {
+        let mut csr = rcgen::CertificateSigningRequestParams::from_der(&csr_der.to_vec().into())
+            .context("parsing the CSR")?;
+        let mut p = CertificateParams::new(Vec::<String>::new())?;
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.subject_alt_names = vec![
+            SanType::IpAddress(IpAddr::V4(ip)),
+            SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        ];
+        p.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        p.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        validity(&mut p, 365);
+        csr.params = p;
+        Ok(csr.signed_by(&self.issuer)?.pem())
+    }
+
     /// Signs a node's CSR (DER PKCS#10) as a client+server certificate.
     pub fn sign_csr(&self, csr_der: &[u8]) -> anyhow::Result<String> {
         let mut csr = rcgen::CertificateSigningRequestParams::from_der(&csr_der.to_vec().into())
@@ -164,5 +194,30 @@ mod tests {
         assert!(n.cert_pem.contains("BEGIN CERTIFICATE"));
         let a = ca2.issue_admin("mini").unwrap();
         assert!(a.key_pem.contains("PRIVATE KEY"));
+
+        // A CSR asking for another name gets the name the CA was told.
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(vec!["evil".to_string()]).unwrap();
+        p.distinguished_name
+            .push(DnType::CommonName, "control-plane-0");
+        let csr = p.serialize_request(&key).unwrap();
+        let pem = ca2
+            .sign_node_csr(csr.der(), "worker-3", Ipv4Addr::new(127, 20, 0, 9))
+            .unwrap();
+        let der = pem_to_der(&pem).unwrap();
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        assert!(
+            cert.subject().to_string().contains("worker-3"),
+            "{}",
+            cert.subject()
+        );
+        let san = format!(
+            "{:?}",
+            cert.subject_alternative_name().unwrap().unwrap().value
+        );
+        assert!(san.contains("[127, 20, 0, 9]") && !san.contains("evil"), "{san}");
+        assert!(ca2
+            .sign_node_csr(b"not a csr", "w", Ipv4Addr::LOCALHOST)
+            .is_err());
     }
 }

@@ -1,16 +1,21 @@
 //! The Bootstrapper's main loop and its Init service.
 //!
-//! On start it serves `/init.API/Init` over aTLS (this node attests with its TPM) on
-//! `<node address>:9000`. A one-shot node lock makes sure that exactly one of Init and the join
-//! path wins. Init: check the init secret against the bcrypt hash from metadata, derive the
-//! cluster ID (master secret → measurement secret → HKDF with the measurement salt), extend it
-//! into PCR 15, persist the node state, start the control-plane services, and answer with the
-//! cluster ID and the admin credentials.
+//! A node without state serves `/init.API/Init` over aTLS (this node attests) on
+//! `<node address>:9000` and, at the same time, tries to join through the JoinServices of the
+//! control-plane nodes it finds in metadata ([`crate::join`]). A one-shot node lock makes sure
+//! that exactly one of the two wins. A node with state (restarted member) rejoins instead.
+//!
+//! Init: check the init secret against the bcrypt hash from metadata, derive the cluster ID
+//! (master secret → measurement secret → HKDF with the measurement salt), extend it into
+//! PCR 15, persist the node state, start the control-plane services (cluster CA, etcd,
+//! KeyService, JoinService), store the join configuration and master-secret material in etcd,
+//! and answer with the cluster ID and the admin credentials.
 
 use std::net::SocketAddrV4;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use attestation::Variant;
@@ -18,14 +23,17 @@ use proto::init::api_server::{Api, ApiServer};
 use proto::init::{
     init_response, InitFailureResponse, InitRequest, InitResponse, InitSuccessResponse,
 };
-use provider_local::cloud::PORT_INIT;
+use provider_local::cloud::{NodeRecord, PORT_ETCD_CLIENT, PORT_ETCD_PEER, PORT_INIT};
 use provider_local::image::{NodeImage, ETCD_BINARY};
 use tokio::sync::Mutex;
 use tonic::{Request, Response, Status};
 
+use crate::etcd::{
+    unix_now, JoinConfig, MasterSecretRecord, NodeEntry, Store, KEY_JOIN_CONFIG, KEY_MASTER_SECRET,
+};
 use crate::metadata::Metadata;
 use crate::pki::ClusterCa;
-use crate::services;
+use crate::services::{self, NodePki};
 use crate::state::{NodeDir, NodeState, Phase, Status as NodeStatus};
 
 #[derive(Debug, Clone)]
@@ -38,13 +46,14 @@ pub struct Args {
 }
 
 /// Everything the running node holds.
-struct Node {
-    args: Args,
-    dir: NodeDir,
-    metadata: Metadata,
-    tpm: Arc<tpm::Tpm>,
+pub(crate) struct Node {
+    pub(crate) args: Args,
+    pub(crate) dir: NodeDir,
+    pub(crate) metadata: Metadata,
+    pub(crate) tpm: Arc<tpm::Tpm>,
+    pub(crate) issuer: Arc<dyn attestation::Issuer>,
     /// One-shot: whoever takes it (Init or join) makes this node a cluster member.
-    lock: AtomicBool,
+    pub(crate) lock: AtomicBool,
     /// Long-running children and tasks, kept alive for the node's lifetime.
     keep: Mutex<Vec<Keep>>,
 }
@@ -55,14 +64,17 @@ enum Keep {
     Task(tokio::task::JoinHandle<()>),
 }
 
+/// What a report to `status.json` says besides the phase.
+#[derive(Default)]
+pub(crate) struct Report {
+    pub(crate) cluster_id: Option<String>,
+    pub(crate) services: Vec<String>,
+    pub(crate) error: Option<String>,
+    pub(crate) admitted_by: Option<String>,
+}
+
 impl Node {
-    fn status(
-        &self,
-        phase: Phase,
-        cluster_id: Option<String>,
-        services: Vec<String>,
-        error: Option<String>,
-    ) {
+    pub(crate) fn report(&self, phase: Phase, r: Report) {
         let pcr15 = self
             .tpm
             .read_pcrs_sha256()
@@ -70,14 +82,38 @@ impl Node {
             .and_then(|p| p.get(&15).map(hex::encode));
         let s = NodeStatus {
             phase,
-            cluster_id,
+            cluster_id: r.cluster_id,
             pcr15,
-            services,
-            error,
+            services: r.services,
+            error: r.error,
+            admitted_by: r.admitted_by,
             pid: std::process::id(),
         };
         if let Err(e) = self.dir.write_status(&s) {
             tracing::warn!("writing status: {e}");
+        }
+    }
+
+    pub(crate) fn me(&self) -> anyhow::Result<NodeRecord> {
+        self.metadata.self_node(&self.args.name)
+    }
+
+    /// Extends the cluster ID into PCR 15: from now on this node belongs to that cluster.
+    pub(crate) async fn mark_member(&self, cluster_id: &keys::ClusterId) -> anyhow::Result<()> {
+        let tpm = self.tpm.clone();
+        let id = *cluster_id.as_bytes();
+        tokio::task::spawn_blocking(move || tpm.pcr_event(15, &id))
+            .await?
+            .context("extending PCR 15")
+    }
+
+    /// This node's TLS identity files under `state/pki/`.
+    pub(crate) fn pki(&self) -> NodePki {
+        let d = self.dir.pki();
+        NodePki {
+            ca: d.join("ca.crt"),
+            cert: d.join("node.crt"),
+            key: d.join("node.key"),
         }
     }
 }
@@ -97,29 +133,61 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         dir,
         metadata,
         tpm,
+        issuer,
         lock: AtomicBool::new(false),
         keep: Mutex::new(vec![]),
     });
 
-    if node.dir.read_node_state().is_some() {
-        // A restarted member: rejoining through a JoinService is the join path's job.
-        tracing::warn!("node state exists: this node was a cluster member; waiting to rejoin");
+    if let Some(state) = node.dir.read_node_state() {
+        // A restarted member: its disk is provisioned; it needs its key back (rejoin).
+        tracing::info!("node state found: rejoining the cluster");
+        if let Err(e) = crate::join::rejoin(&node, &state).await {
+            node.report(
+                Phase::Failed,
+                Report {
+                    error: Some(format!("{e:#}")),
+                    ..Report::default()
+                },
+            );
+            return Err(e);
+        }
+        std::future::pending::<()>().await;
+        return Ok(());
     }
+
     let listener = tokio::net::TcpListener::bind(SocketAddrV4::new(me.address, PORT_INIT))
         .await
         .with_context(|| format!("binding the Init port {}:{PORT_INIT}", me.address))?;
     let incoming = atls::server::AttestedIncoming::new(
         listener,
-        atls::server::ServerConfig::new(Some(issuer), vec![]),
+        atls::server::ServerConfig::new(Some(node.issuer.clone()), vec![]),
     )?;
-    node.status(Phase::Waiting, None, vec![], None);
-    tracing::info!(address = %me.address, "Bootstrapper waiting for Init");
-    tonic::transport::Server::builder()
+    node.report(Phase::Waiting, Report::default());
+    tracing::info!(address = %me.address, "Bootstrapper waiting for Init or a JoinService");
+    let joiner = {
+        let node = node.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::join::join(&node).await {
+                tracing::error!("joining failed: {e:#}");
+                node.report(
+                    Phase::Failed,
+                    Report {
+                        error: Some(format!("{e:#}")),
+                        ..Report::default()
+                    },
+                );
+                // As the Go node reboots after a failure past the node lock.
+                std::process::exit(1);
+            }
+        })
+    };
+    let served = tonic::transport::Server::builder()
         .add_service(ApiServer::new(InitService { node: node.clone() }))
         .serve_with_incoming(incoming)
         .await
-        .context("Init server stopped")?;
-    Ok(())
+        .context("Init server stopped");
+    joiner.abort();
+    served
 }
 
 struct InitService {
@@ -166,7 +234,13 @@ impl Api for InitService {
             },
             Err(e) => {
                 tracing::error!("Init failed: {e:#}");
-                node.status(Phase::Failed, None, vec![], Some(format!("{e:#}")));
+                node.report(
+                    Phase::Failed,
+                    Report {
+                        error: Some(format!("{e:#}")),
+                        ..Report::default()
+                    },
+                );
                 InitResponse {
                     kind: Some(init_response::Kind::InitFailure(InitFailureResponse {
                         error: format!("{e:#}"),
@@ -179,6 +253,21 @@ impl Api for InitService {
     }
 }
 
+/// The owner's attestation policy as sent in `InitRequest.attestation_config`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AttestationConfig {
+    variant: String,
+    measurements: measurements::Measurements,
+}
+
+/// What only the first control-plane node puts into etcd.
+pub(crate) struct InitData {
+    join_config: JoinConfig,
+    master: Arc<keys::MasterSecret>,
+    entry: NodeEntry,
+}
+
 async fn initialize(node: &Arc<Node>, req: &InitRequest) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
     let master =
         Arc::new(keys::MasterSecret::from_kms_uri(&req.kms_uri).context("reading the KMS URI")?);
@@ -188,18 +277,30 @@ async fn initialize(node: &Arc<Node>, req: &InitRequest) -> anyhow::Result<(Vec<
             req.measurement_salt.len()
         );
     }
+    let policy: AttestationConfig = serde_json::from_str(&req.attestation_config)
+        .context("the Init request carries no valid attestation_config (join policy)")?;
     let ms = master
         .measurement_secret()
         .context("deriving the measurement secret")?;
     let cluster_id = ms.cluster_id(&req.measurement_salt);
-    node.status(Phase::Initializing, Some(cluster_id.to_hex()), vec![], None);
+    let report = |phase, services: Vec<&str>| {
+        node.report(
+            phase,
+            Report {
+                cluster_id: Some(cluster_id.to_hex()),
+                services: services.into_iter().map(String::from).collect(),
+                admitted_by: Some("init".into()),
+                ..Report::default()
+            },
+        )
+    };
+    report(Phase::Initializing, vec![]);
 
     // Mark the node as a member of this cluster before anything else.
-    let tpm = node.tpm.clone();
-    let id = *cluster_id.as_bytes();
-    tokio::task::spawn_blocking(move || tpm.pcr_event(15, &id))
-        .await?
-        .context("extending PCR 15")?;
+    node.mark_member(&cluster_id).await?;
+    let disk_uuid = node.dir.disk_uuid().context("reading the disk UUID")?;
+    let disk_key = master.data_key(&disk_uuid, 32)?;
+    node.dir.open_disk(disk_key.expose())?;
     node.dir
         .write_node_state(&NodeState {
             role: "ControlPlane".into(),
@@ -207,32 +308,41 @@ async fn initialize(node: &Arc<Node>, req: &InitRequest) -> anyhow::Result<(Vec<
         })
         .context("persisting the node state")?;
 
-    let me = node.metadata.self_node(&node.args.name)?;
+    let me = node.me()?;
     let cluster_name = if req.cluster_name.is_empty() {
         "constellation".to_string()
     } else {
         req.cluster_name.clone()
     };
-    let ca = ClusterCa::generate(&cluster_name)?;
-    let pki = services::setup_pki(&node.dir, &ca, &me.name, me.address)?;
-    let image_dir = node.metadata.load()?.image_dir;
-    let image = NodeImage::load(&image_dir)?;
-    let etcd_bin = image
-        .component_path(ETCD_BINARY)
-        .context("the node image has no etcd")?;
-    let etcd = services::start_etcd(&etcd_bin, &node.dir, &me.name, me.address, &pki).await?;
-    let ks = services::serve_keyservice(me.address, &ca, &pki, master.clone()).await?;
-    node.keep
-        .lock()
-        .await
-        .extend([Keep::Child(etcd), Keep::Task(ks)]);
+    let ca = Arc::new(ClusterCa::generate(&cluster_name)?);
+    services::setup_pki(&node.dir, &ca, &me.name, me.address)?;
+    let ak = {
+        let tpm = node.tpm.clone();
+        tokio::task::spawn_blocking(move || tpm.attestation_key()).await??
+    };
+    let init = InitData {
+        join_config: JoinConfig {
+            variant: policy.variant,
+            measurements: policy.measurements,
+            measurement_salt: req.measurement_salt.clone(),
+        },
+        master,
+        entry: NodeEntry {
+            name: me.name.clone(),
+            role: me.role.as_str().into(),
+            address: me.address.to_string(),
+            disk_uuid,
+            ak_fingerprint: attestation::vtpm::AkFingerprint::of_tpmt_public(&ak).to_hex(),
+            admitted_by: "init".into(),
+            admitted_at: unix_now(),
+            rejoins: 0,
+            last_rejoin_at: None,
+        },
+    };
+    let services = start_control_plane(node, &me, ca.clone(), None, Some(init)).await?;
 
     let admin = ca.issue_admin(&cluster_name)?;
-    let endpoint = format!(
-        "https://{}:{}",
-        me.address,
-        provider_local::cloud::PORT_ETCD_CLIENT
-    );
+    let endpoint = format!("https://{}:{PORT_ETCD_CLIENT}", me.address);
     let kubeconfig = admin_config(
         &cluster_name,
         &endpoint,
@@ -240,13 +350,122 @@ async fn initialize(node: &Arc<Node>, req: &InitRequest) -> anyhow::Result<(Vec<
         &admin.cert_pem,
         &admin.key_pem,
     );
-    node.status(
-        Phase::Initialized,
-        Some(cluster_id.to_hex()),
-        vec!["ca".into(), "etcd".into(), "keyservice".into()],
-        None,
-    );
+    report(Phase::Initialized, services);
     Ok((cluster_id.as_bytes().to_vec(), kubeconfig.into_bytes()))
+}
+
+/// Starts this control-plane node's services: its etcd member (new cluster on the first node,
+/// `etcd_join` = the ticket's `--initial-cluster` on a joiner, data on disk on a restart),
+/// promotion from learner to voting member, the KeyService (master secret from etcd; `init`
+/// puts it there first) and the JoinService.
+pub(crate) async fn start_control_plane(
+    node: &Arc<Node>,
+    me: &NodeRecord,
+    ca: Arc<ClusterCa>,
+    etcd_join: Option<&str>,
+    init: Option<InitData>,
+) -> anyhow::Result<Vec<&'static str>> {
+    let pki = node.pki();
+    let image_dir = node.metadata.load()?.image_dir;
+    let image = NodeImage::load(&image_dir)?;
+    let etcd_bin = image
+        .component_path(ETCD_BINARY)
+        .context("the node image has no etcd")?;
+    let etcd =
+        services::start_etcd(&etcd_bin, &node.dir, &me.name, me.address, &pki, etcd_join).await?;
+    node.keep.lock().await.push(Keep::Child(etcd));
+    if let Some(cluster) = etcd_join {
+        promote(me, cluster, &pki).await?;
+    }
+    let own = vec![format!("https://{}:{PORT_ETCD_CLIENT}", me.address)];
+    let store = Store::connect(&own, &pki).await?;
+    let master = match init {
+        Some(init) => {
+            store.put_json(KEY_JOIN_CONFIG, &init.join_config).await?;
+            store
+                .put_json(KEY_MASTER_SECRET, &MasterSecretRecord::new(&init.master))
+                .await?;
+            store.put_node(&init.entry).await?;
+            init.master
+        }
+        None => Arc::new(read_master_secret(&store).await?),
+    };
+    let ks = services::serve_keyservice(me.address, &ca, &pki, master).await?;
+    node.keep.lock().await.push(Keep::Task(ks));
+    let js = crate::joinservice::serve(me.clone(), node.metadata.clone(), store, ca, &pki).await?;
+    node.keep.lock().await.push(Keep::Task(js));
+    Ok(vec!["ca", "etcd", "keyservice", "joinservice"])
+}
+
+/// Reads the master secret from etcd; a freshly started member may need a moment.
+async fn read_master_secret(store: &Store) -> anyhow::Result<keys::MasterSecret> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match store
+            .get_json::<MasterSecretRecord>(KEY_MASTER_SECRET)
+            .await
+        {
+            Ok(Some(r)) => return r.secret(),
+            Ok(None) => anyhow::bail!(
+                "etcd holds no master secret: the cluster was not initialized by this version"
+            ),
+            Err(e) if Instant::now() < deadline => {
+                tracing::debug!("reading the master secret: {e:#}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Promotes this node's etcd member from learner to voting member once it caught up, through
+/// the other members (a learner serves no client requests).
+async fn promote(me: &NodeRecord, cluster: &str, pki: &NodePki) -> anyhow::Result<()> {
+    let my_peer = format!("https://{}:{PORT_ETCD_PEER}", me.address);
+    let others: Vec<String> = cluster
+        .split(',')
+        .filter_map(|m| m.split_once('=').map(|(_, url)| url))
+        .filter(|url| *url != my_peer)
+        .map(|url| {
+            url.replace(
+                &format!(":{PORT_ETCD_PEER}"),
+                &format!(":{PORT_ETCD_CLIENT}"),
+            )
+        })
+        .collect();
+    if others.is_empty() {
+        return Ok(());
+    }
+    let store = Store::connect(&others, pki).await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        let mut c = store.client();
+        match c.member_list().await {
+            Ok(list) => {
+                let Some(m) = list
+                    .members()
+                    .iter()
+                    .find(|m| m.peer_urls().contains(&my_peer))
+                else {
+                    anyhow::bail!("this node's etcd member {my_peer} is not in the member list");
+                };
+                if !m.is_learner() {
+                    return Ok(());
+                }
+                match c.member_promote(m.id()).await {
+                    Ok(_) => {
+                        tracing::info!("etcd member promoted to voting member");
+                        return Ok(());
+                    }
+                    Err(e) => last = e.to_string(),
+                }
+            }
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("the etcd member did not catch up within 60 s: {last}")
 }
 
 /// Admin credentials in kubeconfig layout. Without Kubernetes the server is the cluster's etcd;

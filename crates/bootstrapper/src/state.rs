@@ -24,6 +24,9 @@ pub enum Phase {
     Joining,
     #[serde(rename = "joined")]
     Joined,
+    /// A JoinService refused this node; `error` says why (e.g. which PCR differed).
+    #[serde(rename = "refused")]
+    Refused,
     #[serde(rename = "failed")]
     Failed,
 }
@@ -40,6 +43,10 @@ pub struct Status {
     pub services: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The join decision: who admitted this node (`init` for the first node, else the
+    /// JoinService's node) and whether it was a rejoin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admitted_by: Option<String>,
     #[serde(default)]
     pub pid: u32,
 }
@@ -87,6 +94,62 @@ impl NodeDir {
     pub fn log(&self) -> PathBuf {
         self.0.join("node.log")
     }
+    /// The state disk's UUID (as a LUKS UUID: not secret, readable before unlocking).
+    pub fn disk_uuid_path(&self) -> PathBuf {
+        self.0.join("disk.uuid")
+    }
+    /// Proof that a state-disk key opens this disk (a LUKS key slot's stand-in): HKDF of the
+    /// key, never the key.
+    pub fn key_check_path(&self) -> PathBuf {
+        self.0.join("disk.keycheck")
+    }
+    /// `--initial-cluster` of this node's etcd member, from its join ticket.
+    pub fn etcd_initial_cluster(&self) -> PathBuf {
+        self.state().join("etcd-initial-cluster")
+    }
+
+    /// The disk UUID, created on first use (random, version-4 layout, lowercase).
+    pub fn disk_uuid(&self) -> std::io::Result<String> {
+        if let Ok(s) = fs::read_to_string(self.disk_uuid_path()) {
+            let s = s.trim().to_string();
+            if !s.is_empty() {
+                return Ok(s);
+            }
+        }
+        let mut b = [0u8; 16];
+        rand::Rng::fill(&mut rand::thread_rng(), &mut b[..]);
+        b[6] = (b[6] & 0x0f) | 0x40;
+        b[8] = (b[8] & 0x3f) | 0x80;
+        let h = hex::encode(b);
+        let uuid = format!(
+            "{}-{}-{}-{}-{}",
+            &h[0..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..32]
+        );
+        write_atomic(&self.disk_uuid_path(), uuid.as_bytes(), 0o644)?;
+        Ok(uuid)
+    }
+
+    /// Binds the disk to `key` on first use; afterwards checks that `key` is the one.
+    pub fn open_disk(&self, key: &[u8]) -> Result<(), DiskKeyError> {
+        let check = hex::encode(
+            keys::hkdf_sha256(key, &[], b"constellation-local-disk-keycheck", 32)
+                .map_err(|_| DiskKeyError::Derive)?
+                .expose(),
+        );
+        match fs::read_to_string(self.key_check_path()) {
+            Ok(existing) if existing.trim() == check => Ok(()),
+            Ok(_) => Err(DiskKeyError::WrongKey),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                write_atomic(&self.key_check_path(), check.as_bytes(), 0o600)
+                    .map_err(DiskKeyError::Io)
+            }
+            Err(e) => Err(DiskKeyError::Io(e)),
+        }
+    }
 
     pub fn read_status(&self) -> Option<Status> {
         fs::read(self.status())
@@ -117,6 +180,16 @@ impl NodeDir {
         serde::Serialize::serialize(&v, &mut ser).map_err(std::io::Error::other)?;
         write_atomic(&self.node_state(), &buf, 0o600)
     }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DiskKeyError {
+    #[error("the state-disk key from the JoinService does not open this node's disk")]
+    WrongKey,
+    #[error("deriving the key check failed")]
+    Derive,
+    #[error("reading or writing the key check failed")]
+    Io(#[source] std::io::Error),
 }
 
 /// Creates the parent folder, then writes atomically with `mode` (shared implementation:

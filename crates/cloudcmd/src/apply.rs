@@ -31,6 +31,8 @@ pub struct ApplyOptions {
     pub skip_init: bool,
     /// How long to wait for the init node's Bootstrapper to answer.
     pub init_timeout: Option<Duration>,
+    /// How long to wait for every node to become a member (default 120 s).
+    pub join_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -40,6 +42,9 @@ pub struct ApplyOutcome {
     pub cluster_id: Option<String>,
     pub endpoint: String,
     pub timings: Vec<(String, Duration)>,
+    /// Nodes that are cluster members after this apply.
+    pub members: usize,
+    pub nodes: usize,
 }
 
 /// The image the config points at, built from this installation when it names none.
@@ -97,6 +102,8 @@ pub async fn apply(
         cluster_id: None,
         endpoint: String::new(),
         timings: vec![],
+        members: 0,
+        nodes: 0,
     };
 
     // ---- infrastructure ----
@@ -179,8 +186,79 @@ pub async fn apply(
         outcome.initialized_now = true;
         timings.push(("init".to_string(), t.elapsed()));
     }
+    // ---- join: every other node joins through a JoinService on its own ----
+    if outcome.cluster_id.is_some() {
+        let t = Instant::now();
+        let (members, nodes) = wait_for_joins(ws, opts, progress).await?;
+        outcome.members = members;
+        outcome.nodes = nodes;
+        timings.push(("join".to_string(), t.elapsed()));
+    }
     outcome.timings = timings;
     Ok(outcome)
+}
+
+/// Waits until every node is a cluster member. Fails, naming each node and why, when a node
+/// was refused (its attestation did not match, e.g. a changed image), failed, or stopped; the
+/// members stay up.
+async fn wait_for_joins(
+    ws: &Path,
+    opts: &ApplyOptions,
+    progress: &mut dyn Progress,
+) -> anyhow::Result<(usize, usize)> {
+    use bootstrapper::state::Phase;
+    let deadline = Instant::now() + opts.join_timeout.unwrap_or(Duration::from_secs(120));
+    let mut last = None;
+    loop {
+        let st = crate::status::status(ws)?.context("the local cloud state disappeared")?;
+        let total = st.nodes.len();
+        let members = st
+            .nodes
+            .iter()
+            .filter(|n| matches!(n.phase, Some(Phase::Joined | Phase::Initialized)))
+            .count();
+        let problems: Vec<String> = st
+            .nodes
+            .iter()
+            .filter_map(|n| match n.phase {
+                Some(Phase::Joined | Phase::Initialized) => None,
+                _ if !n.running => Some(format!("{}: not running", n.name)),
+                Some(Phase::Refused | Phase::Failed) => Some(format!(
+                    "{}: {}",
+                    n.name,
+                    n.error.as_deref().unwrap_or("refused")
+                )),
+                _ => None,
+            })
+            .collect();
+        if last != Some(members) {
+            progress.step(&format!(
+                "join: {members}/{total} nodes are cluster members"
+            ));
+            last = Some(members);
+        }
+        if members == total {
+            return Ok((members, total));
+        }
+        let pending = total - members - problems.len();
+        if pending == 0 || Instant::now() > deadline {
+            let mut msg = format!(
+                "{} of {total} nodes did not join the cluster (the {members} members keep running):",
+                total - members
+            );
+            for p in &problems {
+                msg.push_str("\n  ");
+                msg.push_str(p);
+            }
+            if pending > 0 {
+                msg.push_str(&format!(
+                    "\n  {pending} node(s) still waiting after the join timeout"
+                ));
+            }
+            bail!("{msg}\nsee `constellation status` for each node's join decision");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn init(
@@ -269,6 +347,11 @@ async fn init(
         cluster_name: state.infrastructure.name.clone(),
         apiserver_cert_sans: state.infrastructure.api_server_cert_sans.clone(),
         service_cidr: cfg.raw().service_cidr.clone(),
+        attestation_config: serde_json::json!({
+            "variant": cfg.variant().as_str(),
+            "measurements": cfg.measurements(),
+        })
+        .to_string(),
     };
     let mut stream = client
         .init(req)

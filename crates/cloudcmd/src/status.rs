@@ -18,6 +18,8 @@ pub struct NodeStatus {
     pub pcr15: Option<String>,
     pub services: Vec<String>,
     pub error: Option<String>,
+    /// Join decision: `init`, the admitting JoinService's node, or `<node> (rejoin)`.
+    pub admitted_by: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -49,7 +51,10 @@ pub fn status(ws: &Path) -> anyhow::Result<Option<ClusterStatus>> {
         .nodes
         .iter()
         .map(|n| {
-            let s = NodeDir(n.dir.clone()).read_status();
+            // A report from an earlier run of the node (before a restart) is not current.
+            let s = NodeDir(n.dir.clone())
+                .read_status()
+                .filter(|s| n.process.is_some_and(|p| p.pid == s.pid));
             NodeStatus {
                 name: n.name.clone(),
                 role: n.role.as_str().into(),
@@ -60,7 +65,8 @@ pub fn status(ws: &Path) -> anyhow::Result<Option<ClusterStatus>> {
                 cluster_id: s.as_ref().and_then(|s| s.cluster_id.clone()),
                 pcr15: s.as_ref().and_then(|s| s.pcr15.clone()),
                 services: s.as_ref().map(|s| s.services.clone()).unwrap_or_default(),
-                error: s.and_then(|s| s.error),
+                error: s.as_ref().and_then(|s| s.error.clone()),
+                admitted_by: s.and_then(|s| s.admitted_by),
             }
         })
         .collect();

@@ -43,6 +43,10 @@ pub fn run(ws: &Path, opts: cloudcmd::apply::ApplyOptions) -> anyhow::Result<()>
         println!("Cluster ID:  {id}");
         println!("Endpoint:    {}", out.endpoint);
         println!(
+            "Nodes:       {}/{} attested and joined",
+            out.members, out.nodes
+        );
+        println!(
             "Admin credentials: {} (cluster CA and admin client certificate; no Kubernetes on the local provider)",
             cloudcmd::ADMIN_CONF_FILE
         );

@@ -38,7 +38,12 @@ pub fn run(ws: &Path, output: &str) -> anyhow::Result<()> {
                             .unwrap_or_default()
                     })
                     .unwrap_or_else(|| "-".into());
-                let detail = n.error.clone().unwrap_or_else(|| n.services.join(","));
+                let detail = match (&n.error, &n.admitted_by) {
+                    (Some(e), _) => e.clone(),
+                    (None, Some(by)) if n.services.is_empty() => format!("admitted by {by}"),
+                    (None, Some(by)) => format!("admitted by {by}; runs {}", n.services.join(",")),
+                    (None, None) => n.services.join(","),
+                };
                 println!(
                     "{:<18} {:<14} {:<15} {:<8} {:<12} {}",
                     n.name,

@@ -1,0 +1,290 @@
+//! The Bootstrapper's join path (lifecycle steps 7–10): find the JoinServices of the
+//! control-plane nodes through metadata, attest to one of them as the aTLS client, receive
+//! the join ticket, and become a member: derive the cluster ID, extend PCR 15, persist the
+//! node state, open the disk, start services. A restarted member rejoins with
+//! `IssueRejoinTicket` instead.
+//!
+//! Every control-plane endpoint is tried in random order; rounds repeat with exponential
+//! backoff and jitter (100 ms doubling to 500 ms), so a node joins as soon as a JoinService
+//! answers and many nodes do not hammer the same one in lockstep.
+
+use std::net::Ipv4Addr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use proto::join::api_client::ApiClient as JoinClient;
+use proto::join::{IssueJoinTicketRequest, IssueJoinTicketResponse, IssueRejoinTicketRequest};
+use provider_local::cloud::{NodeRecord, Role, PORT_JOIN};
+use rand::seq::SliceRandom;
+use rand::Rng;
+use rcgen::{CertificateParams, DnType, KeyPair};
+use tonic::Code;
+
+use crate::joinservice::{FILE_CA_CERT, FILE_CA_KEY, FILE_ETCD_INITIAL_CLUSTER};
+use crate::pki::ClusterCa;
+use crate::run::{start_control_plane, Node, Report};
+use crate::state::{write_atomic, NodeState, Phase};
+
+const BACKOFF_START: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_millis(500);
+/// Per-call limit (the handshake includes a TPM quote on this node).
+const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Self {
+        Self(BACKOFF_START)
+    }
+    /// Sleeps for the current delay with ±50 % jitter, then doubles it.
+    async fn wait(&mut self) {
+        let jitter = rand::thread_rng().gen_range(0.5..1.5);
+        tokio::time::sleep(self.0.mul_f64(jitter)).await;
+        self.0 = (self.0 * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// Why one attempt at one JoinService did not give a ticket.
+enum Attempt {
+    /// The JoinService refused this node (attestation, identity): worth reporting.
+    Refused(String),
+    /// Not reachable, not ready, or busy: try another one.
+    Retry(String),
+}
+
+fn classify(s: tonic::Status) -> Attempt {
+    match s.code() {
+        Code::PermissionDenied | Code::NotFound | Code::InvalidArgument => {
+            Attempt::Refused(s.message().to_string())
+        }
+        _ => Attempt::Retry(format!("{:?}: {}", s.code(), s.message())),
+    }
+}
+
+async fn dial(node: &Node, ep: Ipv4Addr) -> Result<JoinClient<tonic::transport::Channel>, Attempt> {
+    let cfg = atls::client::ClientConfig::new(Some(node.issuer.clone()), vec![]);
+    let (channel, _) = atls::client::connect(&format!("{ep}:{PORT_JOIN}"), &cfg)
+        .await
+        .map_err(|e| Attempt::Retry(format!("{:#}", anyhow::Error::new(e))))?;
+    Ok(JoinClient::new(channel))
+}
+
+/// Control-plane endpoints except this node, shuffled.
+fn endpoints(node: &Node) -> anyhow::Result<Vec<(String, Ipv4Addr)>> {
+    let cloud = node.metadata.load()?;
+    let mut eps: Vec<(String, Ipv4Addr)> = cloud
+        .control_planes()
+        .filter(|n| n.name != node.args.name)
+        .map(|n| (n.name.clone(), n.address))
+        .collect();
+    eps.shuffle(&mut rand::thread_rng());
+    Ok(eps)
+}
+
+/// Tracks what the node last reported, so retries do not rewrite `status.json` each round.
+struct Reporter<'a> {
+    node: &'a Node,
+    last: Option<String>,
+}
+
+impl Reporter<'_> {
+    fn refused(&mut self, who: &str, why: &str) {
+        let msg = format!("join refused by {who}: {why}");
+        if self.last.as_deref() != Some(msg.as_str()) {
+            tracing::warn!("{msg}");
+            self.node.report(
+                Phase::Refused,
+                Report {
+                    error: Some(msg.clone()),
+                    ..Report::default()
+                },
+            );
+            self.last = Some(msg);
+        }
+    }
+}
+
+/// Joins as a new node; returns when this node is a member, or when Init took the node lock.
+pub(crate) async fn join(node: &Arc<Node>) -> anyhow::Result<()> {
+    let me = node.me()?;
+    let disk_uuid = node.dir.disk_uuid().context("creating the disk UUID")?;
+    let is_cp = me.role == Role::ControlPlane;
+    let mut backoff = Backoff::new();
+    let mut reporter = Reporter { node, last: None };
+    loop {
+        for (who, ep) in endpoints(node)? {
+            if node.lock.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            let key = KeyPair::generate().context("generating the node key")?;
+            let mut params = CertificateParams::new(Vec::<String>::new())?;
+            params.distinguished_name.push(DnType::CommonName, &me.name);
+            let csr = params.serialize_request(&key)?;
+            let req = IssueJoinTicketRequest {
+                disk_uuid: disk_uuid.clone(),
+                certificate_request: csr.der().to_vec(),
+                is_control_plane: is_cp,
+                ..Default::default()
+            };
+            let attempt = async {
+                let mut client = dial(node, ep).await?;
+                client
+                    .issue_join_ticket(req)
+                    .await
+                    .map(|r| r.into_inner())
+                    .map_err(classify)
+            };
+            match tokio::time::timeout(CALL_TIMEOUT, attempt).await {
+                Ok(Ok(ticket)) => {
+                    if node.lock.swap(true, Ordering::SeqCst) {
+                        tracing::warn!("Init won the node lock; dropping the join ticket");
+                        return Ok(());
+                    }
+                    return admit(node, &me, &who, ticket, &key).await;
+                }
+                Ok(Err(Attempt::Refused(why))) => reporter.refused(&who, &why),
+                Ok(Err(Attempt::Retry(why))) => tracing::debug!(%who, "join attempt: {why}"),
+                Err(_) => tracing::debug!(%who, "join attempt timed out"),
+            }
+        }
+        backoff.wait().await;
+    }
+}
+
+/// Becomes a member with a join ticket (the node lock is already taken).
+async fn admit(
+    node: &Arc<Node>,
+    me: &NodeRecord,
+    who: &str,
+    t: IssueJoinTicketResponse,
+    key: &KeyPair,
+) -> anyhow::Result<()> {
+    let ms = keys::MeasurementSecret::from_slice(&t.measurement_secret)
+        .context("the ticket's measurement secret")?;
+    let cluster_id = ms.cluster_id(&t.measurement_salt);
+    node.report(
+        Phase::Joining,
+        Report {
+            cluster_id: Some(cluster_id.to_hex()),
+            admitted_by: Some(who.into()),
+            ..Report::default()
+        },
+    );
+    node.mark_member(&cluster_id).await?;
+    node.dir.open_disk(&t.state_disk_key)?;
+
+    let file = |name: &str| {
+        t.control_plane_files
+            .iter()
+            .find(|f| f.name == name)
+            .map(|f| f.data.clone())
+    };
+    let pki = node.pki();
+    let is_cp = me.role == Role::ControlPlane;
+    let ca_pem = file(FILE_CA_CERT).context("the ticket has no cluster CA certificate")?;
+    write_atomic(&pki.ca, &ca_pem, 0o644)?;
+    write_atomic(&pki.cert, &t.kubelet_cert, 0o644)?;
+    write_atomic(&pki.key, key.serialize_pem().as_bytes(), 0o600)?;
+    let initial = if is_cp {
+        let ca_key = zeroize::Zeroizing::new(
+            file(FILE_CA_KEY).context("the control-plane ticket has no CA key")?,
+        );
+        write_atomic(&node.dir.pki().join("ca.key"), &ca_key, 0o600)?;
+        let initial = file(FILE_ETCD_INITIAL_CLUSTER)
+            .context("the control-plane ticket has no etcd membership")?;
+        write_atomic(&node.dir.etcd_initial_cluster(), &initial, 0o644)?;
+        Some(String::from_utf8(initial).context("etcd initial cluster")?)
+    } else {
+        None
+    };
+    node.dir
+        .write_node_state(&NodeState {
+            role: if is_cp { "ControlPlane" } else { "Worker" }.into(),
+            measurement_salt: t.measurement_salt.clone(),
+        })
+        .context("persisting the node state")?;
+
+    let services = if is_cp {
+        let ca = Arc::new(ClusterCa::load(&node.dir.pki())?);
+        start_control_plane(node, me, ca, initial.as_deref(), None).await?
+    } else {
+        vec![]
+    };
+    tracing::info!(%who, "joined the cluster");
+    node.report(
+        Phase::Joined,
+        Report {
+            cluster_id: Some(cluster_id.to_hex()),
+            services: services.into_iter().map(String::from).collect(),
+            admitted_by: Some(who.into()),
+            ..Report::default()
+        },
+    );
+    Ok(())
+}
+
+/// Rejoins after a restart: the node's disk is provisioned; a JoinService gives back the disk
+/// key and the measurement secret after checking the node's attestation and registry entry.
+pub(crate) async fn rejoin(node: &Arc<Node>, state: &NodeState) -> anyhow::Result<()> {
+    let me = node.me()?;
+    let disk_uuid = node.dir.disk_uuid().context("reading the disk UUID")?;
+    node.report(Phase::Joining, Report::default());
+    let mut backoff = Backoff::new();
+    let mut reporter = Reporter { node, last: None };
+    let (who, ticket) = 'found: loop {
+        let eps = endpoints(node)?;
+        if eps.is_empty() {
+            reporter.refused(
+                "metadata",
+                "no other control-plane node exists to rejoin through; run `constellation recover`",
+            );
+        }
+        for (who, ep) in eps {
+            let req = IssueRejoinTicketRequest {
+                disk_uuid: disk_uuid.clone(),
+            };
+            let attempt = async {
+                let mut client = dial(node, ep).await?;
+                client
+                    .issue_rejoin_ticket(req)
+                    .await
+                    .map(|r| r.into_inner())
+                    .map_err(classify)
+            };
+            match tokio::time::timeout(CALL_TIMEOUT, attempt).await {
+                Ok(Ok(t)) => break 'found (who, t),
+                Ok(Err(Attempt::Refused(why))) => reporter.refused(&who, &why),
+                Ok(Err(Attempt::Retry(why))) => tracing::debug!(%who, "rejoin attempt: {why}"),
+                Err(_) => tracing::debug!(%who, "rejoin attempt timed out"),
+            }
+        }
+        backoff.wait().await;
+    };
+    node.dir.open_disk(&ticket.state_disk_key)?;
+    let ms = keys::MeasurementSecret::from_slice(&ticket.measurement_secret)
+        .context("the ticket's measurement secret")?;
+    let cluster_id = ms.cluster_id(&state.measurement_salt);
+    node.lock.store(true, Ordering::SeqCst);
+    node.mark_member(&cluster_id).await?;
+    let admitted_by = format!("{who} (rejoin)");
+    let services = if me.role == Role::ControlPlane {
+        let ca = Arc::new(ClusterCa::load(&node.dir.pki())?);
+        let initial = std::fs::read_to_string(node.dir.etcd_initial_cluster()).ok();
+        start_control_plane(node, &me, ca, initial.as_deref(), None).await?
+    } else {
+        vec![]
+    };
+    tracing::info!(%who, "rejoined the cluster");
+    node.report(
+        Phase::Joined,
+        Report {
+            cluster_id: Some(cluster_id.to_hex()),
+            services: services.into_iter().map(String::from).collect(),
+            admitted_by: Some(admitted_by),
+            ..Report::default()
+        },
+    );
+    Ok(())
+}
