@@ -215,14 +215,14 @@ async fn wait_for_joins(
         let members = st
             .nodes
             .iter()
-            .filter(|n| matches!(n.phase, Some(Phase::Joined | Phase::Initialized)))
+            .filter(|n| n.running && matches!(n.phase, Some(Phase::Joined | Phase::Initialized)))
             .count();
         let problems: Vec<String> = st
             .nodes
             .iter()
             .filter_map(|n| match n.phase {
-                Some(Phase::Joined | Phase::Initialized) => None,
                 _ if !n.running => Some(format!("{}: not running", n.name)),
+                Some(Phase::Joined | Phase::Initialized) => None,
                 Some(Phase::Refused | Phase::Failed) => Some(format!(
                     "{}: {}",
                     n.name,
