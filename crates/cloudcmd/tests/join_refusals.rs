@@ -1,0 +1,201 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The JoinService refuses what it must, says why, and writes nothing to etcd for it. A real
+//! one-node cluster (swtpm, node processes, etcd) and "rogue" joiners with their own real
+//! swtpm, measured exactly as the launcher measures a node of this image:
+//!
+//! * an attestation key the provider never recorded (a machine outside this cluster) →
+//!   `PermissionDenied`, "attestation key is not trusted";
+//! * a vouched-for node whose PCR 15 already holds a cluster ID (it belongs to another
+//!   cluster) → `PermissionDenied` naming PCR 15, expected zero;
+//! * a vouched-for, unmeasured-into-any-cluster node → admitted (the positive control: the
+//!   refusals above were for the stated reasons, not for anything else).
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::sync::Arc;
+
+use attestation::Variant;
+use bootstrapper::etcd::Store;
+use bootstrapper::services::NodePki;
+use cloudcmd::apply::{apply, local_default_measurements, ApplyOptions};
+use config::Provider;
+use proto::join::api_client::ApiClient;
+use proto::join::IssueJoinTicketRequest;
+use provider_local::cloud::{CloudState, NodeRecord, Role, PORT_ETCD_CLIENT, PORT_JOIN};
+use tpm::swtpm::{unique_loopback_ip, Swtpm, SwtpmConfig};
+
+fn random_base() -> Ipv4Addr {
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos()
+        ^ std::process::id().rotate_left(7);
+    Ipv4Addr::new(127, 200 + (n % 50) as u8, (n >> 8) as u8, 1)
+}
+
+struct Cleanup<'a>(&'a Path);
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        let _ = cloudcmd::terminate(self.0, &mut |_: &str| {});
+    }
+}
+
+/// A machine with its own TPM, booted from this cluster's image (PCRs as a real node's).
+struct Rogue {
+    _swtpm: Swtpm,
+    tpm: Arc<tpm::Tpm>,
+    ip: Ipv4Addr,
+}
+
+fn rogue(dir: &Path, image: &Path) -> Rogue {
+    let ip = unique_loopback_ip();
+    let swtpm = Swtpm::spawn_owned(&SwtpmConfig::new(dir, ip)).unwrap();
+    bootstrapper::launcher::measure(&bootstrapper::launcher::LaunchArgs {
+        image: image.to_path_buf(),
+        tcti: swtpm.tcti(),
+        variant: Variant::LocalVtpm,
+        boot_args: vec![],
+    })
+    .unwrap();
+    let tpm = Arc::new(tpm::Tpm::open(&swtpm.tcti()).unwrap());
+    Rogue {
+        _swtpm: swtpm,
+        tpm,
+        ip,
+    }
+}
+
+impl Rogue {
+    /// Lets the provider vouch for this machine's AK, as if it had created it as `name`.
+    fn vouch(&self, ws: &Path, name: &str) {
+        let path = CloudState::path(ws);
+        let mut cloud = CloudState::load(&path).unwrap().unwrap();
+        cloud.nodes.push(NodeRecord {
+            name: name.into(),
+            role: Role::Worker,
+            group: "worker_default".into(),
+            address: self.ip,
+            dir: ws.join(name),
+            ak_public: Some(hex::encode(self.tpm.attestation_key().unwrap())),
+            swtpm: None,
+            process: None,
+        });
+        cloud.save(&path).unwrap();
+    }
+
+    async fn join(&self, cp: Ipv4Addr) -> Result<(), tonic::Status> {
+        let issuer: Arc<dyn attestation::Issuer> =
+            Arc::new(tpm::TpmIssuer::new(self.tpm.clone(), Variant::LocalVtpm).unwrap());
+        let cfg = atls::client::ClientConfig::new(Some(issuer), vec![]);
+        let (channel, _) = atls::client::connect(&format!("{cp}:{PORT_JOIN}"), &cfg)
+            .await
+            .unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let csr = rcgen::CertificateParams::new(Vec::<String>::new())
+            .unwrap()
+            .serialize_request(&key)
+            .unwrap();
+        ApiClient::new(channel)
+            .issue_join_ticket(IssueJoinTicketRequest {
+                disk_uuid: "0f1e2d3c-4b5a-4978-8796-a5b4c3d2e1f0".into(),
+                certificate_request: csr.der().to_vec(),
+                is_control_plane: false,
+                ..Default::default()
+            })
+            .await
+            .map(|_| ())
+    }
+}
+
+/// Names in the node registry, read with the owner's admin certificate.
+async fn registry(ws: &Path, cp: Ipv4Addr) -> Vec<String> {
+    use base64::Engine;
+    let conf = std::fs::read_to_string(ws.join(cloudcmd::ADMIN_CONF_FILE)).unwrap();
+    let field = |k: &str| {
+        let line = conf
+            .lines()
+            .find(|l| l.trim_start().starts_with(k))
+            .unwrap();
+        base64::engine::general_purpose::STANDARD
+            .decode(line.split_once(": ").unwrap().1.trim())
+            .unwrap()
+    };
+    let dir = ws.join("admin-pki");
+    std::fs::create_dir_all(&dir).unwrap();
+    let pki = NodePki {
+        ca: dir.join("ca.pem"),
+        cert: dir.join("admin.pem"),
+        key: dir.join("admin.key"),
+    };
+    std::fs::write(&pki.ca, field("certificate-authority-data")).unwrap();
+    std::fs::write(&pki.cert, field("client-certificate-data")).unwrap();
+    std::fs::write(&pki.key, field("client-key-data")).unwrap();
+    let store = Store::connect(&[format!("https://{cp}:{PORT_ETCD_CLIENT}")], &pki)
+        .await
+        .unwrap();
+    store
+        .nodes()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_refusals_leave_no_trace() {
+    let t = tempfile::tempdir().unwrap();
+    let ws = t.path();
+    let _c = Cleanup(ws);
+    let m = local_default_measurements(Variant::LocalVtpm).unwrap();
+    let mut raw =
+        config::Config::generate(Provider::Local, None, None, Default::default(), Some(m)).unwrap();
+    raw.provider.local.as_mut().unwrap().base_address = random_base();
+    raw.node_groups
+        .get_mut("worker_default")
+        .unwrap()
+        .initial_count = 0;
+    let text = raw.to_yaml();
+    std::fs::write(ws.join(cloudcmd::CONFIG_FILE), &text).unwrap();
+    let cfg = config::Config::from_yaml(&text).unwrap();
+    apply(ws, &cfg, &ApplyOptions::default(), &mut |_: &str| {})
+        .await
+        .unwrap();
+    let cloud = CloudState::load(&CloudState::path(ws)).unwrap().unwrap();
+    let cp = cloud.endpoint().unwrap();
+    let image = cloud.image_dir.clone();
+    assert_eq!(registry(ws, cp).await, vec!["control-plane-0".to_string()]);
+
+    // A machine the provider never created.
+    let outsider = rogue(&ws.join("outsider"), &image);
+    let s = outsider.join(cp).await.unwrap_err();
+    assert_eq!(s.code(), tonic::Code::PermissionDenied, "{s:?}");
+    assert!(
+        s.message().contains("attestation key is not trusted"),
+        "{}",
+        s.message()
+    );
+
+    // A vouched-for machine that already belongs to a cluster (PCR 15 holds a cluster ID).
+    let member_elsewhere = rogue(&ws.join("other-cluster"), &image);
+    member_elsewhere.vouch(ws, "worker-8");
+    member_elsewhere.tpm.pcr_event(15, &[7u8; 32]).unwrap();
+    let s = member_elsewhere.join(cp).await.unwrap_err();
+    assert_eq!(s.code(), tonic::Code::PermissionDenied, "{s:?}");
+    assert!(
+        s.message().contains("PCR 15: expected 0000000000000000"),
+        "{}",
+        s.message()
+    );
+
+    // Nothing was written for either.
+    assert_eq!(registry(ws, cp).await, vec!["control-plane-0".to_string()]);
+
+    // Positive control: a vouched-for machine with PCR 15 zero is admitted and registered.
+    let fresh = rogue(&ws.join("fresh"), &image);
+    fresh.vouch(ws, "worker-9");
+    fresh.join(cp).await.unwrap();
+    let mut names = registry(ws, cp).await;
+    names.sort();
+    assert_eq!(names, vec!["control-plane-0", "worker-9"]);
+}
