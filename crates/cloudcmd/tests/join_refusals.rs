@@ -191,6 +191,36 @@ async fn join_refusals_leave_no_trace() {
     // Nothing was written for either.
     assert_eq!(registry(ws, cp).await, vec!["control-plane-0".to_string()]);
 
+    // The KeyService answers cluster members only: without a cluster certificate, no key.
+    let ca = tonic::transport::Certificate::from_pem(
+        std::fs::read(ws.join("admin-pki/ca.pem")).unwrap(),
+    );
+    let ep = tonic::transport::Endpoint::from_shared(format!(
+        "https://{cp}:{}",
+        provider_local::cloud::PORT_KEYSERVICE
+    ))
+    .unwrap()
+    .tls_config(
+        tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(ca)
+            .domain_name(cp.to_string()),
+    )
+    .unwrap();
+    let refused = match ep.connect().await {
+        Err(_) => true,
+        Ok(ch) => proto::kms::api_client::ApiClient::new(ch)
+            .get_data_key(proto::kms::GetDataKeyRequest {
+                data_key_id: "measurementSecret".into(),
+                length: 32,
+            })
+            .await
+            .is_err(),
+    };
+    assert!(
+        refused,
+        "the KeyService gave a key to a client without a cluster certificate"
+    );
+
     // Positive control: a vouched-for machine with PCR 15 zero is admitted and registered.
     let fresh = rogue(&ws.join("fresh"), &image);
     fresh.vouch(ws, "worker-9");
