@@ -241,7 +241,16 @@ async fn wait_for_joins(
             return Ok((members, total));
         }
         let pending = total - members - problems.len();
-        if pending == 0 || Instant::now() > deadline {
+        // Nobody can admit the waiting nodes when every control-plane node is down or refused
+        // (e.g. the only one restarted: its rejoin needs another one, or `recover`).
+        let mut cps = st
+            .nodes
+            .iter()
+            .filter(|n| n.role == provider_local::cloud::Role::ControlPlane.as_str())
+            .peekable();
+        let no_joinservice = cps.peek().is_some()
+            && cps.all(|n| !n.running || matches!(n.phase, Some(Phase::Refused | Phase::Failed)));
+        if pending == 0 || no_joinservice || Instant::now() > deadline {
             let mut msg = format!(
                 "{} of {total} nodes did not join the cluster (the {members} members keep running):",
                 total - members
