@@ -2,7 +2,9 @@
 //! seed-corpus test (`tests/seeds.rs`) that runs them on stable toolchains.
 //!
 //! Each body feeds untrusted bytes to one decoder and checks properties that must hold for
-//! every input: no panic, and for the TPM structures `encode(decode(x)) == x`.
+//! every input: no panic, for the TPM structures `encode(decode(x)) == x`, and for the files a
+//! user keeps (config, state, master secret, image measurements) that whatever parses is
+//! written back into text that parses to an equal value.
 
 #![forbid(unsafe_code)]
 
@@ -17,6 +19,9 @@ use attestation::{
     AkFingerprint, InsecureTrustAnyAkValidator, LocalVtpmValidator, Measurement, Measurements,
     Validator,
 };
+use config::state::State;
+use config::{Config, RawConfig};
+use measurements::image::{self, ImageMeasurements, ImageRef};
 
 pub fn tpms_attest(data: &[u8]) {
     if let Ok(q) = TpmsAttest::decode(data) {
@@ -135,5 +140,100 @@ pub fn azure_hcl(data: &[u8]) {
         let _ = r.ak_public_key();
         let _ = r.user_data();
         assert_eq!(r.report_data().len(), 64);
+    }
+}
+
+/// `constellation-conf.yaml`: the strict schema parse, the emitter (a comment on every key),
+/// and the rules of a valid config.
+pub fn config_yaml(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(raw) = RawConfig::from_yaml(text) else {
+        return;
+    };
+    let emitted = raw.to_yaml();
+    match RawConfig::from_yaml(&emitted) {
+        Ok(again) => assert_eq!(again, raw, "config does not round-trip"),
+        Err(e) => panic!("the emitted config does not parse: {e}\n{emitted}"),
+    }
+    if let Ok(c) = Config::try_from(raw) {
+        let _ = c.raw().selected();
+        let _ = c.measurements().check_no_placeholders();
+        let again = Config::from_yaml(&c.to_yaml());
+        assert_eq!(
+            again.ok().as_ref(),
+            Some(&c),
+            "valid config does not round-trip"
+        );
+    }
+}
+
+/// `constellation-state.yaml`.
+pub fn state_yaml(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(state) = State::from_yaml(text) else {
+        return;
+    };
+    let _ = state.check_pre_init();
+    let _ = state.check_post_init();
+    let _ = state.cluster_id();
+    let _ = state.is_pre_create();
+    let emitted = match state.to_yaml() {
+        Ok(y) => y,
+        Err(e) => panic!("a parsed state does not encode: {e}"),
+    };
+    match State::from_yaml(&emitted) {
+        Ok(again) => assert_eq!(again, state, "state does not round-trip"),
+        Err(e) => panic!("the emitted state does not parse: {e}\n{emitted}"),
+    }
+}
+
+/// `constellation-mastersecret.json`.
+pub fn master_secret(data: &[u8]) {
+    let Ok(secret) = config::secret::decode(data) else {
+        return;
+    };
+    let encoded = config::secret::encode(&secret);
+    match config::secret::decode(encoded.as_bytes()) {
+        Ok(again) => assert!(
+            again.key() == secret.key() && again.salt() == secret.salt(),
+            "master secret does not round-trip"
+        ),
+        // The error names no secret bytes, so it may be shown.
+        Err(e) => panic!("the encoded master secret does not decode: {e}"),
+    }
+}
+
+/// The signed image-measurements JSON (`measurements.json`) and its signature check.
+pub fn image_measurements(data: &[u8]) {
+    static KEY: OnceLock<image::PublicKey> = OnceLock::new();
+    let key = KEY.get_or_init(image::PublicKey::default_key);
+    // Hostile bytes as signature file, as key, and as the signed content.
+    assert!(
+        image::verify_and_parse(key, data, data).is_err(),
+        "bytes verified as their own signature"
+    );
+    let _ = image::PublicKey::from_pem(data);
+    let Ok(m) = ImageMeasurements::parse(data) else {
+        return;
+    };
+    for e in &m.list {
+        assert!(m.select(&e.csp, &e.attestation_variant).is_ok());
+        let _ = e.measurements.check_no_placeholders();
+        let json = serde_json::to_vec(&e.measurements).unwrap_or_default();
+        let again: Result<Measurements, _> = serde_json::from_slice(&json);
+        assert_eq!(
+            again.ok().as_ref(),
+            Some(&e.measurements),
+            "measurements do not round-trip"
+        );
+    }
+    let _ = m.select("local", "local-vtpm");
+    if let Ok(r) = ImageRef::parse(&m.version) {
+        let _ = m.ensure_image(&r);
+        let _ = r.measurements_path();
     }
 }

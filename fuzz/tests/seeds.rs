@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 
 type Target = fn(&[u8]);
 
-const TARGETS: [(&str, Target); 7] = [
+const TARGETS: [(&str, Target); 11] = [
     ("tpms_attest", attestation_fuzz::tpms_attest),
     ("tpmt_public", attestation_fuzz::tpmt_public),
     ("tpmt_signature", attestation_fuzz::tpmt_signature),
@@ -27,6 +27,10 @@ const TARGETS: [(&str, Target); 7] = [
     ("eventlog", attestation_fuzz::eventlog),
     ("gce_pb", attestation_fuzz::gce_pb),
     ("azure_hcl", attestation_fuzz::azure_hcl),
+    ("config_yaml", attestation_fuzz::config_yaml),
+    ("state_yaml", attestation_fuzz::state_yaml),
+    ("master_secret", attestation_fuzz::master_secret),
+    ("image_measurements", attestation_fuzz::image_measurements),
 ];
 
 fn shared(rel: &str) -> Option<Vec<u8>> {
@@ -154,12 +158,88 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         out.push(("eventlog", att.event_log.clone().unwrap()));
         out.push(("gce_pb", pb));
     }
+    out.extend(file_seeds());
     if let Some(ev) = shared("azure-snp-vtpm/evidence-v2.json") {
         let v: serde_json::Value = serde_json::from_slice(&ev).unwrap();
         let h = v["hcl_report"].as_str().unwrap().trim_end_matches('=');
         out.push(("azure_hcl", URL_SAFE_NO_PAD.decode(h).unwrap()));
         let m = hex::decode(v["tpm_quote"]["message"].as_str().unwrap()).unwrap();
         out.push(("tpms_attest", m));
+    }
+    out
+}
+
+/// Seeds of the workspace files: generated configs (local, qemu; one cloud), a config in the
+/// legacy bare-string measurement form, states before and after init, a master secret, and
+/// image-measurement files (this project's layout and the shared Go-signed vector).
+fn file_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    use config::{Config, Provider};
+    let mut out = Vec::new();
+    for p in [Provider::Local, Provider::Qemu, Provider::Azure] {
+        let raw = Config::generate(p, None, None, Default::default(), None).unwrap();
+        out.push(("config_yaml", raw.to_yaml().into_bytes()));
+    }
+    // The legacy form of a measurement entry: `4: "<hex>"` instead of `{expected, warnOnly}`.
+    let qemu = String::from_utf8(out[1].1.clone()).unwrap();
+    let lines: Vec<&str> = qemu.lines().collect();
+    let mut legacy = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let value = lines[i].trim().strip_prefix("expected: ");
+        match (value, lines.get(i + 1).map(|l| l.trim())) {
+            (Some(v), Some("warnOnly: false")) => {
+                let key = legacy.pop().unwrap();
+                legacy.push(format!("{key} {v}"));
+                i += 2;
+            }
+            _ => {
+                legacy.push(lines[i].to_string());
+                i += 1;
+            }
+        }
+    }
+    let legacy = legacy.join("\n") + "\n";
+    assert_ne!(legacy, qemu);
+    out.push(("config_yaml", legacy.into_bytes()));
+
+    let mut state = config::state::State::new();
+    out.push(("state_yaml", state.to_yaml().unwrap().into_bytes()));
+    state.infrastructure.uid = "0a1b2c3d".into();
+    state.infrastructure.cluster_endpoint = "127.20.0.1".into();
+    state.infrastructure.in_cluster_endpoint = "127.20.0.1".into();
+    state.infrastructure.init_secret =
+        config::state::InitSecret(config::state::HexBytes(vec![7; 32]));
+    state.infrastructure.api_server_cert_sans = vec!["127.20.0.1".into(), "localhost".into()];
+    state.infrastructure.name = "constell-0a1b2c3d".into();
+    state.infrastructure.ip_cidr_node = "127.20.0.0/24".into();
+    state.infrastructure.local = Some(config::state::LocalInfrastructure {
+        state_dir: "constellation-local".into(),
+        base_address: "127.20.0.1".into(),
+    });
+    state.set_cluster_values(&keys::ClusterId([9; 32]), &[5; 32]);
+    out.push(("state_yaml", state.to_yaml().unwrap().into_bytes()));
+
+    let secret = keys::MasterSecret::new(vec![1; 32], vec![2; 32]).unwrap();
+    out.push((
+        "master_secret",
+        config::secret::encode(&secret).as_bytes().to_vec(),
+    ));
+    out.push((
+        "master_secret",
+        br#"{"key":"AAAAAAAAAAAAAAAAAAAAAA==","salt":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}"#
+            .to_vec(),
+    ));
+
+    let z = "0".repeat(64);
+    let image = format!(
+        r#"{{"version":"v2.24.0","ref":"-","stream":"stable","list":[{{"csp":"local","attestationVariant":"local-vtpm","measurements":{{"4":{{"expected":"{z}","warnOnly":false}},"15":"{z}"}}}},{{"csp":"QEMU","attestationVariant":"qemu-vtpm","measurements":{{}}}}]}}"#
+    );
+    out.push(("image_measurements", image.into_bytes()));
+    if let Some(m) = shared("measurements-signing/measurements.json") {
+        out.push(("image_measurements", m));
+    }
+    if let Some(sig) = shared("measurements-signing/measurements.json.sig") {
+        out.push(("image_measurements", sig));
     }
     out
 }
@@ -173,6 +253,26 @@ fn every_target_has_seeds() {
     let s = seeds();
     for (name, _) in TARGETS {
         assert!(s.iter().any(|(n, _)| *n == name), "{name}");
+    }
+}
+
+/// The file seeds are valid files (the Go-signed measurements' signature aside), so that
+/// mutations start from inputs that reach every check.
+#[test]
+fn file_seeds_parse() {
+    for (name, seed) in file_seeds() {
+        let text = String::from_utf8(seed.clone()).unwrap();
+        let ok = match name {
+            "config_yaml" => config::RawConfig::from_yaml(&text).is_ok(),
+            "state_yaml" => config::state::State::from_yaml(&text).is_ok(),
+            "master_secret" => config::secret::decode(&seed).is_ok(),
+            "image_measurements" => {
+                measurements::image::ImageMeasurements::parse(&seed).is_ok()
+                    || !text.trim_start().starts_with('{')
+            }
+            _ => unreachable!("{name}"),
+        };
+        assert!(ok, "{name} seed does not parse:\n{text}");
     }
 }
 

@@ -260,15 +260,66 @@ pub fn extend_digest_sha256(old: &[u8; 32], digest: &[u8; 32]) -> [u8; 32] {
 
 // ---- serde: {"4": {"expected": "…", "warnOnly": false}} and the legacy bare-string form ----
 
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum RawMeasurement {
-    Full {
-        expected: String,
-        #[serde(rename = "warnOnly", default)]
-        warn_only: bool,
-    },
-    Legacy(String),
+/// One entry as written: `{expected, warnOnly}` (`warnOnly` defaults to `false`) or the legacy
+/// bare hex string. Hand-written rather than an untagged enum: an untagged enum accepts unknown
+/// keys (or, with `deny_unknown_fields`, reports only "did not match any variant"), and a
+/// misspelt `warnOnly` must not silently turn a warning into enforcement or the other way round.
+struct RawMeasurement {
+    expected: String,
+    warn_only: bool,
+}
+
+const ENTRY_FIELDS: &[&str] = &["expected", "warnOnly"];
+
+impl<'de> Deserialize<'de> for RawMeasurement {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(RawMeasurementVisitor)
+    }
+}
+
+struct RawMeasurementVisitor;
+
+impl<'de> serde::de::Visitor<'de> for RawMeasurementVisitor {
+    type Value = RawMeasurement;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a hex string or a mapping with the keys `expected` and `warnOnly`")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawMeasurement, E> {
+        Ok(RawMeasurement {
+            expected: v.to_owned(),
+            warn_only: false,
+        })
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> Result<RawMeasurement, A::Error> {
+        use serde::de::Error;
+        let mut expected: Option<String> = None;
+        let mut warn_only: Option<bool> = None;
+        // Keys as strings, not a derived field identifier: that would also accept the
+        // integer keys 0 and 1 as `expected` and `warnOnly`.
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "expected" if expected.is_some() => {
+                    return Err(A::Error::duplicate_field("expected"))
+                }
+                "expected" => expected = Some(map.next_value()?),
+                "warnOnly" if warn_only.is_some() => {
+                    return Err(A::Error::duplicate_field("warnOnly"))
+                }
+                "warnOnly" => warn_only = Some(map.next_value()?),
+                other => return Err(A::Error::unknown_field(other, ENTRY_FIELDS)),
+            }
+        }
+        Ok(RawMeasurement {
+            expected: expected.ok_or_else(|| A::Error::missing_field("expected"))?,
+            warn_only: warn_only.unwrap_or(false),
+        })
+    }
 }
 
 #[derive(Serialize)]
@@ -312,13 +363,10 @@ impl<'de> Deserialize<'de> for Measurements {
                     D::Error::custom(format!("measurement index {s:?} is not a PCR number"))
                 })?,
             };
-            let (expected, warn_only) = match v {
-                RawMeasurement::Full {
-                    expected,
-                    warn_only,
-                } => (expected, warn_only),
-                RawMeasurement::Legacy(s) => (s, false),
-            };
+            let RawMeasurement {
+                expected,
+                warn_only,
+            } = v;
             let bytes = decode_hex(index, &expected).map_err(D::Error::custom)?;
             if map
                 .insert(
@@ -412,6 +460,87 @@ mod tests {
                 .to_string();
             assert!(err.contains(want), "{y}: {err}");
         }
+    }
+
+    #[test]
+    fn entry_with_unknown_key_is_an_error_naming_the_key() {
+        let yaml = [
+            format!(
+                "4:\n  expected: \"{}\"\n  warnOnly: false\n  foo: 1\n",
+                hex32(1)
+            ),
+            // A misspelling must not silently fall back to `warnOnly: false`.
+            format!("4:\n  expected: \"{}\"\n  warnonly: true\n", hex32(1)),
+            format!("4:\n  expected: \"{}\"\n  0: x\n", hex32(1)),
+        ];
+        for (y, key) in yaml.iter().zip(["foo", "warnonly", "0"]) {
+            let err = serde_norway::from_str::<Measurements>(y)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&format!("unknown field `{key}`")),
+                "{y}: {err}"
+            );
+            assert!(
+                err.contains("`expected`") && err.contains("`warnOnly`"),
+                "{err}"
+            );
+        }
+        let json = format!(
+            "{{\"4\":{{\"expected\":\"{}\",\"warnOnly\":false,\"foo\":1}}}}",
+            hex32(1)
+        );
+        let err = serde_json::from_str::<Measurements>(&json)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `foo`"), "{err}");
+    }
+
+    #[test]
+    fn entry_shapes() {
+        let h = hex32(3);
+        let ok = [
+            (format!("4: \"{h}\""), Measurement::enforced([3; 32])),
+            (
+                format!("4: {{expected: \"{h}\"}}"),
+                Measurement::enforced([3; 32]),
+            ),
+            (
+                format!("4: {{warnOnly: true, expected: \"{h}\"}}"),
+                Measurement::warn_only([3; 32]),
+            ),
+        ];
+        for (y, want) in ok {
+            let m: Measurements = serde_norway::from_str(&y).unwrap();
+            assert_eq!(m.get(4), Some(&want), "{y}");
+        }
+        let bad = [
+            (
+                "4: {warnOnly: true}".to_string(),
+                "missing field `expected`",
+            ),
+            (
+                format!("4: {{expected: \"{h}\", expected: \"{h}\"}}"),
+                "duplicate",
+            ),
+            (
+                format!("4: {{expected: \"{h}\", warnOnly: \"yes\"}}"),
+                "invalid type",
+            ),
+            ("4: 5".to_string(), "hex string or a mapping"),
+            ("4: [1, 2]".to_string(), "hex string or a mapping"),
+        ];
+        for (y, want) in bad {
+            let err = serde_norway::from_str::<Measurements>(&y)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(want), "{y}: {err}");
+        }
+        let dup_json = format!("{{\"4\":{{\"expected\":\"{h}\",\"expected\":\"{h}\"}}}}");
+        let err = serde_json::from_str::<Measurements>(&dup_json)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("duplicate field `expected`"), "{err}");
     }
 
     #[test]
