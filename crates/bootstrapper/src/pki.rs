@@ -215,7 +215,10 @@ mod tests {
             "{:?}",
             cert.subject_alternative_name().unwrap().unwrap().value
         );
-        assert!(san.contains("[127, 20, 0, 9]") && !san.contains("evil"), "{san}");
+        assert!(
+            san.contains("[127, 20, 0, 9]") && !san.contains("evil"),
+            "{san}"
+        );
         assert!(ca2
             .sign_node_csr(b"not a csr", "w", Ipv4Addr::LOCALHOST)
             .is_err());

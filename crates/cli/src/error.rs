@@ -110,6 +110,9 @@ fn message_hint(err: &anyhow::Error) -> Option<String> {
     if s.contains("in use by another program") {
         return Some("another cluster may use these loopback addresses: terminate it, or set provider.local.baseAddress to a free 127.x.y.z".into());
     }
+    if s.contains(&format!("PCR 15: expected {}, got", "00".repeat(32))) {
+        return Some("the node already belongs to a cluster (PCR 15 is set): an earlier apply was probably interrupted while the node initialized; `constellation terminate -y`, then `constellation apply`, starts over (the master secret is kept)".into());
+    }
     if s.contains("failed attestation") {
         return Some("the node runs other software than the config's measurements expect: rebuild the image or update the measurements".into());
     }
@@ -174,5 +177,19 @@ mod tests {
             render(&e),
             "Error: outer\n  caused by: root\n  hint: do this\n"
         );
+    }
+
+    #[test]
+    fn pcr15_set_hints_at_an_interrupted_init() {
+        let zero = "00".repeat(32);
+        let e = anyhow::anyhow!(
+            "measurements do not match: PCR 15: expected {zero}, got {}",
+            "ab".repeat(32)
+        )
+        .context("the node at 127.0.0.1:9000 failed attestation; nothing secret was sent");
+        assert!(hint_for(&e).unwrap().contains("terminate -y"));
+        let e = anyhow::anyhow!("measurements do not match: PCR 11: expected {zero}, got 01")
+            .context("the node at 127.0.0.1:9000 failed attestation; nothing secret was sent");
+        assert!(hint_for(&e).unwrap().contains("rebuild the image"));
     }
 }

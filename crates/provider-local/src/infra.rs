@@ -15,7 +15,10 @@ use std::time::Duration;
 use attestation::Variant;
 use tpm::swtpm::{Swtpm, SwtpmConfig};
 
-use crate::cloud::{CloudError, CloudState, NodeRecord, Role, PORT_INIT};
+use crate::cloud::{
+    CloudError, CloudState, NodeRecord, Role, PORT_ETCD_CLIENT, PORT_ETCD_PEER, PORT_INIT,
+    PORT_JOIN, PORT_KEYSERVICE,
+};
 use crate::image::NodeImage;
 use crate::process::{spawn_detached, ProcessError, ProcessRecord};
 
@@ -91,6 +94,50 @@ fn check_free(addr: Ipv4Addr, port: u16) -> Result<(), InfraError> {
     TcpListener::bind(a)
         .map(drop)
         .map_err(|_| InfraError::AddressInUse { addr: a })
+}
+
+/// The ports a node's services bind on its own address (control planes also run etcd, the
+/// KeyService and the JoinService), checked before the node starts: a port taken by another
+/// program fails here, with the address named, rather than inside the node after Init.
+fn node_ports(role: Role) -> &'static [u16] {
+    match role {
+        Role::ControlPlane => &[
+            PORT_INIT,
+            PORT_KEYSERVICE,
+            PORT_JOIN,
+            PORT_ETCD_CLIENT,
+            PORT_ETCD_PEER,
+        ],
+        Role::Worker => &[PORT_INIT],
+    }
+}
+
+/// Stops the processes of `node` that are not its live recorded ones (found by their node
+/// folder, see [`crate::process::naming_dir`]): swtpm if `tpm`, node programs (launcher,
+/// Bootstrapper, etcd) if `programs`. Other programs naming the folder (a user's `tail -f` of a
+/// log) are left alone.
+fn stop_unrecorded(node: &NodeRecord, tpm: bool, programs: bool) {
+    let keep: Vec<ProcessRecord> = [node.swtpm, node.process]
+        .into_iter()
+        .flatten()
+        .filter(|p| p.is_alive())
+        .collect();
+    // /proc/<pid>/comm holds at most 15 bytes of the program name.
+    let node_comm = &crate::image::NODE_BINARY[..15.min(crate::image::NODE_BINARY.len())];
+    for (p, comm) in crate::process::naming_dir(&node.dir) {
+        if keep.contains(&p) {
+            continue;
+        }
+        if comm == "swtpm" {
+            if tpm {
+                tracing::warn!(node = %node.name, pid = p.pid, "stopping an unrecorded TPM");
+                let _ = Swtpm::stop(p.pid);
+            }
+        } else if programs && (comm == node_comm || comm == crate::image::ETCD_BINARY) {
+            tracing::warn!(node = %node.name, pid = p.pid, %comm, "stopping a leftover node process");
+            let _ = p.kill();
+        }
+    }
 }
 
 /// Brings the local cloud to `wanted`. A new cloud records the bcrypt hash of `init_secret`
@@ -177,6 +224,9 @@ pub fn apply(
                 let _ = Swtpm::stop(p.pid);
             }
         }
+        // A TPM an interrupted apply started without recording it would hold the TPM's port,
+        // and a node process it started would measure itself into the new TPM: stop both.
+        stop_unrecorded(&node, true, true);
         check_free(node.address, tpm::swtpm::DEFAULT_PORT)?;
         let cfg = swtpm_config(&node);
         let d = Swtpm::spawn_detached(&cfg).map_err(|e| InfraError::Swtpm {
@@ -213,7 +263,12 @@ pub fn apply(
         if node.process.is_some_and(|p| p.is_alive()) {
             continue;
         }
-        check_free(node.address, PORT_INIT)?;
+        // What a dead node left running (its etcd), or a node process an interrupted apply
+        // started without recording it, would hold the node's ports.
+        stop_unrecorded(&state.nodes[i], false, true);
+        for port in node_ports(node.role) {
+            check_free(node.address, *port)?;
+        }
         let mut cmd = Command::new(&wanted.launcher);
         cmd.arg("launch")
             .arg("--image")
@@ -281,6 +336,8 @@ pub fn destroy(workspace: &Path, progress: Progress<'_>) -> Result<usize, InfraE
                 })?;
             }
         }
+        // Also what an interrupted apply started without recording it.
+        stop_unrecorded(node, true, true);
         progress(&format!("stopped {}", node.name));
     }
     let dir = workspace.join(crate::cloud::STATE_DIR);

@@ -61,10 +61,17 @@ impl ProcessRecord {
 
     /// SIGTERM to the process group, then SIGKILL after `grace`; waits until the leader is gone.
     pub fn stop_group(&self, grace: Duration) -> Result<(), ProcessError> {
+        let pgid = Pid::from_raw(self.pid as i32);
         if !self.is_alive() {
+            // The leader is gone, but members of its group (e.g. the etcd of a killed node)
+            // may live on. Linux does not hand out a pid that is still in use as a process
+            // group id, so unless the pid now belongs to another process, the group is ours.
+            let reused = matches!(stat(self.pid), Some((_, start)) if start != self.start_time);
+            if !reused {
+                let _ = killpg(pgid, Signal::SIGKILL);
+            }
             return Ok(());
         }
-        let pgid = Pid::from_raw(self.pid as i32);
         let _ = killpg(pgid, Signal::SIGTERM);
         let stopped = self.wait_dead(grace) || {
             let _ = killpg(pgid, Signal::SIGKILL);
@@ -85,7 +92,7 @@ impl ProcessRecord {
     /// Polls until the process is gone or `limit` passed; `true` if it is gone.
     fn wait_dead(&self, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
-        while self.is_alive() {
+        while !self.gone() {
             if Instant::now() >= deadline {
                 return false;
             }
@@ -93,10 +100,88 @@ impl ProcessRecord {
         }
         true
     }
+
+    /// Not alive, and no thread of it still exiting: the leader of a multi-threaded process is
+    /// a zombie as soon as its own thread exits, while the other threads may still hold the
+    /// process's files and sockets (a port the node's successor needs).
+    fn gone(&self) -> bool {
+        if self.is_alive() {
+            return false;
+        }
+        match fs::read_dir(format!("/proc/{}/task", self.pid)) {
+            Ok(tasks) if stat(self.pid).is_some_and(|(_, start)| start == self.start_time) => {
+                tasks.count() <= 1
+            }
+            _ => true,
+        }
+    }
 }
 
 /// How long a SIGKILLed group leader may take to disappear.
 const KILL_WAIT: Duration = Duration::from_secs(5);
+
+impl ProcessRecord {
+    /// SIGKILL to this one process; waits until it is gone.
+    pub fn kill(&self) -> Result<(), ProcessError> {
+        if !self.is_alive() {
+            return Ok(());
+        }
+        let _ = nix::sys::signal::kill(Pid::from_raw(self.pid as i32), Signal::SIGKILL);
+        if self.wait_dead(KILL_WAIT) {
+            Ok(())
+        } else {
+            Err(ProcessError::WontDie {
+                pid: self.pid,
+                secs: KILL_WAIT.as_secs(),
+            })
+        }
+    }
+}
+
+/// Live processes (not zombies, not this process) with an argument that is `dir` or a path
+/// inside it, also after a `key=` prefix (swtpm's `dir=<path>`); with their command name.
+///
+/// Every process of a local node (launcher, Bootstrapper, etcd, swtpm) names its node folder, so
+/// this finds them even when their record was never saved: an apply killed right after it
+/// started them.
+pub fn naming_dir(dir: &Path) -> Vec<(ProcessRecord, String)> {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = dir.as_os_str().as_bytes();
+    let inside = |a: &[u8]| {
+        a.strip_prefix(dir)
+            .is_some_and(|r| r.is_empty() || r[0] == b'/')
+    };
+    let me = std::process::id();
+    let mut out = vec![];
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let names = cmdline.split(|b| *b == 0).any(|a| {
+            inside(a)
+                || a.iter()
+                    .position(|b| *b == b'=')
+                    .is_some_and(|i| inside(&a[i + 1..]))
+        });
+        if !names {
+            continue;
+        }
+        if let Some(rec) = ProcessRecord::of(pid).filter(ProcessRecord::is_alive) {
+            let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            out.push((rec, comm.trim().to_string()));
+        }
+    }
+    out
+}
 
 /// Starts `cmd` in a new process group with stdin closed and stdout/stderr appended to `log`.
 ///
@@ -163,6 +248,39 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
         }
         assert!(!rec.is_alive());
+    }
+
+    #[test]
+    fn stop_group_of_a_dead_leader_stops_its_remaining_members() {
+        let t = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c").arg("sleep 300 & echo $! > child.pid; wait");
+        cmd.current_dir(t.path());
+        let (rec, mut child) = spawn_detached(cmd, &t.path().join("log")).unwrap();
+        let pidfile = t.path().join("child.pid");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !pidfile.exists() || fs::read_to_string(&pidfile).unwrap().trim().is_empty() {
+            assert!(Instant::now() < deadline, "child never wrote its pid");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let gc = ProcessRecord::of(
+            fs::read_to_string(&pidfile)
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap(),
+        )
+        .unwrap();
+        // The leader dies alone (as a SIGKILLed node does); its child lives on.
+        child.kill().unwrap();
+        let _ = child.wait();
+        assert!(!rec.is_alive() && gc.is_alive());
+        rec.stop_group(Duration::from_secs(5)).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while gc.is_alive() {
+            assert!(Instant::now() < deadline, "the orphaned member survived");
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     #[test]

@@ -1,0 +1,363 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Attested join end to end, driving the real `constellation` binary as a user would: a
+//! `local` config with 3 control-plane nodes and 2 workers → `apply` → every node joined with
+//! PCR 15 = the cluster's value, three etcd members (Debian's `etcdctl`); then `kill -9` of a
+//! control-plane node while a worker is added, rejoin after restart, a node with one changed
+//! byte in its image refused with the PCR named, and `terminate -y` leaving nothing running.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_constellation");
+
+fn run(ws: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("-C")
+        .arg(ws)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(ws: &Path, args: &[&str]) -> String {
+    let o = run(ws, args);
+    assert!(
+        o.status.success(),
+        "constellation {args:?} failed\nstdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+/// Terminates the cluster when the test ends, also on panic.
+struct Cleanup(PathBuf);
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = run(&self.0, &["terminate", "-y"]);
+    }
+}
+
+/// A random 127.x.y.1 so that concurrent tests and other clusters never share addresses.
+fn random_base() -> String {
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos()
+        ^ std::process::id().rotate_left(13);
+    format!("127.{}.{}.1", 30 + n % 60, (n >> 8) % 250)
+}
+
+/// Sets the node counts (control-plane group first in the generated file) and the base address.
+fn edit_config(ws: &Path, cp: u32, workers: u32, base: &str) {
+    let path = ws.join("constellation-conf.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut counts = [cp, workers].into_iter();
+    let out: Vec<String> = text
+        .lines()
+        .map(|l| {
+            if l.trim_start().starts_with("initialCount:") {
+                let indent = &l[..l.len() - l.trim_start().len()];
+                format!("{indent}initialCount: {}", counts.next().unwrap())
+            } else if l.trim_start().starts_with("baseAddress:") {
+                let indent = &l[..l.len() - l.trim_start().len()];
+                format!("{indent}baseAddress: {base}")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    assert!(counts.next().is_none(), "both node groups were set");
+    std::fs::write(&path, out.join("\n") + "\n").unwrap();
+}
+
+fn status(ws: &Path) -> serde_json::Value {
+    serde_json::from_str(&ok(ws, &["status", "-o", "json"])).unwrap()
+}
+
+fn node<'a>(st: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    st["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == name)
+        .unwrap_or_else(|| panic!("no node {name} in {st}"))
+}
+
+/// Every node is a member and its PCR 15 is the value derived from the cluster ID.
+fn assert_all_joined(st: &serde_json::Value, expected_nodes: usize) {
+    let id = st["cluster_id"].as_str().unwrap();
+    let pcr15 = hex::encode(
+        keys::ClusterId::from_slice(&hex::decode(id).unwrap())
+            .unwrap()
+            .expected_pcr15(),
+    );
+    let nodes = st["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), expected_nodes, "{st:#}");
+    for n in nodes {
+        let phase = n["phase"].as_str().unwrap_or("-");
+        assert!(
+            phase == "joined" || phase == "initialized",
+            "{} is {phase}: {n}",
+            n["name"]
+        );
+        assert_eq!(n["pcr15"].as_str(), Some(pcr15.as_str()), "{n}");
+        assert_eq!(n["cluster_id"].as_str(), Some(id), "{n}");
+    }
+}
+
+/// The cloud's record of each node's process and TPM.
+fn pids(ws: &Path) -> Vec<(String, u32, u32)> {
+    let c: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(ws.join("constellation-local/cloud.json")).unwrap())
+            .unwrap();
+    c["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["name"].as_str().unwrap().to_string(),
+                n["process"]["pid"].as_u64().unwrap() as u32,
+                n["swtpm"]["pid"].as_u64().unwrap() as u32,
+            )
+        })
+        .collect()
+}
+
+/// Alive and not a zombie (this machine's PID 1 does not reap).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, r)| !r.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+/// Processes whose command line mentions `needle` (the workspace path).
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut found = vec![];
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if pid == std::process::id() || !alive(pid) {
+            continue;
+        }
+        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains(needle) {
+                found.push(format!("{pid}: {cmd}"));
+            }
+        }
+    }
+    found
+}
+
+/// Debian's `etcdctl` with the owner's admin credentials (from the admin kubeconfig layout).
+fn etcdctl(ws: &Path, endpoint: &str, args: &[&str]) -> Vec<u8> {
+    use base64::Engine;
+    let conf = std::fs::read_to_string(ws.join("constellation-admin.conf")).unwrap();
+    let field = |k: &str| {
+        let line = conf
+            .lines()
+            .find(|l| l.trim_start().starts_with(k))
+            .unwrap();
+        base64::engine::general_purpose::STANDARD
+            .decode(line.split_once(": ").unwrap().1.trim())
+            .unwrap()
+    };
+    let dir = ws.join("etcdctl");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (k, f) in [
+        ("certificate-authority-data", "ca.pem"),
+        ("client-certificate-data", "admin.pem"),
+        ("client-key-data", "admin.key"),
+    ] {
+        std::fs::write(dir.join(f), field(k)).unwrap();
+    }
+    let o = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints=https://{endpoint}:2379"))
+        .arg(format!("--cacert={}", dir.join("ca.pem").display()))
+        .arg(format!("--cert={}", dir.join("admin.pem").display()))
+        .arg(format!("--key={}", dir.join("admin.key").display()))
+        .args(args)
+        .output()
+        .expect("etcdctl (Debian package etcd-client) must be installed: scripts/install-deps.sh");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    o.stdout
+}
+
+/// `etcdctl member list`: (name, is learner).
+fn etcd_members(ws: &Path, endpoint: &str) -> Vec<(String, bool)> {
+    let v: serde_json::Value =
+        serde_json::from_slice(&etcdctl(ws, endpoint, &["member", "list", "-w", "json"])).unwrap();
+    v["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap_or("").to_string(),
+                m["isLearner"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn three_plus_two_join_kill_rejoin_tamper_terminate() {
+    let t = tempfile::tempdir().unwrap();
+    let ws = t.path().to_path_buf();
+    let _c = Cleanup(ws.clone());
+    let base = random_base();
+    ok(&ws, &["config", "generate", "local"]);
+    edit_config(&ws, 3, 2, &base);
+
+    // 3 + 2 from an empty folder.
+    let out = ok(&ws, &["apply"]);
+    assert!(out.contains("5/5 attested and joined"), "{out}");
+    let st = status(&ws);
+    assert_all_joined(&st, 5);
+    assert_eq!(node(&st, "control-plane-0")["admitted_by"], "init");
+    for n in ["control-plane-1", "control-plane-2", "worker-0", "worker-1"] {
+        let by = node(&st, n)["admitted_by"].as_str().unwrap().to_string();
+        assert!(by.starts_with("control-plane-"), "{n}: {by}");
+    }
+    let cp0 = node(&st, "control-plane-0")["address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let members = etcd_members(&ws, &cp0);
+    assert_eq!(members.len(), 3, "{members:?}");
+    assert!(
+        members.iter().all(|(n, learner)| !n.is_empty() && !learner),
+        "{members:?}"
+    );
+
+    // kill -9 the first control-plane node (init node, cluster endpoint, first etcd member)
+    // while a worker is being added: the worker is admitted by the other JoinServices.
+    edit_config(&ws, 3, 3, &base);
+    let (_, victim, _) = pids(&ws)
+        .into_iter()
+        .find(|(n, _, _)| n == "control-plane-0")
+        .unwrap();
+    let mut apply = Command::new(BIN)
+        .arg("-C")
+        .arg(&ws)
+        .arg("apply")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(apply.stderr.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "apply ended early:\n{seen}"
+        );
+        seen.push_str(&line);
+        if line.contains("started worker-2") {
+            break;
+        }
+    }
+    let k = Command::new("kill")
+        .args(["-9", "--", &format!("-{victim}")])
+        .status()
+        .unwrap();
+    assert!(k.success());
+    std::io::Read::read_to_string(&mut stderr, &mut seen).unwrap();
+    let res = apply.wait().unwrap();
+    // The killed node is reported, the new worker joined anyway.
+    assert!(!res.success(), "{seen}");
+    assert!(seen.contains("control-plane-0: not running"), "{seen}");
+    let st = status(&ws);
+    assert_eq!(node(&st, "worker-2")["phase"], "joined", "{st:#}");
+    let by = node(&st, "worker-2")["admitted_by"].as_str().unwrap();
+    assert!(by == "control-plane-1" || by == "control-plane-2", "{by}");
+
+    // apply restarts the killed node, which rejoins (IssueRejoinTicket) with its disk intact.
+    let out = ok(&ws, &["apply"]);
+    assert!(out.contains("6/6 attested and joined"), "{out}");
+    let st = status(&ws);
+    assert_all_joined(&st, 6);
+    let by = node(&st, "control-plane-0")["admitted_by"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(by.ends_with("(rejoin)"), "{by}");
+    let members = etcd_members(&ws, &cp0);
+    assert_eq!(members.len(), 3, "{members:?}");
+
+    // One changed byte in an image component: a new node measures it into PCR 11 and is
+    // refused; the members are unaffected. (Replace the file: etcd runs from it.)
+    let images = ws.join("constellation-local/images");
+    let image = std::fs::read_dir(&images)
+        .unwrap()
+        .flatten()
+        .find(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .unwrap()
+        .path();
+    let etcd = image.join("bin/etcd");
+    let mut bytes = std::fs::read(&etcd).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    let tmp = image.join("bin/.etcd.tampered");
+    std::fs::write(&tmp, &bytes).unwrap();
+    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::rename(&tmp, &etcd).unwrap();
+    edit_config(&ws, 3, 4, &base);
+    let o = run(&ws, &["apply"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains("worker-3: join refused by control-plane-"),
+        "{err}"
+    );
+    assert!(err.contains("PCR 11: expected"), "{err}");
+    let st = status(&ws);
+    let w3 = node(&st, "worker-3");
+    assert_eq!(w3["phase"], "refused", "{w3}");
+    assert!(w3["error"].as_str().unwrap().contains("PCR 11"), "{w3}");
+    assert_eq!(
+        w3["pcr15"],
+        "0".repeat(64),
+        "a refused node holds no cluster ID: {w3}"
+    );
+    // Nothing was written to etcd for the refused node; the admitted ones are registered.
+    let registry = String::from_utf8(etcdctl(
+        &ws,
+        &cp0,
+        &["get", "--prefix", "/constellation/nodes/", "--keys-only"],
+    ))
+    .unwrap();
+    assert!(
+        registry.contains("/constellation/nodes/worker-2"),
+        "{registry}"
+    );
+    assert!(!registry.contains("worker-3"), "{registry}");
+    for n in st["nodes"].as_array().unwrap() {
+        if n["name"] != "worker-3" {
+            assert!(
+                matches!(n["phase"].as_str(), Some("joined" | "initialized")),
+                "{n}"
+            );
+        }
+    }
+
+    // terminate: nothing of the cluster keeps running.
+    let before = pids(&ws);
+    ok(&ws, &["terminate", "-y"]);
+    for (name, p, tpm) in before {
+        assert!(!alive(p), "{name} (pid {p}) still runs");
+        assert!(!alive(tpm), "swtpm of {name} (pid {tpm}) still runs");
+    }
+    let left = processes_mentioning(&ws.to_string_lossy());
+    assert!(left.is_empty(), "left running: {left:#?}");
+}
