@@ -56,6 +56,17 @@ pub(crate) struct Node {
     pub(crate) lock: AtomicBool,
     /// Long-running children and tasks, kept alive for the node's lifetime.
     keep: Mutex<Vec<Keep>>,
+    /// Serializes Init requests and remembers a successful one, so that a CLI that lost the
+    /// answer (killed mid-RPC) can ask again and get the same cluster with fresh credentials.
+    init: Mutex<Option<Initialized>>,
+}
+
+/// What a successful Init leaves for a repeated one.
+struct Initialized {
+    cluster_id: keys::ClusterId,
+    cluster_name: String,
+    endpoint: String,
+    ca: Arc<ClusterCa>,
 }
 
 #[allow(dead_code)]
@@ -136,6 +147,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         issuer,
         lock: AtomicBool::new(false),
         keep: Mutex::new(vec![]),
+        init: Mutex::new(None),
     });
 
     if let Some(state) = node.dir.read_node_state() {
@@ -218,12 +230,11 @@ impl Api for InitService {
             tracing::warn!("Init refused: wrong init secret");
             return Err(Status::permission_denied("init secret does not match"));
         }
-        if node.lock.swap(true, Ordering::SeqCst) {
-            return Err(Status::failed_precondition(
-                "node is already being activated",
-            ));
-        }
-        let result = initialize(&node, &req).await;
+        // In its own task: the initialization finishes even if the client goes away, and a
+        // repeated Init waits for it.
+        let result = tokio::spawn(async move { init_once(&node, &req).await })
+            .await
+            .map_err(|_| Status::internal("Init task failed"))??;
         let msg = match result {
             Ok((cluster_id, admin)) => InitResponse {
                 kind: Some(init_response::Kind::InitSuccess(InitSuccessResponse {
@@ -232,24 +243,71 @@ impl Api for InitService {
                     cluster_id,
                 })),
             },
-            Err(e) => {
-                tracing::error!("Init failed: {e:#}");
-                node.report(
-                    Phase::Failed,
-                    Report {
-                        error: Some(format!("{e:#}")),
-                        ..Report::default()
-                    },
-                );
-                InitResponse {
-                    kind: Some(init_response::Kind::InitFailure(InitFailureResponse {
-                        error: format!("{e:#}"),
-                    })),
-                }
-            }
+            Err(e) => InitResponse {
+                kind: Some(init_response::Kind::InitFailure(InitFailureResponse {
+                    error: e,
+                })),
+            },
         };
         let stream = tokio_stream::once(Ok(msg));
         Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+/// Runs Init once; a repeated Init for the same cluster (same master secret and salt) gets the
+/// cluster ID and fresh admin credentials, one for another cluster is refused.
+async fn init_once(
+    node: &Arc<Node>,
+    req: &InitRequest,
+) -> Result<Result<(Vec<u8>, Vec<u8>), String>, Status> {
+    let mut done = node.init.lock().await;
+    if let Some(prev) = done.as_ref() {
+        let same = keys::MasterSecret::from_kms_uri(&req.kms_uri)
+            .ok()
+            .and_then(|m| m.measurement_secret().ok())
+            .map(|ms| ms.cluster_id(&req.measurement_salt))
+            .is_some_and(|id| id == prev.cluster_id);
+        if !same {
+            return Err(Status::failed_precondition(
+                "this node already initialized another cluster",
+            ));
+        }
+        tracing::info!("repeated Init for this cluster: issuing fresh admin credentials");
+        let admin = prev
+            .ca
+            .issue_admin(&prev.cluster_name)
+            .map_err(|e| Status::internal(format!("{e:#}")))?;
+        let conf = admin_config(
+            &prev.cluster_name,
+            &prev.endpoint,
+            &prev.ca.cert_pem,
+            &admin.cert_pem,
+            &admin.key_pem,
+        );
+        return Ok(Ok((prev.cluster_id.as_bytes().to_vec(), conf.into_bytes())));
+    }
+    if node.lock.swap(true, Ordering::SeqCst) {
+        return Err(Status::failed_precondition(
+            "node is already being activated",
+        ));
+    }
+    match initialize(node, req).await {
+        Ok((init, admin)) => {
+            let id = init.cluster_id.as_bytes().to_vec();
+            *done = Some(init);
+            Ok(Ok((id, admin)))
+        }
+        Err(e) => {
+            tracing::error!("Init failed: {e:#}");
+            node.report(
+                Phase::Failed,
+                Report {
+                    error: Some(format!("{e:#}")),
+                    ..Report::default()
+                },
+            );
+            Ok(Err(format!("{e:#}")))
+        }
     }
 }
 
@@ -268,7 +326,7 @@ pub(crate) struct InitData {
     entry: NodeEntry,
 }
 
-async fn initialize(node: &Arc<Node>, req: &InitRequest) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
+async fn initialize(node: &Arc<Node>, req: &InitRequest) -> anyhow::Result<(Initialized, Vec<u8>)> {
     let master =
         Arc::new(keys::MasterSecret::from_kms_uri(&req.kms_uri).context("reading the KMS URI")?);
     if req.measurement_salt.len() != 32 {
@@ -351,7 +409,15 @@ async fn initialize(node: &Arc<Node>, req: &InitRequest) -> anyhow::Result<(Vec<
         &admin.key_pem,
     );
     report(Phase::Initialized, services);
-    Ok((cluster_id.as_bytes().to_vec(), kubeconfig.into_bytes()))
+    Ok((
+        Initialized {
+            cluster_id,
+            cluster_name,
+            endpoint,
+            ca,
+        },
+        kubeconfig.into_bytes(),
+    ))
 }
 
 /// Starts this control-plane node's services: its etcd member (new cluster on the first node,

@@ -875,12 +875,11 @@ fn unrecorded_node_processes_are_stopped_by_apply_and_terminate() {
     }
 }
 
-/// Known gap (issue 4, "re-runnable apply"): when apply dies after the node accepted Init but
-/// before the CLI recorded the result, the next apply sees PCR 15 set and refuses the node, so
-/// the cluster cannot be completed without `terminate`. The measurement salt is not persisted
-/// before the RPC and a second Init is refused by the node lock.
+/// Apply dies after the node accepted Init but before the CLI recorded the result: the next
+/// apply resumes with the recorded measurement salt, accepts the node's PCR 15 = this cluster's
+/// value, and the node answers the repeated Init with the same cluster ID and fresh
+/// credentials.
 #[test]
-#[ignore = "known gap: apply killed during the Init RPC cannot be completed by a re-run"]
 fn apply_killed_during_init_rpc_completes_on_rerun() {
     let ws = Workspace::new();
     let mut run = Running::start(&ws, &["apply"]);

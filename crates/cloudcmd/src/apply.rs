@@ -270,6 +270,33 @@ async fn wait_for_joins(
     }
 }
 
+/// The init node's policy: the config's measurements (PCR 15 zero), or, when resuming an
+/// interrupted init, the same with PCR 15 = this cluster's value.
+struct InitValidator {
+    fresh: Box<dyn attestation::Validator>,
+    resumed: Option<Box<dyn attestation::Validator>>,
+}
+
+impl attestation::Validator for InitValidator {
+    fn variant(&self) -> Variant {
+        self.fresh.variant()
+    }
+    fn validate(
+        &self,
+        doc: &[u8],
+        nonce: &[u8],
+    ) -> Result<attestation::VerifiedAttestation, attestation::ValidationError> {
+        match (self.fresh.validate(doc, nonce), &self.resumed) {
+            (Err(attestation::ValidationError::Measurements(m)), Some(resumed))
+                if m.iter().all(|x| x.index == 15) =>
+            {
+                resumed.validate(doc, nonce)
+            }
+            (r, _) => r,
+        }
+    }
+}
+
 async fn init(
     ws: &Path,
     cfg: &Config,
@@ -299,8 +326,20 @@ async fn init(
         ));
         m
     };
-    let mut salt = vec![0u8; 32];
-    rand::Rng::fill(&mut rand::thread_rng(), &mut salt[..]);
+    // The salt is recorded before the RPC: if this run dies after the node took the request,
+    // the next run resumes with the same salt (and so the same cluster ID).
+    let resumed = state.cluster_values.measurement_salt.0.len() == 32;
+    let salt = if resumed {
+        progress.step("init: resuming an interrupted initialization (same measurement salt)");
+        state.cluster_values.measurement_salt.0.clone()
+    } else {
+        let mut salt = vec![0u8; 32];
+        rand::Rng::fill(&mut rand::thread_rng(), &mut salt[..]);
+        state.cluster_values.measurement_salt = config::state::HexBytes(salt.clone());
+        state.write(&ws.join(STATE_FILE))?;
+        salt
+    };
+    let expected = master.measurement_secret()?.cluster_id(&salt);
 
     // Validator: the config's measurements (PCR 15 must be zero: an uninitialized node), and
     // the attestation keys the local provider recorded.
@@ -310,8 +349,25 @@ async fn init(
     for ak in cloud.trusted_aks() {
         policy = policy.trust_ak_public(&ak);
     }
-    let validator = validator_for(cfg.variant(), cfg.measurements().clone(), policy)?;
-    let atls_cfg = atls::client::ClientConfig::new(None, vec![std::sync::Arc::from(validator)]);
+    let fresh = validator_for(cfg.variant(), cfg.measurements().clone(), policy.clone())?;
+    // When resuming, the node may already have taken the lost request: its PCR 15 then holds
+    // exactly this cluster's ID (only the measured Bootstrapper extends it, and only on Init
+    // or join), and the node answers a repeated Init for the same cluster.
+    let resumed_validator = if resumed {
+        let mut m = cfg.measurements().clone();
+        m.set(
+            15,
+            measurements::Measurement::enforced(expected.expected_pcr15().to_vec()),
+        )?;
+        Some(validator_for(cfg.variant(), m, policy)?)
+    } else {
+        None
+    };
+    let validator = InitValidator {
+        fresh,
+        resumed: resumed_validator,
+    };
+    let atls_cfg = atls::client::ClientConfig::new(None, vec![std::sync::Arc::new(validator)]);
     let addr = format!("{}:{PORT_INIT}", state.infrastructure.cluster_endpoint);
 
     progress.step(&format!(
@@ -379,7 +435,6 @@ async fn init(
         }
         _ => bail!("Init returned an unexpected message"),
     };
-    let expected = master.measurement_secret()?.cluster_id(&salt);
     if success.cluster_id != expected.as_bytes() {
         bail!(
             "the node returned cluster ID {} but the master secret gives {}",
