@@ -189,6 +189,17 @@ fn random_base() -> Ipv4Addr {
     panic!("no free loopback base address");
 }
 
+/// `MINI_UP_CONTROL_PLANES` and `MINI_UP_WORKERS` (default 1 and 1: the default cluster).
+fn counts() -> (u32, u32) {
+    let get = |k: &str| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1)
+    };
+    (get("MINI_UP_CONTROL_PLANES"), get("MINI_UP_WORKERS"))
+}
+
 fn one_run() -> Sample {
     let ws = Ws(tempfile::Builder::new()
         .prefix("mini-bench-")
@@ -202,12 +213,17 @@ fn one_run() -> Sample {
     let conf = dir.join("constellation-conf.yaml");
     let text = std::fs::read_to_string(&conf).unwrap();
     let base = random_base();
+    // Node counts: the control-plane group comes first in the generated file.
+    let (cps, workers) = counts();
+    let mut counts = [cps, workers].into_iter();
     let text: Vec<String> = text
         .lines()
         .map(|l| {
+            let indent = &l[..l.len() - l.trim_start().len()];
             if l.trim_start().starts_with("baseAddress:") {
-                let indent = &l[..l.len() - l.trim_start().len()];
                 format!("{indent}baseAddress: \"{base}\"")
+            } else if l.trim_start().starts_with("initialCount:") {
+                format!("{indent}initialCount: {}", counts.next().unwrap_or(1))
             } else {
                 l.to_string()
             }
@@ -393,8 +409,9 @@ fn report(samples: &[Sample]) {
         println!("| {name} | {med:.digits$} | {min:.digits$} | {max:.digits$} | {unit} |");
     };
     println!();
+    let (cps, workers) = counts();
     println!(
-        "`constellation mini up`, default cluster (1 control plane + 1 worker), {} runs:",
+        "`constellation mini up`, {cps} control-plane + {workers} worker nodes, {} runs:",
         samples.len()
     );
     println!();
