@@ -122,3 +122,24 @@ fn qemu_vtpm_variant_issues_the_same_layout() {
     );
     assert!(TpmIssuer::new(issuer.tpm().clone(), Variant::AwsSevSnp).is_err());
 }
+
+/// The size of a real document, as ARCHITECTURE.md states it, and well under rustls's 64 KiB
+/// handshake-message limit (the document travels inside the aTLS certificate).
+#[test]
+fn document_size_on_swtpm() {
+    let t = TestTpm::start();
+    let (issuer, _, _) = node(&t);
+    let doc = issuer.issue(&[0u8; 32], &[1u8; 32]).unwrap();
+    let parsed = AttestationDocument::from_json(&doc).unwrap();
+    let q = &parsed.attestation.quotes[0];
+    eprintln!(
+        "local-vtpm document: {} bytes JSON (ak_pub {} B, quote {} B, signature {} B, {} PCRs)",
+        doc.len(),
+        parsed.attestation.ak_pub.len(),
+        q.quote.len(),
+        q.raw_sig.len(),
+        q.pcrs.pcrs.len()
+    );
+    assert_eq!(parsed.attestation.ak_pub.len(), 280);
+    assert!(doc.len() < 8 * 1024, "{} bytes", doc.len());
+}
