@@ -5,6 +5,8 @@
 //!
 //! * an attestation key the provider never recorded (a machine outside this cluster) →
 //!   `PermissionDenied`, "attestation key is not trusted";
+//! * a vouched-for, correctly measured node that replays an attestation document made for an
+//!   earlier handshake → `PermissionDenied`, "quote is not fresh";
 //! * a vouched-for node whose PCR 15 already holds a cluster ID (it belongs to another
 //!   cluster) → `PermissionDenied` naming PCR 15, expected zero;
 //! * a vouched-for, unmeasured-into-any-cluster node → admitted (the positive control: the
@@ -86,6 +88,14 @@ impl Rogue {
     async fn join(&self, cp: Ipv4Addr) -> Result<(), tonic::Status> {
         let issuer: Arc<dyn attestation::Issuer> =
             Arc::new(tpm::TpmIssuer::new(self.tpm.clone(), Variant::LocalVtpm).unwrap());
+        self.join_with(cp, issuer).await
+    }
+
+    async fn join_with(
+        &self,
+        cp: Ipv4Addr,
+        issuer: Arc<dyn attestation::Issuer>,
+    ) -> Result<(), tonic::Status> {
         let cfg = atls::client::ClientConfig::new(Some(issuer), vec![]);
         let (channel, _) = atls::client::connect(&format!("{cp}:{PORT_JOIN}"), &cfg)
             .await
@@ -104,6 +114,19 @@ impl Rogue {
             })
             .await
             .map(|_| ())
+    }
+}
+
+/// Hands out one document captured earlier (a genuine quote of this TPM, for another nonce
+/// and another TLS key) instead of a fresh one.
+struct Replaying(Vec<u8>);
+
+impl attestation::Issuer for Replaying {
+    fn variant(&self) -> Variant {
+        Variant::LocalVtpm
+    }
+    fn issue(&self, _: &[u8], _: &[u8]) -> Result<Vec<u8>, attestation::IssueError> {
+        Ok(self.0.clone())
     }
 }
 
@@ -176,6 +199,26 @@ async fn join_refusals_leave_no_trace() {
         s.message()
     );
 
+    // A vouched-for, correctly measured machine replaying a document from an earlier session.
+    let replayer = rogue(&ws.join("replayer"), &image);
+    replayer.vouch(ws, "worker-7");
+    let captured = attestation::Issuer::issue(
+        &tpm::TpmIssuer::new(replayer.tpm.clone(), Variant::LocalVtpm).unwrap(),
+        &[1u8; 32],
+        &[2u8; 32],
+    )
+    .unwrap();
+    let s = replayer
+        .join_with(cp, Arc::new(Replaying(captured)))
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), tonic::Code::PermissionDenied, "{s:?}");
+    assert!(
+        s.message().contains("quote is not fresh"),
+        "{}",
+        s.message()
+    );
+
     // A vouched-for machine that already belongs to a cluster (PCR 15 holds a cluster ID).
     let member_elsewhere = rogue(&ws.join("other-cluster"), &image);
     member_elsewhere.vouch(ws, "worker-8");
@@ -188,7 +231,7 @@ async fn join_refusals_leave_no_trace() {
         s.message()
     );
 
-    // Nothing was written for either.
+    // Nothing was written for any of them.
     assert_eq!(registry(ws, cp).await, vec!["control-plane-0".to_string()]);
 
     // The KeyService answers cluster members only: without a cluster certificate, no key.
