@@ -89,24 +89,7 @@ impl ClusterCa {
 
     /// A certificate usable as TLS server and client (etcd members, services) for `ips`.
     pub fn issue_node(&self, cn: &str, ips: &[Ipv4Addr]) -> anyhow::Result<Issued> {
-        let mut p = CertificateParams::new(Vec::<String>::new())?;
-        p.distinguished_name.push(DnType::CommonName, cn);
-        p.subject_alt_names = ips
-            .iter()
-            .map(|ip| SanType::IpAddress(IpAddr::V4(*ip)))
-            .collect();
-        p.subject_alt_names
-            .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
-        p.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        p.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        validity(&mut p, 365);
-        self.issue(p)
+        self.issue(node_params(cn, ips)?)
     }
 
     /// The owner's admin client certificate (`O=system:masters`, as kubeadm's admin user).
@@ -136,36 +119,30 @@ impl ClusterCa {
     pub fn sign_node_csr(&self, csr_der: &[u8], cn: &str, ip: Ipv4Addr) -> anyhow::Result<String> {
         let mut csr = rcgen::CertificateSigningRequestParams::from_der(&csr_der.to_vec().into())
             .context("parsing the CSR")?;
-        let mut p = CertificateParams::new(Vec::<String>::new())?;
-        p.distinguished_name.push(DnType::CommonName, cn);
-        p.subject_alt_names = vec![
-            SanType::IpAddress(IpAddr::V4(ip)),
-            SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)),
-        ];
-        p.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        p.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        validity(&mut p, 365);
-        csr.params = p;
+        csr.params = node_params(cn, &[ip])?;
         Ok(csr.signed_by(&self.issuer)?.pem())
     }
+}
 
-    /// Signs a node's CSR (DER PKCS#10) as a client+server certificate.
-    pub fn sign_csr(&self, csr_der: &[u8]) -> anyhow::Result<String> {
-        let mut csr = rcgen::CertificateSigningRequestParams::from_der(&csr_der.to_vec().into())
-            .context("parsing the CSR")?;
-        validity(&mut csr.params, 365);
-        csr.params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        Ok(csr.signed_by(&self.issuer)?.pem())
-    }
+/// A node's certificate: CN, IP SANs (plus 127.0.0.1), server and client auth, one year.
+fn node_params(cn: &str, ips: &[Ipv4Addr]) -> anyhow::Result<CertificateParams> {
+    let mut p = CertificateParams::new(Vec::<String>::new())?;
+    p.distinguished_name.push(DnType::CommonName, cn);
+    p.subject_alt_names = ips
+        .iter()
+        .chain([&Ipv4Addr::LOCALHOST])
+        .map(|ip| SanType::IpAddress(IpAddr::V4(*ip)))
+        .collect();
+    p.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    p.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    validity(&mut p, 365);
+    Ok(p)
 }
 
 pub fn pem_to_der(pem: &str) -> anyhow::Result<Vec<u8>> {

@@ -17,6 +17,9 @@
 //! Run: `cargo bench -p cloudcmd --bench join` (needs `cargo build --release --bins` first so
 //! that the node image is built from release binaries).
 
+#[path = "../tests/common/rogue.rs"]
+mod rogue;
+
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,10 +31,8 @@ use attestation::tpm2::{PublicKey, TpmtPublic, TpmtSignature};
 use attestation::{validator_for, ValidatorPolicy, Variant};
 use cloudcmd::apply::{apply, local_default_measurements, ApplyOptions};
 use config::Provider;
-use proto::join::api_client::ApiClient;
-use proto::join::IssueJoinTicketRequest;
-use provider_local::cloud::{CloudState, NodeRecord, Role, PORT_JOIN};
-use tpm::swtpm::{unique_loopback_ip, Swtpm, SwtpmConfig};
+use provider_local::cloud::CloudState;
+use rogue::Rogue;
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -65,53 +66,6 @@ fn children(pid: u32) -> Vec<u32> {
                 .collect::<Vec<u32>>()
         })
         .collect()
-}
-
-struct Joiner {
-    _swtpm: Swtpm,
-    tpm: Arc<tpm::Tpm>,
-    ip: Ipv4Addr,
-}
-
-fn joiner(dir: &Path, image: &Path) -> Joiner {
-    let ip = unique_loopback_ip();
-    let swtpm = Swtpm::spawn_owned(&SwtpmConfig::new(dir, ip)).unwrap();
-    bootstrapper::launcher::measure(&bootstrapper::launcher::LaunchArgs {
-        image: image.to_path_buf(),
-        tcti: swtpm.tcti(),
-        variant: Variant::LocalVtpm,
-        boot_args: vec![],
-    })
-    .unwrap();
-    let tpm = Arc::new(tpm::Tpm::open(&swtpm.tcti()).unwrap());
-    Joiner {
-        _swtpm: swtpm,
-        tpm,
-        ip,
-    }
-}
-
-async fn join_once(tpm: &Arc<tpm::Tpm>, cp: Ipv4Addr, uuid: &str) {
-    let issuer: Arc<dyn attestation::Issuer> =
-        Arc::new(tpm::TpmIssuer::new(tpm.clone(), Variant::LocalVtpm).unwrap());
-    let cfg = atls::client::ClientConfig::new(Some(issuer), vec![]);
-    let (channel, _) = atls::client::connect(&format!("{cp}:{PORT_JOIN}"), &cfg)
-        .await
-        .unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let csr = rcgen::CertificateParams::new(Vec::<String>::new())
-        .unwrap()
-        .serialize_request(&key)
-        .unwrap();
-    ApiClient::new(channel)
-        .issue_join_ticket(IssueJoinTicketRequest {
-            disk_uuid: uuid.into(),
-            certificate_request: csr.der().to_vec(),
-            is_control_plane: false,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
 }
 
 struct Cleanup<'a>(&'a Path);
@@ -163,20 +117,16 @@ fn main() {
     let cp = cloud.endpoint().unwrap();
     let node_pid = cloud.nodes[0].process.unwrap().pid;
     let etcd_pid = children(node_pid)[0];
-    let joiners: Vec<Joiner> = (0..clients)
-        .map(|i| joiner(&ws.join(format!("joiner-{i}")), &cloud.image_dir))
+    let joiners: Vec<Arc<Rogue>> = (0..clients)
+        .map(|i| {
+            Arc::new(Rogue::boot(
+                &ws.join(format!("joiner-{i}")),
+                &cloud.image_dir,
+            ))
+        })
         .collect();
     for (i, j) in joiners.iter().enumerate() {
-        cloud.nodes.push(NodeRecord {
-            name: format!("worker-{i}"),
-            role: Role::Worker,
-            group: "worker_default".into(),
-            address: j.ip,
-            dir: ws.join(format!("joiner-{i}")),
-            ak_public: Some(hex::encode(j.tpm.attestation_key().unwrap())),
-            swtpm: None,
-            process: None,
-        });
+        cloud.nodes.push(j.record(ws, &format!("worker-{i}")));
     }
     cloud.save(&path).unwrap();
 
@@ -184,7 +134,7 @@ fn main() {
     let uuid = |i: usize| format!("00000000-0000-4000-8000-{i:012x}");
     rt.block_on(async {
         for (i, j) in joiners.iter().enumerate() {
-            join_once(&j.tpm, cp, &uuid(i)).await;
+            j.join(cp, &uuid(i)).await.unwrap();
         }
     });
 
@@ -195,12 +145,12 @@ fn main() {
     rt.block_on(async {
         let mut tasks = vec![];
         for (i, j) in joiners.iter().enumerate() {
-            let tpm = j.tpm.clone();
+            let j = j.clone();
             let count = count.clone();
             let id = uuid(i);
             tasks.push(tokio::spawn(async move {
                 while Instant::now() < deadline {
-                    join_once(&tpm, cp, &id).await;
+                    j.join(cp, &id).await.unwrap();
                     count.fetch_add(1, Ordering::Relaxed);
                 }
             }));

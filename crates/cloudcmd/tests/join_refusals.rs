@@ -12,6 +12,10 @@
 //! * a vouched-for, unmeasured-into-any-cluster node → admitted (the positive control: the
 //!   refusals above were for the stated reasons, not for anything else).
 
+mod common {
+    pub mod rogue;
+}
+
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::sync::Arc;
@@ -20,11 +24,9 @@ use attestation::Variant;
 use bootstrapper::etcd::Store;
 use bootstrapper::services::NodePki;
 use cloudcmd::apply::{apply, local_default_measurements, ApplyOptions};
+use common::rogue::Rogue;
 use config::Provider;
-use proto::join::api_client::ApiClient;
-use proto::join::IssueJoinTicketRequest;
-use provider_local::cloud::{CloudState, NodeRecord, Role, PORT_ETCD_CLIENT, PORT_JOIN};
-use tpm::swtpm::{unique_loopback_ip, Swtpm, SwtpmConfig};
+use provider_local::cloud::{CloudState, PORT_ETCD_CLIENT};
 
 fn random_base() -> Ipv4Addr {
     let n = std::time::SystemTime::now()
@@ -42,80 +44,7 @@ impl Drop for Cleanup<'_> {
     }
 }
 
-/// A machine with its own TPM, booted from this cluster's image (PCRs as a real node's).
-struct Rogue {
-    _swtpm: Swtpm,
-    tpm: Arc<tpm::Tpm>,
-    ip: Ipv4Addr,
-}
-
-fn rogue(dir: &Path, image: &Path) -> Rogue {
-    let ip = unique_loopback_ip();
-    let swtpm = Swtpm::spawn_owned(&SwtpmConfig::new(dir, ip)).unwrap();
-    bootstrapper::launcher::measure(&bootstrapper::launcher::LaunchArgs {
-        image: image.to_path_buf(),
-        tcti: swtpm.tcti(),
-        variant: Variant::LocalVtpm,
-        boot_args: vec![],
-    })
-    .unwrap();
-    let tpm = Arc::new(tpm::Tpm::open(&swtpm.tcti()).unwrap());
-    Rogue {
-        _swtpm: swtpm,
-        tpm,
-        ip,
-    }
-}
-
-impl Rogue {
-    /// Lets the provider vouch for this machine's AK, as if it had created it as `name`.
-    fn vouch(&self, ws: &Path, name: &str) {
-        let path = CloudState::path(ws);
-        let mut cloud = CloudState::load(&path).unwrap().unwrap();
-        cloud.nodes.push(NodeRecord {
-            name: name.into(),
-            role: Role::Worker,
-            group: "worker_default".into(),
-            address: self.ip,
-            dir: ws.join(name),
-            ak_public: Some(hex::encode(self.tpm.attestation_key().unwrap())),
-            swtpm: None,
-            process: None,
-        });
-        cloud.save(&path).unwrap();
-    }
-
-    async fn join(&self, cp: Ipv4Addr) -> Result<(), tonic::Status> {
-        let issuer: Arc<dyn attestation::Issuer> =
-            Arc::new(tpm::TpmIssuer::new(self.tpm.clone(), Variant::LocalVtpm).unwrap());
-        self.join_with(cp, issuer).await
-    }
-
-    async fn join_with(
-        &self,
-        cp: Ipv4Addr,
-        issuer: Arc<dyn attestation::Issuer>,
-    ) -> Result<(), tonic::Status> {
-        let cfg = atls::client::ClientConfig::new(Some(issuer), vec![]);
-        let (channel, _) = atls::client::connect(&format!("{cp}:{PORT_JOIN}"), &cfg)
-            .await
-            .unwrap();
-        let key = rcgen::KeyPair::generate().unwrap();
-        let csr = rcgen::CertificateParams::new(Vec::<String>::new())
-            .unwrap()
-            .serialize_request(&key)
-            .unwrap();
-        ApiClient::new(channel)
-            .issue_join_ticket(IssueJoinTicketRequest {
-                disk_uuid: "0f1e2d3c-4b5a-4978-8796-a5b4c3d2e1f0".into(),
-                certificate_request: csr.der().to_vec(),
-                is_control_plane: false,
-                ..Default::default()
-            })
-            .await
-            .map(|_| ())
-    }
-}
+const DISK: &str = "0f1e2d3c-4b5a-4978-8796-a5b4c3d2e1f0";
 
 /// Hands out one document captured earlier (a genuine quote of this TPM, for another nonce
 /// and another TLS key) instead of a fresh one.
@@ -190,8 +119,8 @@ async fn join_refusals_leave_no_trace() {
     assert_eq!(registry(ws, cp).await, vec!["control-plane-0".to_string()]);
 
     // A machine the provider never created.
-    let outsider = rogue(&ws.join("outsider"), &image);
-    let s = outsider.join(cp).await.unwrap_err();
+    let outsider = Rogue::boot(&ws.join("outsider"), &image);
+    let s = outsider.join(cp, DISK).await.unwrap_err();
     assert_eq!(s.code(), tonic::Code::PermissionDenied, "{s:?}");
     assert!(
         s.message().contains("attestation key is not trusted"),
@@ -200,7 +129,7 @@ async fn join_refusals_leave_no_trace() {
     );
 
     // A vouched-for, correctly measured machine replaying a document from an earlier session.
-    let replayer = rogue(&ws.join("replayer"), &image);
+    let replayer = Rogue::boot(&ws.join("replayer"), &image);
     replayer.vouch(ws, "worker-7");
     let captured = attestation::Issuer::issue(
         &tpm::TpmIssuer::new(replayer.tpm.clone(), Variant::LocalVtpm).unwrap(),
@@ -209,7 +138,7 @@ async fn join_refusals_leave_no_trace() {
     )
     .unwrap();
     let s = replayer
-        .join_with(cp, Arc::new(Replaying(captured)))
+        .join_with(cp, Arc::new(Replaying(captured)), DISK)
         .await
         .unwrap_err();
     assert_eq!(s.code(), tonic::Code::PermissionDenied, "{s:?}");
@@ -220,10 +149,10 @@ async fn join_refusals_leave_no_trace() {
     );
 
     // A vouched-for machine that already belongs to a cluster (PCR 15 holds a cluster ID).
-    let member_elsewhere = rogue(&ws.join("other-cluster"), &image);
+    let member_elsewhere = Rogue::boot(&ws.join("other-cluster"), &image);
     member_elsewhere.vouch(ws, "worker-8");
     member_elsewhere.tpm.pcr_event(15, &[7u8; 32]).unwrap();
-    let s = member_elsewhere.join(cp).await.unwrap_err();
+    let s = member_elsewhere.join(cp, DISK).await.unwrap_err();
     assert_eq!(s.code(), tonic::Code::PermissionDenied, "{s:?}");
     assert!(
         s.message().contains("PCR 15: expected 0000000000000000"),
@@ -265,9 +194,9 @@ async fn join_refusals_leave_no_trace() {
     );
 
     // Positive control: a vouched-for machine with PCR 15 zero is admitted and registered.
-    let fresh = rogue(&ws.join("fresh"), &image);
+    let fresh = Rogue::boot(&ws.join("fresh"), &image);
     fresh.vouch(ws, "worker-9");
-    fresh.join(cp).await.unwrap();
+    fresh.join(cp, DISK).await.unwrap();
     let mut names = registry(ws, cp).await;
     names.sort();
     assert_eq!(names, vec!["control-plane-0", "worker-9"]);
