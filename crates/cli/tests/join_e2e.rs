@@ -103,6 +103,7 @@ fn assert_all_joined(st: &serde_json::Value, expected_nodes: usize) {
             n["name"]
         );
         assert_eq!(n["pcr15"].as_str(), Some(pcr15.as_str()), "{n}");
+        assert_eq!(n["pcr15_state"], "cluster", "{n}");
         assert_eq!(n["cluster_id"].as_str(), Some(id), "{n}");
     }
 }

@@ -20,6 +20,10 @@ pub struct NodeStatus {
     pub error: Option<String>,
     /// Join decision: `init`, the admitting JoinService's node, or `<node> (rejoin)`.
     pub admitted_by: Option<String>,
+    /// What the node's PCR 15 says: `cluster` (the value derived from this cluster's ID),
+    /// `zero` (belongs to no cluster yet), `other` (another cluster's ID, or changed), or
+    /// `unknown` (no report).
+    pub pcr15_state: &'static str,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -47,6 +51,10 @@ pub fn status(ws: &Path) -> anyhow::Result<Option<ClusterStatus>> {
         .as_ref()
         .and_then(|s| s.cluster_id())
         .map(|c| c.to_hex());
+    let expected15 = state
+        .as_ref()
+        .and_then(|s| s.cluster_id())
+        .map(|c| hex::encode(c.expected_pcr15()));
     let nodes = cloud
         .nodes
         .iter()
@@ -55,7 +63,15 @@ pub fn status(ws: &Path) -> anyhow::Result<Option<ClusterStatus>> {
             let s = NodeDir(n.dir.clone())
                 .read_status()
                 .filter(|s| n.process.is_some_and(|p| p.pid == s.pid));
+            let pcr15 = s.as_ref().and_then(|s| s.pcr15.clone());
+            let pcr15_state = match pcr15.as_deref() {
+                None => "unknown",
+                Some(v) if Some(v) == expected15.as_deref() => "cluster",
+                Some(v) if v.bytes().all(|b| b == b'0') => "zero",
+                Some(_) => "other",
+            };
             NodeStatus {
+                pcr15_state,
                 name: n.name.clone(),
                 role: n.role.as_str().into(),
                 address: n.address.to_string(),

@@ -24,9 +24,10 @@ pub fn run(ws: &Path, output: &str) -> anyhow::Result<()> {
             println!("Image:       {}", st.image);
             println!("Attestation: {}", st.variant);
             println!();
+            println!("PCR15: cluster = holds this cluster's ID (a member), zero = in no cluster yet, other = another cluster's ID");
             println!(
-                "{:<18} {:<14} {:<15} {:<8} {:<12} DETAIL",
-                "NODE", "ROLE", "ADDRESS", "RUNNING", "PHASE"
+                "{:<18} {:<14} {:<15} {:<8} {:<12} {:<8} DETAIL",
+                "NODE", "ROLE", "ADDRESS", "RUNNING", "PHASE", "PCR15"
             );
             for n in &st.nodes {
                 let phase = n
@@ -45,12 +46,13 @@ pub fn run(ws: &Path, output: &str) -> anyhow::Result<()> {
                     (None, None) => n.services.join(","),
                 };
                 println!(
-                    "{:<18} {:<14} {:<15} {:<8} {:<12} {}",
+                    "{:<18} {:<14} {:<15} {:<8} {:<12} {:<8} {}",
                     n.name,
                     n.role,
                     n.address,
                     if n.running { "yes" } else { "no" },
                     phase,
+                    n.pcr15_state,
                     detail
                 );
             }
