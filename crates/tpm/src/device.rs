@@ -10,27 +10,28 @@ use tss_esapi::attributes::ObjectAttributesBuilder;
 use tss_esapi::constants::CapabilityType;
 use tss_esapi::handles::{KeyHandle, ObjectHandle, PcrHandle, PersistentTpmHandle, TpmHandle};
 use tss_esapi::interface_types::algorithm::{
-    HashingAlgorithm, PublicAlgorithm, RsaSchemeAlgorithm,
+    EccSchemeAlgorithm, HashingAlgorithm, PublicAlgorithm,
 };
 use tss_esapi::interface_types::dynamic_handles::Persistent;
-use tss_esapi::interface_types::key_bits::RsaKeyBits;
+use tss_esapi::interface_types::ecc::EccCurve;
 use tss_esapi::interface_types::resource_handles::{Hierarchy, Provision};
 use tss_esapi::interface_types::session_handles::AuthSession;
 use tss_esapi::structures::{
-    AttestInfo, CapabilityData, Data, Digest, DigestValues, PcrSelectionList, PcrSlot, Public,
-    PublicBuilder, PublicKeyRsa, PublicRsaParametersBuilder, RsaExponent, RsaScheme,
-    SignatureScheme, SymmetricDefinitionObject,
+    AttestInfo, CapabilityData, Data, Digest, DigestValues, EccPoint, EccScheme,
+    KeyDerivationFunctionScheme, PcrSelectionList, PcrSlot, Public, PublicBuilder,
+    PublicEccParametersBuilder, SignatureScheme, SymmetricDefinitionObject,
 };
 use tss_esapi::tcti_ldr::TctiNameConf;
 use tss_esapi::traits::Marshall;
 use tss_esapi::Context;
 
-/// Persistent handle of the RSA attestation key (go-tpm-tools `client.AttestationKeyRSA`).
-pub const AK_HANDLE: u32 = 0x8100_8F01;
+/// Persistent handle of the ECC attestation key (go-tpm-tools `client.AttestationKeyECC`,
+/// `DefaultAKECCHandle`).
+pub const AK_HANDLE: u32 = 0x8100_8F00;
 /// Number of PCRs quoted and read (PC Client: 0..=23).
 pub const PCR_COUNT: u32 = 24;
-/// Size of the AK's marshalled TPMT_PUBLIC (RSA-2048, SHA-256 name, empty policy).
-pub const AK_PUBLIC_LEN: usize = 280;
+/// Size of the AK's marshalled TPMT_PUBLIC (ECC P-256, SHA-256 name, empty policy).
+pub const AK_PUBLIC_LEN: usize = 88;
 /// TPM2B_DATA limit for a quote's qualifying data.
 pub const MAX_QUALIFYING_DATA: usize = 64;
 /// Read-quote-check attempts before giving up when PCRs keep changing.
@@ -141,13 +142,14 @@ impl Tpm {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The RSA attestation key's public area (marshalled TPMT_PUBLIC, 280 bytes).
+    /// The ECC attestation key's public area (marshalled TPMT_PUBLIC, 88 bytes).
     ///
-    /// Loads the key from persistent handle 0x81008F01, or creates it there: a primary key in
-    /// the owner hierarchy from go-tpm-tools' `AKTemplateRSA` (restricted RSASSA-SHA256 signing
-    /// key, attributes 0x00050072), made persistent with EvictControl. Idempotent across
-    /// processes and swtpm restarts on the same state; a key at that handle that does not match
-    /// the template is an error, never replaced.
+    /// Loads the key from persistent handle 0x81008F00, or creates it there: a primary key in
+    /// the owner hierarchy from go-tpm-tools' `AKTemplateECC` (restricted ECDSA-SHA256 P-256
+    /// signing key, attributes 0x00050072), made persistent with EvictControl. ECC rather than
+    /// RSA: the signature dominates a quote's cost in swtpm (see BENCHMARKS.md). Idempotent
+    /// across processes and swtpm restarts on the same state; a key at that handle that does not
+    /// match the template is an error, never replaced.
     pub fn attestation_key(&self) -> Result<Vec<u8>, TpmError> {
         let mut inner = self.lock();
         inner.ak().map(|(_, public)| public)
@@ -288,8 +290,9 @@ impl Inner {
         };
         let (public, _, _) = self.ctx.read_public(handle).map_err(cmd("ReadPublic"))?;
         let public = public.marshall().map_err(cmd("marshal TPMT_PUBLIC"))?;
-        // Everything before `unique` (type … exponent, 22 bytes) must be our template's.
-        let fixed = template_bytes.len().saturating_sub(2);
+        // Everything before `unique` (type … kdf) must be our template's; the template's empty
+        // unique is two zero-length coordinates (4 bytes).
+        let fixed = template_bytes.len().saturating_sub(4);
         if public.len() != AK_PUBLIC_LEN || public.get(..fixed) != template_bytes.get(..fixed) {
             let _ = self.ctx.tr_close(&mut ObjectHandle::from(handle));
             return Err(TpmError::ForeignKey(format!(
@@ -303,9 +306,9 @@ impl Inner {
     }
 }
 
-/// go-tpm-tools `AKTemplateRSA`: RSA-2048, SHA-256 name, fixedTPM | fixedParent |
-/// sensitiveDataOrigin | userWithAuth | restricted | sign (0x00050072), RSASSA-SHA256,
-/// NULL symmetric, exponent 0 (= 65537), empty policy and unique.
+/// go-tpm-tools `AKTemplateECC`: NIST P-256, SHA-256 name, fixedTPM | fixedParent |
+/// sensitiveDataOrigin | userWithAuth | restricted | sign (0x00050072), ECDSA-SHA256, NULL
+/// symmetric and KDF, empty policy and unique.
 fn ak_template() -> Result<Public, TpmError> {
     let attributes = ObjectAttributesBuilder::new()
         .with_fixed_tpm(true)
@@ -316,24 +319,28 @@ fn ak_template() -> Result<Public, TpmError> {
         .with_sign_encrypt(true)
         .build()
         .map_err(cmd("AK template attributes"))?;
-    let scheme = RsaScheme::create(RsaSchemeAlgorithm::RsaSsa, Some(HashingAlgorithm::Sha256))
-        .map_err(cmd("AK template scheme"))?;
-    let params = PublicRsaParametersBuilder::new()
+    let scheme = EccScheme::create(
+        EccSchemeAlgorithm::EcDsa,
+        Some(HashingAlgorithm::Sha256),
+        None,
+    )
+    .map_err(cmd("AK template scheme"))?;
+    let params = PublicEccParametersBuilder::new()
         .with_symmetric(SymmetricDefinitionObject::Null)
-        .with_scheme(scheme)
-        .with_key_bits(RsaKeyBits::Rsa2048)
-        .with_exponent(RsaExponent::default())
+        .with_ecc_scheme(scheme)
+        .with_curve(EccCurve::NistP256)
+        .with_key_derivation_function_scheme(KeyDerivationFunctionScheme::Null)
         .with_is_signing_key(true)
         .with_is_decryption_key(false)
         .with_restricted(true)
         .build()
         .map_err(cmd("AK template parameters"))?;
     PublicBuilder::new()
-        .with_public_algorithm(PublicAlgorithm::Rsa)
+        .with_public_algorithm(PublicAlgorithm::Ecc)
         .with_name_hashing_algorithm(HashingAlgorithm::Sha256)
         .with_object_attributes(attributes)
-        .with_rsa_parameters(params)
-        .with_rsa_unique_identifier(PublicKeyRsa::default())
+        .with_ecc_parameters(params)
+        .with_ecc_unique_identifier(EccPoint::default())
         .build()
         .map_err(cmd("AK template"))
 }

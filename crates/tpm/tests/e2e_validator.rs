@@ -140,6 +140,6 @@ fn document_size_on_swtpm() {
         q.raw_sig.len(),
         q.pcrs.pcrs.len()
     );
-    assert_eq!(parsed.attestation.ak_pub.len(), 280);
+    assert_eq!(parsed.attestation.ak_pub.len(), tpm::AK_PUBLIC_LEN);
     assert!(doc.len() < 8 * 1024, "{} bytes", doc.len());
 }

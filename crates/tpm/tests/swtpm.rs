@@ -10,9 +10,9 @@ use common::TestTpm;
 use sha2::{Digest, Sha256};
 use tpm::{Swtpm, SwtpmConfig, Tpm, TpmError, AK_PUBLIC_LEN};
 
-/// TPMT_PUBLIC prefix of go-tpm-tools' AKTemplateRSA: RSA, SHA-256 name, attributes 0x00050072,
-/// empty policy, NULL symmetric, RSASSA-SHA256, 2048 bits, exponent 0, unique size 256.
-const AK_PREFIX: &str = "0001000b00050072000000100014000b0800000000000100";
+/// TPMT_PUBLIC prefix of go-tpm-tools' AKTemplateECC: ECC, SHA-256 name, attributes 0x00050072,
+/// empty policy, NULL symmetric, ECDSA-SHA256, NIST P-256, NULL KDF, unique x of 32 bytes.
+const AK_PREFIX: &str = "0023000b00050072000000100018000b000300100020";
 
 #[test]
 fn ak_is_idempotent_and_survives_swtpm_restart() {
@@ -26,7 +26,7 @@ fn ak_is_idempotent_and_survives_swtpm_restart() {
         a
     };
     assert_eq!(first.len(), AK_PUBLIC_LEN);
-    assert_eq!(hex::encode(&first[..24]), AK_PREFIX);
+    assert_eq!(hex::encode(&first[..22]), AK_PREFIX);
     // A new connection (as a new process would open) loads the persistent key.
     assert_eq!(t.open().attestation_key().unwrap(), first);
 
@@ -125,9 +125,9 @@ fn quote_echoes_qualifying_data_and_matches_pcrs() {
         q.pcrs[&9],
         measurements::extend_sha256(&[0; 32], b"cmdline").to_vec()
     );
-    // TPMT_SIGNATURE: RSASSA, SHA-256, 256-byte signature.
-    assert_eq!(&q.signature[..6], &[0x00, 0x14, 0x00, 0x0b, 0x01, 0x00]);
-    assert_eq!(q.signature.len(), 262);
+    // TPMT_SIGNATURE: ECDSA, SHA-256, r and s of 32 bytes each.
+    assert_eq!(&q.signature[..6], &[0x00, 0x18, 0x00, 0x0b, 0x00, 0x20]);
+    assert_eq!(q.signature.len(), 72);
 
     assert!(matches!(
         tpm.quote(&[0u8; 65]),
