@@ -24,7 +24,7 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::cert::{self, CertificateError};
 use crate::nonce::Nonce;
-use crate::verify::{AttestedServerVerifier, Outcome};
+use crate::verify::{variants, AttestedServerVerifier, Outcome};
 use crate::{provider, Error, ALPN_H2, DEFAULT_HANDSHAKE_TIMEOUT};
 
 /// What the client proves and what it demands, reusable across connections.
@@ -52,14 +52,7 @@ impl fmt::Debug for ClientConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientConfig")
             .field("issuer", &self.issuer.as_ref().map(|i| i.variant()))
-            .field(
-                "validators",
-                &self
-                    .validators
-                    .iter()
-                    .map(|v| v.variant())
-                    .collect::<Vec<_>>(),
-            )
+            .field("validators", &variants(&self.validators))
             .field("handshake_timeout", &self.handshake_timeout)
             .finish()
     }

@@ -32,7 +32,7 @@ use tonic::transport::server::Connected;
 
 use crate::cert::{self, CertificateError, OwnCert};
 use crate::nonce::Nonce;
-use crate::verify::{chain, AttestedClientVerifier, Outcome};
+use crate::verify::{chain, variants, AttestedClientVerifier, Outcome};
 use crate::{provider, Error, ALPN_H2, DEFAULT_HANDSHAKE_TIMEOUT};
 
 /// What the server proves and what it demands, reusable across connections.
@@ -73,14 +73,7 @@ impl fmt::Debug for ServerConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ServerConfig")
             .field("issuer", &self.issuer.as_ref().map(|i| i.variant()))
-            .field(
-                "validators",
-                &self
-                    .validators
-                    .iter()
-                    .map(|v| v.variant())
-                    .collect::<Vec<_>>(),
-            )
+            .field("validators", &variants(&self.validators))
             .field("handshake_timeout", &self.handshake_timeout)
             .field("explain_rejections", &self.explain_rejections)
             .finish()

@@ -191,7 +191,8 @@ impl Outcome {
     }
 }
 
-fn variants(validators: &[Arc<dyn Validator>]) -> Vec<Variant> {
+/// The validators' variants, for `Debug` output.
+pub(crate) fn variants(validators: &[Arc<dyn Validator>]) -> Vec<Variant> {
     validators.iter().map(|v| v.variant()).collect()
 }
 

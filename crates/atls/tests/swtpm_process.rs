@@ -21,6 +21,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -33,6 +35,7 @@ use atls::client::ClientConfig;
 use atls::server::{AttestedIncoming, ServerConfig};
 use atls::VerifyError;
 use attestation::{validator_for, ValidationError, Validator, ValidatorPolicy, Variant};
+use common::chain;
 use measurements::{Measurement, Measurements};
 use proto::kms::api_client::ApiClient;
 use proto::kms::api_server::{Api, ApiServer};
@@ -111,11 +114,7 @@ fn server_process() {
         let _ = eof_tx.send(());
     });
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let incoming =
@@ -340,17 +339,6 @@ async fn get_data_key(channel: tonic::transport::Channel, id: &str) -> Result<St
         })
         .await?;
     Ok(String::from_utf8(resp.into_inner().data_key).unwrap())
-}
-
-/// The error and all its sources, one per `: `.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s = format!("{s}: {c}");
-        cur = c.source();
-    }
-    s
 }
 
 #[test]

@@ -3,12 +3,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::sync::Arc;
 
 use atls::client::ClientConfig;
 use atls::server::{AttestedConnectInfo, AttestedIncoming, ServerConfig};
 use attestation::insecure_dummy::{InsecureDummyIssuer, InsecureDummyValidator};
 use attestation::{Issuer, Mismatch, ValidationError, Validator, Variant, VerifiedAttestation};
+use common::chain;
 use proto::kms::api_client::ApiClient;
 use proto::kms::api_server::{Api, ApiServer};
 use proto::kms::{GetDataKeyRequest, GetDataKeyResponse};
@@ -59,16 +62,6 @@ fn issuer() -> Option<Arc<dyn Issuer>> {
 }
 fn validators() -> Vec<Arc<dyn Validator>> {
     vec![Arc::new(InsecureDummyValidator)]
-}
-
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s = format!("{s}: {c}");
-        cur = c.source();
-    }
-    s
 }
 
 async fn get(channel: tonic::transport::Channel, id: &str) -> Result<Vec<u8>, Status> {

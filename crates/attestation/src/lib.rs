@@ -149,8 +149,13 @@ impl std::str::FromStr for Variant {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("unknown attestation variant {0:?} (known: aws-sev-snp, aws-nitro-tpm, azure-sev-snp, azure-tdx, azure-trustedlaunch, gcp-sev-snp, gcp-sev-es, qemu-vtpm, local-vtpm)")]
+#[error("unknown attestation variant {0:?} (known: {known})", known = known_variants())]
 pub struct UnknownVariant(pub String);
+
+/// Every variant's string form, from [`Variant::ALL`], so the list cannot drift.
+fn known_variants() -> String {
+    Variant::ALL.map(Variant::as_str).join(", ")
+}
 
 /// `extraData = SHA-256(userData ‖ nonce)` (Go `MakeExtraData`).
 pub fn make_extra_data(user_data: &[u8], nonce: &[u8]) -> [u8; 32] {
@@ -368,4 +373,19 @@ pub enum ValidationError {
 fn format_mismatches(m: &[Mismatch]) -> String {
     let list: Vec<String> = m.iter().map(|m| m.to_string()).collect();
     format!("measurements do not match: {}", list.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_variant_lists_every_known_one() {
+        let msg = "local-tpm".parse::<Variant>().unwrap_err().to_string();
+        assert!(msg.contains("\"local-tpm\""), "{msg}");
+        for v in Variant::ALL {
+            assert_eq!(v.as_str().parse::<Variant>().unwrap(), v);
+            assert!(msg.contains(v.as_str()), "{msg} lacks {v}");
+        }
+    }
 }

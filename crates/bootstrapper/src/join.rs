@@ -106,51 +106,71 @@ impl Reporter<'_> {
     }
 }
 
-/// Joins as a new node; returns when this node is a member, or when Init took the node lock.
-pub(crate) async fn join(node: &Arc<Node>) -> anyhow::Result<()> {
-    let me = node.me()?;
-    let disk_uuid = node.dir.disk_uuid().context("creating the disk UUID")?;
-    let is_cp = me.role == Role::ControlPlane;
+/// Asks the JoinServices of all other control-plane nodes, shuffled, in rounds with backoff,
+/// until one answers `call` with a ticket. Refusals are reported (status `refused`, with the
+/// JoinService's reason); unreachable or busy ones are tried again. `None` once `stop()`.
+/// `alone`: what to report when there is no other control-plane node to ask.
+async fn ask_joinservices<T, F, Fut>(
+    node: &Node,
+    what: &str,
+    alone: Option<&str>,
+    stop: impl Fn() -> bool,
+    mut call: F,
+) -> anyhow::Result<Option<(String, T)>>
+where
+    F: FnMut(JoinClient<tonic::transport::Channel>) -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
     let mut backoff = Backoff::new();
     let mut reporter = Reporter { node, last: None };
     loop {
-        for (who, ep) in endpoints(node)? {
-            if node.lock.load(Ordering::SeqCst) {
-                return Ok(());
+        let eps = endpoints(node)?;
+        if let (true, Some(why)) = (eps.is_empty(), alone) {
+            reporter.refused("metadata", why);
+        }
+        for (who, ep) in eps {
+            if stop() {
+                return Ok(None);
             }
-            let key = KeyPair::generate().context("generating the node key")?;
-            let mut params = CertificateParams::new(Vec::<String>::new())?;
-            params.distinguished_name.push(DnType::CommonName, &me.name);
-            let csr = params.serialize_request(&key)?;
-            let req = IssueJoinTicketRequest {
-                disk_uuid: disk_uuid.clone(),
-                certificate_request: csr.der().to_vec(),
-                is_control_plane: is_cp,
-                ..Default::default()
-            };
-            let attempt = async {
-                let mut client = dial(node, ep).await?;
-                client
-                    .issue_join_ticket(req)
-                    .await
-                    .map(|r| r.into_inner())
-                    .map_err(classify)
-            };
+            let attempt = async { call(dial(node, ep).await?).await.map_err(classify) };
             match tokio::time::timeout(CALL_TIMEOUT, attempt).await {
-                Ok(Ok(ticket)) => {
-                    if node.lock.swap(true, Ordering::SeqCst) {
-                        tracing::warn!("Init won the node lock; dropping the join ticket");
-                        return Ok(());
-                    }
-                    return admit(node, &me, &who, ticket, &key).await;
-                }
+                Ok(Ok(t)) => return Ok(Some((who, t))),
                 Ok(Err(Attempt::Refused(why))) => reporter.refused(&who, &why),
-                Ok(Err(Attempt::Retry(why))) => tracing::debug!(%who, "join attempt: {why}"),
-                Err(_) => tracing::debug!(%who, "join attempt timed out"),
+                Ok(Err(Attempt::Retry(why))) => tracing::debug!(%who, "{what}: {why}"),
+                Err(_) => tracing::debug!(%who, "{what} timed out"),
             }
         }
         backoff.wait().await;
     }
+}
+
+/// Joins as a new node; returns when this node is a member, or when Init took the node lock.
+pub(crate) async fn join(node: &Arc<Node>) -> anyhow::Result<()> {
+    let me = node.me()?;
+    let disk_uuid = node.dir.disk_uuid().context("creating the disk UUID")?;
+    let key = KeyPair::generate().context("generating the node key")?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name.push(DnType::CommonName, &me.name);
+    let req = IssueJoinTicketRequest {
+        disk_uuid,
+        certificate_request: params.serialize_request(&key)?.der().to_vec(),
+        is_control_plane: me.role == Role::ControlPlane,
+        ..Default::default()
+    };
+    let stop = || node.lock.load(Ordering::SeqCst);
+    let asked = ask_joinservices(node, "join attempt", None, stop, |mut c| {
+        let req = req.clone();
+        async move { c.issue_join_ticket(req).await.map(|r| r.into_inner()) }
+    })
+    .await?;
+    let Some((who, ticket)) = asked else {
+        return Ok(());
+    };
+    if node.lock.swap(true, Ordering::SeqCst) {
+        tracing::warn!("Init won the node lock; dropping the join ticket");
+        return Ok(());
+    }
+    admit(node, &me, &who, ticket, &key).await
 }
 
 /// Becomes a member with a join ticket (the node lock is already taken).
@@ -187,7 +207,7 @@ async fn admit(
     write_atomic(&pki.ca, &ca_pem, 0o644)?;
     write_atomic(&pki.cert, &t.kubelet_cert, 0o644)?;
     write_atomic(&pki.key, key.serialize_pem().as_bytes(), 0o600)?;
-    let initial = if is_cp {
+    if is_cp {
         let ca_key = zeroize::Zeroizing::new(
             file(FILE_CA_KEY).context("the control-plane ticket has no CA key")?,
         );
@@ -195,72 +215,38 @@ async fn admit(
         let initial = file(FILE_ETCD_INITIAL_CLUSTER)
             .context("the control-plane ticket has no etcd membership")?;
         write_atomic(&node.dir.etcd_initial_cluster(), &initial, 0o644)?;
-        Some(String::from_utf8(initial).context("etcd initial cluster")?)
-    } else {
-        None
-    };
+    }
     node.dir
         .write_node_state(&NodeState {
             role: if is_cp { "ControlPlane" } else { "Worker" }.into(),
             measurement_salt: t.measurement_salt.clone(),
         })
         .context("persisting the node state")?;
-
-    let services = if is_cp {
-        let ca = Arc::new(ClusterCa::load(&node.dir.pki())?);
-        start_control_plane(node, me, ca, initial.as_deref(), None).await?
-    } else {
-        vec![]
-    };
-    tracing::info!(%who, "joined the cluster");
-    node.report(
-        Phase::Joined,
-        Report {
-            cluster_id: Some(cluster_id.to_hex()),
-            services: services.into_iter().map(String::from).collect(),
-            admitted_by: Some(who.into()),
-            ..Report::default()
-        },
-    );
-    Ok(())
+    serve_as_member(node, me, &cluster_id, who.to_string()).await
 }
 
 /// Rejoins after a restart: the node's disk is provisioned; a JoinService gives back the disk
 /// key and the measurement secret after checking the node's attestation and registry entry.
 pub(crate) async fn rejoin(node: &Arc<Node>, state: &NodeState) -> anyhow::Result<()> {
     let me = node.me()?;
-    let disk_uuid = node.dir.disk_uuid().context("reading the disk UUID")?;
+    let req = IssueRejoinTicketRequest {
+        disk_uuid: node.dir.disk_uuid().context("reading the disk UUID")?,
+    };
     node.report(Phase::Joining, Report::default());
-    let mut backoff = Backoff::new();
-    let mut reporter = Reporter { node, last: None };
-    let (who, ticket) = 'found: loop {
-        let eps = endpoints(node)?;
-        if eps.is_empty() {
-            reporter.refused(
-                "metadata",
-                "no other control-plane node exists to rejoin through; run `constellation recover`",
-            );
-        }
-        for (who, ep) in eps {
-            let req = IssueRejoinTicketRequest {
-                disk_uuid: disk_uuid.clone(),
-            };
-            let attempt = async {
-                let mut client = dial(node, ep).await?;
-                client
-                    .issue_rejoin_ticket(req)
-                    .await
-                    .map(|r| r.into_inner())
-                    .map_err(classify)
-            };
-            match tokio::time::timeout(CALL_TIMEOUT, attempt).await {
-                Ok(Ok(t)) => break 'found (who, t),
-                Ok(Err(Attempt::Refused(why))) => reporter.refused(&who, &why),
-                Ok(Err(Attempt::Retry(why))) => tracing::debug!(%who, "rejoin attempt: {why}"),
-                Err(_) => tracing::debug!(%who, "rejoin attempt timed out"),
-            }
-        }
-        backoff.wait().await;
+    let alone = "no other control-plane node exists to rejoin through; run `constellation recover`";
+    let asked = ask_joinservices(
+        node,
+        "rejoin attempt",
+        Some(alone),
+        || false,
+        |mut c| {
+            let req = req.clone();
+            async move { c.issue_rejoin_ticket(req).await.map(|r| r.into_inner()) }
+        },
+    )
+    .await?;
+    let Some((who, ticket)) = asked else {
+        anyhow::bail!("internal error: the rejoin loop stopped without a ticket");
     };
     node.dir.open_disk(&ticket.state_disk_key)?;
     let ms = keys::MeasurementSecret::from_slice(&ticket.measurement_secret)
@@ -268,15 +254,26 @@ pub(crate) async fn rejoin(node: &Arc<Node>, state: &NodeState) -> anyhow::Resul
     let cluster_id = ms.cluster_id(&state.measurement_salt);
     node.lock.store(true, Ordering::SeqCst);
     node.mark_member(&cluster_id).await?;
-    let admitted_by = format!("{who} (rejoin)");
+    serve_as_member(node, &me, &cluster_id, format!("{who} (rejoin)")).await
+}
+
+/// The common end of join and rejoin (PCR 15 extended, disk open, PKI on disk): a control-plane
+/// node starts its services (etcd membership from `state/etcd-initial-cluster`), then the node
+/// reports `joined`.
+async fn serve_as_member(
+    node: &Arc<Node>,
+    me: &NodeRecord,
+    cluster_id: &keys::ClusterId,
+    admitted_by: String,
+) -> anyhow::Result<()> {
     let services = if me.role == Role::ControlPlane {
         let ca = Arc::new(ClusterCa::load(&node.dir.pki())?);
         let initial = std::fs::read_to_string(node.dir.etcd_initial_cluster()).ok();
-        start_control_plane(node, &me, ca, initial.as_deref(), None).await?
+        start_control_plane(node, me, ca, initial.as_deref(), None).await?
     } else {
         vec![]
     };
-    tracing::info!(%who, "rejoined the cluster");
+    tracing::info!(%admitted_by, "member of the cluster");
     node.report(
         Phase::Joined,
         Report {

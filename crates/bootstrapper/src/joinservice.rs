@@ -218,6 +218,21 @@ impl JoinService {
         Ok(r.into_inner().data_key)
     }
 
+    /// The caller's verified attestation and the provider's record of the node with its AK;
+    /// refusals are logged with the peer address.
+    fn attested_node<T>(
+        &self,
+        req: &Request<T>,
+        what: &str,
+    ) -> Result<(VerifiedAttestation, NodeRecord), Status> {
+        let found = atls::server::require_peer_attestation(req)
+            .and_then(|v| Ok((v.clone(), self.node_for(v)?)));
+        if let Err(s) = &found {
+            tracing::warn!(peer = ?req.remote_addr(), "{what} refused: {}", s.message());
+        }
+        found
+    }
+
     /// The node the provider created with this attestation key.
     fn node_for(&self, v: &VerifiedAttestation) -> Result<NodeRecord, Status> {
         let fp = v.ak_fingerprint();
@@ -308,13 +323,8 @@ impl Api for JoinService {
         &self,
         req: Request<IssueJoinTicketRequest>,
     ) -> Result<Response<IssueJoinTicketResponse>, Status> {
-        let verified = atls::server::require_peer_attestation(&req)
-            .inspect_err(
-                |s| tracing::warn!(peer = ?req.remote_addr(), "join refused: {}", s.message()),
-            )?
-            .clone();
+        let (verified, node) = self.attested_node(&req, "join")?;
         let r = req.into_inner();
-        let node = self.node_for(&verified)?;
         if !valid_disk_uuid(&r.disk_uuid) {
             return Err(Status::invalid_argument(
                 "disk_uuid must be a lowercase UUID (8-4-4-4-12 hex digits)",
@@ -390,13 +400,8 @@ impl Api for JoinService {
         &self,
         req: Request<IssueRejoinTicketRequest>,
     ) -> Result<Response<IssueRejoinTicketResponse>, Status> {
-        let verified = atls::server::require_peer_attestation(&req)
-            .inspect_err(
-                |s| tracing::warn!(peer = ?req.remote_addr(), "rejoin refused: {}", s.message()),
-            )?
-            .clone();
+        let (verified, node) = self.attested_node(&req, "rejoin")?;
         let r = req.into_inner();
-        let node = self.node_for(&verified)?;
         let fp = hex::encode(verified.ak_fingerprint());
         let nodes = self
             .store

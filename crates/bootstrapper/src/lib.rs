@@ -18,6 +18,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod etcd;
 pub mod join;
 pub mod joinservice;

@@ -69,6 +69,21 @@ struct Initialized {
     ca: Arc<ClusterCa>,
 }
 
+impl Initialized {
+    /// Fresh admin credentials (a new admin certificate) in kubeconfig layout.
+    fn admin_kubeconfig(&self) -> anyhow::Result<Vec<u8>> {
+        let admin = self.ca.issue_admin(&self.cluster_name)?;
+        let creds = crate::admin::AdminCredentials {
+            cluster: self.cluster_name.clone(),
+            server: self.endpoint.clone(),
+            ca_pem: self.ca.cert_pem.clone(),
+            cert_pem: admin.cert_pem,
+            key_pem: admin.key_pem,
+        };
+        Ok(creds.to_kubeconfig().as_bytes().to_vec())
+    }
+}
+
 #[allow(dead_code)]
 enum Keep {
     Child(tokio::process::Child),
@@ -103,6 +118,17 @@ impl Node {
         if let Err(e) = self.dir.write_status(&s) {
             tracing::warn!("writing status: {e}");
         }
+    }
+
+    /// Reports `failed` with the error chain.
+    pub(crate) fn report_failure(&self, e: &anyhow::Error) {
+        self.report(
+            Phase::Failed,
+            Report {
+                error: Some(format!("{e:#}")),
+                ..Report::default()
+            },
+        );
     }
 
     pub(crate) fn me(&self) -> anyhow::Result<NodeRecord> {
@@ -154,13 +180,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         // A restarted member: its disk is provisioned; it needs its key back (rejoin).
         tracing::info!("node state found: rejoining the cluster");
         if let Err(e) = crate::join::rejoin(&node, &state).await {
-            node.report(
-                Phase::Failed,
-                Report {
-                    error: Some(format!("{e:#}")),
-                    ..Report::default()
-                },
-            );
+            node.report_failure(&e);
             return Err(e);
         }
         std::future::pending::<()>().await;
@@ -181,13 +201,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         tokio::spawn(async move {
             if let Err(e) = crate::join::join(&node).await {
                 tracing::error!("joining failed: {e:#}");
-                node.report(
-                    Phase::Failed,
-                    Report {
-                        error: Some(format!("{e:#}")),
-                        ..Report::default()
-                    },
-                );
+                node.report_failure(&e);
                 // As the Go node reboots after a failure past the node lock.
                 std::process::exit(1);
             }
@@ -273,18 +287,10 @@ async fn init_once(
             ));
         }
         tracing::info!("repeated Init for this cluster: issuing fresh admin credentials");
-        let admin = prev
-            .ca
-            .issue_admin(&prev.cluster_name)
+        let conf = prev
+            .admin_kubeconfig()
             .map_err(|e| Status::internal(format!("{e:#}")))?;
-        let conf = admin_config(
-            &prev.cluster_name,
-            &prev.endpoint,
-            &prev.ca.cert_pem,
-            &admin.cert_pem,
-            &admin.key_pem,
-        );
-        return Ok(Ok((prev.cluster_id.as_bytes().to_vec(), conf.into_bytes())));
+        return Ok(Ok((prev.cluster_id.as_bytes().to_vec(), conf)));
     }
     if node.lock.swap(true, Ordering::SeqCst) {
         return Err(Status::failed_precondition(
@@ -299,13 +305,7 @@ async fn init_once(
         }
         Err(e) => {
             tracing::error!("Init failed: {e:#}");
-            node.report(
-                Phase::Failed,
-                Report {
-                    error: Some(format!("{e:#}")),
-                    ..Report::default()
-                },
-            );
+            node.report_failure(&e);
             Ok(Err(format!("{e:#}")))
         }
     }
@@ -399,25 +399,15 @@ async fn initialize(node: &Arc<Node>, req: &InitRequest) -> anyhow::Result<(Init
     };
     let services = start_control_plane(node, &me, ca.clone(), None, Some(init)).await?;
 
-    let admin = ca.issue_admin(&cluster_name)?;
-    let endpoint = format!("https://{}:{PORT_ETCD_CLIENT}", me.address);
-    let kubeconfig = admin_config(
-        &cluster_name,
-        &endpoint,
-        &ca.cert_pem,
-        &admin.cert_pem,
-        &admin.key_pem,
-    );
+    let done = Initialized {
+        cluster_id,
+        cluster_name,
+        endpoint: format!("https://{}:{PORT_ETCD_CLIENT}", me.address),
+        ca,
+    };
+    let kubeconfig = done.admin_kubeconfig()?;
     report(Phase::Initialized, services);
-    Ok((
-        Initialized {
-            cluster_id,
-            cluster_name,
-            endpoint,
-            ca,
-        },
-        kubeconfig.into_bytes(),
-    ))
+    Ok((done, kubeconfig))
 }
 
 /// Starts this control-plane node's services: its etcd member (new cluster on the first node,
@@ -432,8 +422,7 @@ pub(crate) async fn start_control_plane(
     init: Option<InitData>,
 ) -> anyhow::Result<Vec<&'static str>> {
     let pki = node.pki();
-    let image_dir = node.metadata.load()?.image_dir;
-    let image = NodeImage::load(&image_dir)?;
+    let image = NodeImage::load(&node.metadata.load()?.image_dir)?;
     let etcd_bin = image
         .component_path(ETCD_BINARY)
         .context("the node image has no etcd")?;
@@ -532,17 +521,4 @@ async fn promote(me: &NodeRecord, cluster: &str, pki: &NodePki) -> anyhow::Resul
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     anyhow::bail!("the etcd member did not catch up within 60 s: {last}")
-}
-
-/// Admin credentials in kubeconfig layout. Without Kubernetes the server is the cluster's etcd;
-/// the same certificate authenticates the owner to every cluster service.
-fn admin_config(cluster: &str, server: &str, ca: &str, cert: &str, key: &str) -> String {
-    use base64::engine::general_purpose::STANDARD;
-    use base64::Engine;
-    format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: {cluster}\n  cluster:\n    server: {server}\n    certificate-authority-data: {}\ncontexts:\n- name: {cluster}-admin@{cluster}\n  context:\n    cluster: {cluster}\n    user: {cluster}-admin\ncurrent-context: {cluster}-admin@{cluster}\nusers:\n- name: {cluster}-admin\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\n",
-        STANDARD.encode(ca),
-        STANDARD.encode(cert),
-        STANDARD.encode(key)
-    )
 }

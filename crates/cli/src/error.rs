@@ -48,31 +48,25 @@ pub fn with_hint(inner: impl Into<anyhow::Error>, hint: impl Into<String>) -> an
     })
 }
 
-const GENERATE: &str =
-    "`constellation config generate local` in an empty folder shows a valid config";
-
 fn config_hint(e: &ConfigError) -> Option<String> {
-    let provider_of = |path: &str| {
-        path.strip_prefix("provider.")
+    // The `config generate` command whose output shows a valid section at `path`.
+    let generate = |path: &str| {
+        let provider = path
+            .strip_prefix("provider.")
             .and_then(|p| p.split('.').next())
-            .map(str::to_string)
-    };
-    let generate = |path: &str| match provider_of(path) {
-        Some(p) => {
-            format!("`constellation config generate {p}` in an empty folder shows a valid config")
-        }
-        None => GENERATE.to_string(),
+            .unwrap_or("local");
+        format!("`constellation config generate {provider}` in an empty folder")
     };
     match e.content() {
         ConfigError::NotFound { .. } => Some(
             "run `constellation config generate local` first (or `constellation mini up`), or point -C at your workspace".into(),
         ),
         ConfigError::Parse(p) => Some(match p.kind {
-            ParseErrorKind::UnknownKey => format!("remove the key or check its spelling; {}", generate(&p.path)),
-            ParseErrorKind::MissingKey => format!("add the key; {}", generate(&p.path)),
+            ParseErrorKind::UnknownKey => format!("remove the key or check its spelling; {} shows a valid config", generate(&p.path)),
+            ParseErrorKind::MissingKey => format!("add the key; {} shows a valid config", generate(&p.path)),
             ParseErrorKind::BadValue => format!(
                 "fix the value; the comment above each key in a generated config says what it takes ({})",
-                generate(&p.path).trim_end_matches(" shows a valid config")
+                generate(&p.path)
             ),
             ParseErrorKind::Syntax => "fix the YAML syntax at that position".into(),
         }),

@@ -160,32 +160,16 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
 
 /// Debian's `etcdctl` with the owner's admin credentials (from the admin kubeconfig layout).
 fn etcdctl(ws: &Path, endpoint: &str, args: &[&str]) -> Vec<u8> {
-    use base64::Engine;
-    let conf = std::fs::read_to_string(ws.join("constellation-admin.conf")).unwrap();
-    let field = |k: &str| {
-        let line = conf
-            .lines()
-            .find(|l| l.trim_start().starts_with(k))
-            .unwrap();
-        base64::engine::general_purpose::STANDARD
-            .decode(line.split_once(": ").unwrap().1.trim())
-            .unwrap()
-    };
-    let dir = ws.join("etcdctl");
-    std::fs::create_dir_all(&dir).unwrap();
-    for (k, f) in [
-        ("certificate-authority-data", "ca.pem"),
-        ("client-certificate-data", "admin.pem"),
-        ("client-key-data", "admin.key"),
-    ] {
-        std::fs::write(dir.join(f), field(k)).unwrap();
-    }
+    let pki = cloudcmd::admin::AdminCredentials::load(&ws.join("constellation-admin.conf"))
+        .unwrap()
+        .write_pem_files(&ws.join("etcdctl"))
+        .unwrap();
     let o = Command::new("etcdctl")
         .env("ETCDCTL_API", "3")
         .arg(format!("--endpoints=https://{endpoint}:2379"))
-        .arg(format!("--cacert={}", dir.join("ca.pem").display()))
-        .arg(format!("--cert={}", dir.join("admin.pem").display()))
-        .arg(format!("--key={}", dir.join("admin.key").display()))
+        .arg(format!("--cacert={}", pki.ca.display()))
+        .arg(format!("--cert={}", pki.cert.display()))
+        .arg(format!("--key={}", pki.key.display()))
         .args(args)
         .output()
         .expect("etcdctl (Debian package etcd-client) must be installed: scripts/install-deps.sh");

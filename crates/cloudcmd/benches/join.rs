@@ -17,11 +17,11 @@
 //! Run: `cargo bench -p cloudcmd --bench join` (needs `cargo build --release --bins` first so
 //! that the node image is built from release binaries).
 
+#[path = "../tests/common/cluster.rs"]
+mod cluster;
 #[path = "../tests/common/rogue.rs"]
 mod rogue;
 
-use std::net::Ipv4Addr;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,8 +29,8 @@ use std::time::{Duration, Instant};
 use attestation::document::AttestationDocument;
 use attestation::tpm2::{PublicKey, TpmtPublic, TpmtSignature};
 use attestation::{validator_for, ValidatorPolicy, Variant};
-use cloudcmd::apply::{apply, local_default_measurements, ApplyOptions};
-use config::Provider;
+use cloudcmd::apply::{apply, ApplyOptions};
+use cluster::{random_base, write_local_config, Cleanup};
 use provider_local::cloud::CloudState;
 use rogue::Rogue;
 
@@ -68,13 +68,6 @@ fn children(pid: u32) -> Vec<u32> {
         .collect()
 }
 
-struct Cleanup<'a>(&'a Path);
-impl Drop for Cleanup<'_> {
-    fn drop(&mut self) {
-        let _ = cloudcmd::terminate(self.0, &mut |_: &str| {});
-    }
-}
-
 fn per_op(n: u32, f: impl Fn()) -> Duration {
     f();
     let t = Instant::now();
@@ -97,18 +90,7 @@ fn main() {
     let ws = t.path();
     let _c = Cleanup(ws);
 
-    let m = local_default_measurements(Variant::LocalVtpm).unwrap();
-    let mut raw =
-        config::Config::generate(Provider::Local, None, None, Default::default(), Some(m)).unwrap();
-    let n = std::process::id();
-    raw.provider.local.as_mut().unwrap().base_address = Ipv4Addr::new(127, 250, (n % 250) as u8, 1);
-    raw.node_groups
-        .get_mut("worker_default")
-        .unwrap()
-        .initial_count = 0;
-    let text = raw.to_yaml();
-    std::fs::write(ws.join(cloudcmd::CONFIG_FILE), &text).unwrap();
-    let cfg = config::Config::from_yaml(&text).unwrap();
+    let cfg = write_local_config(ws, 0, random_base(250, 1));
     rt.block_on(apply(ws, &cfg, &ApplyOptions::default(), &mut |_: &str| {}))
         .unwrap();
 

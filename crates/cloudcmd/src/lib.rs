@@ -10,6 +10,8 @@
 #![forbid(unsafe_code)]
 
 pub mod apply;
+/// The admin credentials file's layout (written by the first control-plane node).
+pub use bootstrapper::admin;
 pub mod status;
 
 use std::path::Path;

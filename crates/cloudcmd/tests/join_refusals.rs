@@ -13,6 +13,7 @@
 //!   refusals above were for the stated reasons, not for anything else).
 
 mod common {
+    pub mod cluster;
     pub mod rogue;
 }
 
@@ -22,27 +23,10 @@ use std::sync::Arc;
 
 use attestation::Variant;
 use bootstrapper::etcd::Store;
-use bootstrapper::services::NodePki;
-use cloudcmd::apply::{apply, local_default_measurements, ApplyOptions};
+use cloudcmd::apply::{apply, ApplyOptions};
+use common::cluster::{random_base, write_local_config, Cleanup};
 use common::rogue::Rogue;
-use config::Provider;
 use provider_local::cloud::{CloudState, PORT_ETCD_CLIENT};
-
-fn random_base() -> Ipv4Addr {
-    let n = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos()
-        ^ std::process::id().rotate_left(7);
-    Ipv4Addr::new(127, 200 + (n % 50) as u8, (n >> 8) as u8, 1)
-}
-
-struct Cleanup<'a>(&'a Path);
-impl Drop for Cleanup<'_> {
-    fn drop(&mut self) {
-        let _ = cloudcmd::terminate(self.0, &mut |_: &str| {});
-    }
-}
 
 const DISK: &str = "0f1e2d3c-4b5a-4978-8796-a5b4c3d2e1f0";
 
@@ -61,27 +45,10 @@ impl attestation::Issuer for Replaying {
 
 /// Names in the node registry, read with the owner's admin certificate.
 async fn registry(ws: &Path, cp: Ipv4Addr) -> Vec<String> {
-    use base64::Engine;
-    let conf = std::fs::read_to_string(ws.join(cloudcmd::ADMIN_CONF_FILE)).unwrap();
-    let field = |k: &str| {
-        let line = conf
-            .lines()
-            .find(|l| l.trim_start().starts_with(k))
-            .unwrap();
-        base64::engine::general_purpose::STANDARD
-            .decode(line.split_once(": ").unwrap().1.trim())
-            .unwrap()
-    };
-    let dir = ws.join("admin-pki");
-    std::fs::create_dir_all(&dir).unwrap();
-    let pki = NodePki {
-        ca: dir.join("ca.pem"),
-        cert: dir.join("admin.pem"),
-        key: dir.join("admin.key"),
-    };
-    std::fs::write(&pki.ca, field("certificate-authority-data")).unwrap();
-    std::fs::write(&pki.cert, field("client-certificate-data")).unwrap();
-    std::fs::write(&pki.key, field("client-key-data")).unwrap();
+    let pki = cloudcmd::admin::AdminCredentials::load(&ws.join(cloudcmd::ADMIN_CONF_FILE))
+        .unwrap()
+        .write_pem_files(&ws.join("admin-pki"))
+        .unwrap();
     let store = Store::connect(&[format!("https://{cp}:{PORT_ETCD_CLIENT}")], &pki)
         .await
         .unwrap();
@@ -99,17 +66,7 @@ async fn join_refusals_leave_no_trace() {
     let t = tempfile::tempdir().unwrap();
     let ws = t.path();
     let _c = Cleanup(ws);
-    let m = local_default_measurements(Variant::LocalVtpm).unwrap();
-    let mut raw =
-        config::Config::generate(Provider::Local, None, None, Default::default(), Some(m)).unwrap();
-    raw.provider.local.as_mut().unwrap().base_address = random_base();
-    raw.node_groups
-        .get_mut("worker_default")
-        .unwrap()
-        .initial_count = 0;
-    let text = raw.to_yaml();
-    std::fs::write(ws.join(cloudcmd::CONFIG_FILE), &text).unwrap();
-    let cfg = config::Config::from_yaml(&text).unwrap();
+    let cfg = write_local_config(ws, 0, random_base(200, 50));
     apply(ws, &cfg, &ApplyOptions::default(), &mut |_: &str| {})
         .await
         .unwrap();

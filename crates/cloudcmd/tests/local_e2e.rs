@@ -4,56 +4,19 @@
 //! nothing running. Needs `constellation-node` built next to the test binary (cargo does that
 //! for `cargo test --workspace`).
 
-use std::net::Ipv4Addr;
-use std::path::Path;
-
-use attestation::Variant;
-use cloudcmd::apply::{apply, local_default_measurements, ApplyOptions};
-use config::Provider;
-
-/// A random 127.x.y.1 so parallel tests and other clusters never share addresses.
-fn random_base() -> Ipv4Addr {
-    let r: u32 = rand_u32();
-    Ipv4Addr::new(127, 100 + (r % 100) as u8, (r >> 8) as u8, 1)
+mod common {
+    pub mod cluster;
 }
 
-fn rand_u32() -> u32 {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    t ^ std::process::id().rotate_left(16)
-}
-
-fn write_config(ws: &Path, workers: u32) -> config::Config {
-    let m = local_default_measurements(Variant::LocalVtpm)
-        .expect("constellation-node must be built (cargo build -p node)");
-    let mut raw =
-        config::Config::generate(Provider::Local, None, None, Default::default(), Some(m)).unwrap();
-    raw.provider.local.as_mut().unwrap().base_address = random_base();
-    raw.node_groups
-        .get_mut("worker_default")
-        .unwrap()
-        .initial_count = workers;
-    let text = raw.to_yaml();
-    std::fs::write(ws.join(cloudcmd::CONFIG_FILE), &text).unwrap();
-    config::Config::from_yaml(&text).unwrap()
-}
-
-/// Terminates the cluster when the test ends, also on panic.
-struct Cleanup<'a>(&'a Path);
-impl Drop for Cleanup<'_> {
-    fn drop(&mut self) {
-        let _ = cloudcmd::terminate(self.0, &mut |_: &str| {});
-    }
-}
+use cloudcmd::apply::{apply, ApplyOptions};
+use common::cluster::{random_base, write_local_config, Cleanup};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_status_terminate() {
     let t = tempfile::tempdir().unwrap();
     let ws = t.path();
     let _c = Cleanup(ws);
-    let cfg = write_config(ws, 1);
+    let cfg = write_local_config(ws, 1, random_base(100, 100));
     let mut lines = vec![];
     let out = apply(ws, &cfg, &ApplyOptions::default(), &mut |m: &str| {
         lines.push(m.to_string())

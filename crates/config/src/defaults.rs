@@ -82,10 +82,6 @@ fn go_v2_24_0(provider: Provider, variant: Variant) -> Option<[&'static str; 3]>
     })
 }
 
-fn insert(map: &mut BTreeMap<u32, Measurement>, idx: u32, m: Measurement) {
-    map.insert(idx, m);
-}
-
 /// The measurements `config generate` writes for `provider` + `variant` when the caller has
 /// none:
 ///
@@ -106,52 +102,37 @@ pub fn default_measurements(provider: Provider, variant: Variant) -> Measurement
         for (idx, h) in [(4, p4), (9, p9), (11, p11)] {
             // Invariant: the table above holds 64-character lowercase hex constants (tested).
             let bytes = hex::decode(h).unwrap_or_default();
-            insert(&mut map, idx, Measurement::enforced(bytes));
+            map.insert(idx, Measurement::enforced(bytes));
         }
         for idx in ZERO_ENFORCED {
-            insert(&mut map, idx, zero());
+            map.insert(idx, zero());
         }
         if provider != Provider::Qemu {
-            insert(
-                &mut map,
-                14,
-                Measurement::warn_only(vec![0u8; PCR_LEN_SHA256]),
-            );
+            map.insert(14, Measurement::warn_only(vec![0u8; PCR_LEN_SHA256]));
         }
     } else if variant == Variant::QemuTdx {
         let placeholder = || Measurement::enforced([0x12, 0x34].repeat(24));
         for idx in [0, 1, 2] {
-            insert(&mut map, idx, placeholder());
+            map.insert(idx, placeholder());
         }
         for idx in [3, 4] {
-            insert(&mut map, idx, Measurement::enforced(vec![0u8; 48]));
+            map.insert(idx, Measurement::enforced(vec![0u8; 48]));
         }
     } else if variant == Variant::LocalVtpm {
         for idx in [4, 8, 9, 11, 12, 13, 15] {
-            insert(&mut map, idx, zero());
+            map.insert(idx, zero());
         }
     } else {
         let placeholder = || Measurement::enforced([0x12, 0x34].repeat(16));
         for idx in [8, 11, 13, 15] {
-            insert(&mut map, idx, zero());
+            map.insert(idx, zero());
         }
         for idx in [4, 9, 12] {
-            insert(&mut map, idx, placeholder());
+            map.insert(idx, placeholder());
         }
     }
     // Invariant: every entry above has one length (32, or 48 for TDX) and an index ≤ 23.
     Measurements::new(map).unwrap_or_default()
-}
-
-fn group(role: NodeRole, count: u32, disk: u32, instance: &str, disk_type: &str) -> NodeGroup {
-    NodeGroup {
-        role,
-        zone: String::new(),
-        instance_type: instance.to_string(),
-        state_disk_size_gb: disk,
-        state_disk_type: disk_type.to_string(),
-        initial_count: count,
-    }
 }
 
 fn only(measurements: Measurements) -> Option<MeasurementsOnly> {
@@ -219,16 +200,14 @@ pub fn generate(
     };
 
     let mut p = ProviderConfig::default();
-    let (cp, worker) = match provider {
+    // (control-plane count, state disk GB, instance type, disk type); one worker everywhere.
+    let (cp_count, disk, instance, disk_type) = match provider {
         Provider::Local => {
             p.local = Some(LocalConfig {
                 node_image: String::new(),
                 base_address: DEFAULT_LOCAL_BASE_ADDRESS,
             });
-            (
-                group(NodeRole::ControlPlane, 1, 0, "", ""),
-                group(NodeRole::Worker, 1, 0, "", ""),
-            )
+            (1, 0, "", "")
         }
         Provider::Qemu => {
             p.qemu = Some(QemuConfig {
@@ -243,10 +222,7 @@ pub fn generate(
                 nvram: "production".to_string(),
                 firmware: String::new(),
             });
-            (
-                group(NodeRole::ControlPlane, 3, 10, "", ""),
-                group(NodeRole::Worker, 1, 10, "", ""),
-            )
+            (3, 10, "", "")
         }
         Provider::Aws => {
             p.aws = Some(AwsConfig {
@@ -257,10 +233,7 @@ pub fn generate(
                 deploy_csi_driver: true,
                 use_marketplace_image: false,
             });
-            (
-                group(NodeRole::ControlPlane, 3, 30, "m6a.xlarge", "gp3"),
-                group(NodeRole::Worker, 1, 30, "m6a.xlarge", "gp3"),
-            )
+            (3, 30, "m6a.xlarge", "gp3")
         }
         Provider::Azure => {
             p.azure = Some(AzureConfig {
@@ -279,10 +252,7 @@ pub fn generate(
             } else {
                 "Standard_DC4as_v5"
             };
-            (
-                group(NodeRole::ControlPlane, 3, 30, instance, "Premium_LRS"),
-                group(NodeRole::Worker, 1, 30, instance, "Premium_LRS"),
-            )
+            (3, 30, instance, "Premium_LRS")
         }
         Provider::Gcp => {
             p.gcp = Some(GcpConfig {
@@ -294,10 +264,7 @@ pub fn generate(
                 deploy_csi_driver: true,
                 use_marketplace_image: false,
             });
-            (
-                group(NodeRole::ControlPlane, 3, 30, "n2d-standard-4", "pd-ssd"),
-                group(NodeRole::Worker, 1, 30, "n2d-standard-4", "pd-ssd"),
-            )
+            (3, 30, "n2d-standard-4", "pd-ssd")
         }
         Provider::OpenStack => {
             p.openstack = Some(OpenStackConfig {
@@ -312,10 +279,7 @@ pub fn generate(
                 yawol_flavor_id: String::new(),
                 deploy_csi_driver: true,
             });
-            (
-                group(NodeRole::ControlPlane, 3, 30, "", ""),
-                group(NodeRole::Worker, 1, 30, "", ""),
-            )
+            (3, 30, "", "")
         }
     };
 
@@ -369,9 +333,21 @@ pub fn generate(
         }
     }
 
-    let mut node_groups = BTreeMap::new();
-    node_groups.insert(CONTROL_PLANE_GROUP.to_string(), cp);
-    node_groups.insert(WORKER_GROUP.to_string(), worker);
+    let group = |role, initial_count| NodeGroup {
+        role,
+        zone: String::new(),
+        instance_type: instance.to_string(),
+        state_disk_size_gb: disk,
+        state_disk_type: disk_type.to_string(),
+        initial_count,
+    };
+    let node_groups = BTreeMap::from([
+        (
+            CONTROL_PLANE_GROUP.to_string(),
+            group(NodeRole::ControlPlane, cp_count),
+        ),
+        (WORKER_GROUP.to_string(), group(NodeRole::Worker, 1)),
+    ]);
 
     Ok(RawConfig {
         version: crate::CONFIG_VERSION.to_string(),

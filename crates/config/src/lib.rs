@@ -233,7 +233,7 @@ pub enum ConfigError {
         variant: Variant,
         allowed: String,
     },
-    #[error("Kubernetes version {version:?} is not supported (supported: v1.30.14, v1.31.13, v1.32.9; MAJOR.MINOR picks the patch)")]
+    #[error("Kubernetes version {version:?} is not supported (supported: {}; MAJOR.MINOR picks the patch)", SUPPORTED_KUBERNETES_VERSIONS.join(", "))]
     UnsupportedKubernetes { version: String },
     #[error(transparent)]
     Write(#[from] WriteError),
@@ -249,8 +249,12 @@ impl ConfigError {
     }
 }
 
-fn read_file(path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|source| {
+/// Reads the config file at `path` and parses it with `parse`; content errors name the file.
+fn load_with<T>(
+    path: &Path,
+    parse: impl FnOnce(&str) -> Result<T, ConfigError>,
+) -> Result<T, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| {
         if source.kind() == io::ErrorKind::NotFound {
             ConfigError::NotFound {
                 path: path.to_path_buf(),
@@ -261,6 +265,10 @@ fn read_file(path: &Path) -> Result<String, ConfigError> {
                 source,
             }
         }
+    })?;
+    parse(&text).map_err(|e| ConfigError::InFile {
+        path: path.to_path_buf(),
+        source: Box::new(e),
     })
 }
 
@@ -272,11 +280,7 @@ impl RawConfig {
 
     /// Reads and parses `path` strictly (schema only).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = read_file(path)?;
-        Self::from_yaml(&text).map_err(|e| ConfigError::InFile {
-            path: path.to_path_buf(),
-            source: Box::new(e),
-        })
+        load_with(path, Self::from_yaml)
     }
 
     /// The config as YAML with a comment on every key; reads back into an equal value.
@@ -363,11 +367,7 @@ impl Config {
 
     /// Reads, parses and validates the config file at `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = read_file(path)?;
-        Self::from_yaml(&text).map_err(|e| ConfigError::InFile {
-            path: path.to_path_buf(),
-            source: Box::new(e),
-        })
+        load_with(path, Self::from_yaml)
     }
 
     /// A new config with strong defaults (what `config generate` writes).

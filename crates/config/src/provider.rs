@@ -129,10 +129,7 @@ pub fn kubernetes_minor_supported(version: &str) -> bool {
     {
         return false;
     }
-    let minor = format!("v{}.{}", parts[0], parts[1]);
-    SUPPORTED_KUBERNETES_VERSIONS
-        .iter()
-        .any(|s| s.rsplit_once('.').map(|(mm, _)| mm) == Some(minor.as_str()))
+    resolve_kubernetes_version(&format!("{}.{}", parts[0], parts[1])).is_some()
 }
 
 #[cfg(test)]

@@ -3,54 +3,7 @@ use attestation::Variant;
 
 /// The Go layout of reference §2.2 (config.Default() + `config generate qemu`, tag v2.24.0),
 /// with the elided values filled in.
-pub(crate) const GO_QEMU: &str = r#"version: v4
-image: v2.24.0
-name: constell
-kubernetesVersion: v1.31.13
-microserviceVersion: v2.24.0
-debugCluster: false
-customEndpoint: ""
-internalLoadBalancer: false
-serviceCIDR: 10.96.0.0/12
-tags: {}
-provider:
-  qemu:
-    imageFormat: raw
-    vcpus: 2
-    memory: 2048
-    metadataAPIServer: ghcr.io/edgelesssys/constellation/qemu-metadata-api:v2.24.0@sha256:0000000000000000000000000000000000000000000000000000000000000000
-    libvirtSocket: ""
-    libvirtContainerImage: ghcr.io/edgelesssys/constellation/libvirt:v2.24.0@sha256:0000000000000000000000000000000000000000000000000000000000000000
-    nvram: production
-    firmware: ""
-nodeGroups:
-  control_plane_default: {role: control-plane, zone: "", instanceType: "", stateDiskSizeGB: 10, stateDiskType: "", initialCount: 3}
-  worker_default:        {role: worker,        zone: "", instanceType: "", stateDiskSizeGB: 10, stateDiskType: "", initialCount: 1}
-attestation:
-  qemuVTPM:
-    measurements:
-      4:
-        expected: "4e66d2be354e7d69bce0ea241bd55fb5c197b07e239fbad321316225f59195b6"
-        warnOnly: false
-      8:
-        expected: "0000000000000000000000000000000000000000000000000000000000000000"
-        warnOnly: false
-      9:
-        expected: "55f3434a11b50d56109a2963d3a853c1f900c4e826b8a64889e86410c15dcb15"
-        warnOnly: false
-      11:
-        expected: "02725e0a5eb6b67dc2cd1a836e2ad78befc7fbf4895fe08f91c971addbc6a4ba"
-        warnOnly: false
-      12:
-        expected: "0000000000000000000000000000000000000000000000000000000000000000"
-        warnOnly: false
-      13:
-        expected: "0000000000000000000000000000000000000000000000000000000000000000"
-        warnOnly: false
-      15:
-        expected: "0000000000000000000000000000000000000000000000000000000000000000"
-        warnOnly: false
-"#;
+pub(crate) const GO_QEMU: &str = include_str!("../testdata/go-qemu-v2.24.0.yaml");
 
 #[test]
 fn go_qemu_config_loads() {

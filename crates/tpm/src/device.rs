@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::{Mutex, MutexGuard};
 
+use attestation::tpm2::HashAlg;
 use sha1::Sha1;
 use sha2::{Digest as _, Sha256, Sha384, Sha512};
 use tss_esapi::attributes::ObjectAttributesBuilder;
@@ -237,11 +238,7 @@ impl Tpm {
                     ))
                 }
             };
-            let mut h = Sha256::new();
-            for v in pcrs.values() {
-                h.update(v);
-            }
-            if h.finalize().as_slice() == signed.as_slice() {
+            if HashAlg::Sha256.digest_parts(pcrs.values().map(Vec::as_slice)) == signed {
                 return Ok(Quote {
                     attest: attest.marshall().map_err(cmd("marshal TPMS_ATTEST"))?,
                     signature: signature

@@ -7,44 +7,52 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use attestation::document::AttestationDocument;
-use attestation::{validator_for, Issuer, Measurements, ValidationError, ValidatorPolicy, Variant};
+use attestation::{
+    validator_for, Issuer, Measurements, ValidationError, Validator, ValidatorPolicy, Variant,
+};
 use common::TestTpm;
 use measurements::Measurement;
 use tpm::TpmIssuer;
+
+/// What the launcher measures (PCR_Event data per PCR).
+const BOOT: [(u32, &[u8]); 3] = [
+    (4, b"launcher"),
+    (9, b"local-vtpm"),
+    (11, b"image manifest"),
+];
 
 /// Boots a "node": measures components the way the launcher does, returns the issuer and the
 /// expected PCR values a verifier would compute offline.
 fn node(t: &TestTpm) -> (TpmIssuer, Vec<u8>, BTreeMap<u32, Measurement>) {
     let tpm = Arc::new(t.open());
-    tpm.pcr_event(4, b"launcher").unwrap();
-    tpm.pcr_event(9, b"local-vtpm").unwrap();
-    tpm.pcr_event(11, b"image manifest").unwrap();
-    let ak = tpm.attestation_key().unwrap();
     let zero = [0u8; 32];
     let mut expected = BTreeMap::new();
-    for (pcr, data) in [
-        (4, b"launcher".as_slice()),
-        (9, b"local-vtpm"),
-        (11, b"image manifest"),
-    ] {
+    for (pcr, data) in BOOT {
+        tpm.pcr_event(pcr, data).unwrap();
         let v = measurements::extend_sha256(&zero, data);
         expected.insert(pcr, Measurement::enforced(v.to_vec()));
     }
     expected.insert(15, Measurement::enforced(zero.to_vec()));
+    let ak = tpm.attestation_key().unwrap();
     let issuer = TpmIssuer::new(tpm, Variant::LocalVtpm).unwrap();
     (issuer, ak, expected)
+}
+
+/// A `local-vtpm` validator that trusts `ak` and expects `expected`.
+fn trusting(ak: &[u8], expected: BTreeMap<u32, Measurement>) -> Box<dyn Validator> {
+    validator_for(
+        Variant::LocalVtpm,
+        Measurements::new(expected).unwrap(),
+        ValidatorPolicy::default().trust_ak_public(ak),
+    )
+    .unwrap()
 }
 
 #[test]
 fn issued_document_validates_with_the_recorded_ak() {
     let t = TestTpm::start();
     let (issuer, ak, expected) = node(&t);
-    let validator = validator_for(
-        Variant::LocalVtpm,
-        Measurements::new(expected.clone()).unwrap(),
-        ValidatorPolicy::default().trust_ak_public(&ak),
-    )
-    .unwrap();
+    let validator = trusting(&ak, expected.clone());
 
     let user_data = b"sha256 of the aTLS key";
     let nonce = [7u8; 32];
@@ -83,12 +91,7 @@ fn issued_document_validates_with_the_recorded_ak() {
 fn changed_pcr_fails_naming_it() {
     let t = TestTpm::start();
     let (issuer, ak, expected) = node(&t);
-    let validator = validator_for(
-        Variant::LocalVtpm,
-        Measurements::new(expected).unwrap(),
-        ValidatorPolicy::default().trust_ak_public(&ak),
-    )
-    .unwrap();
+    let validator = trusting(&ak, expected);
     // A component that was not in the image gets measured: PCR 11 changes.
     issuer.tpm().pcr_event(11, b"tampered component").unwrap();
     let nonce = [1u8; 32];

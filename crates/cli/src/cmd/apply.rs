@@ -31,7 +31,7 @@ pub fn run_apply(ws: &Path, a: &ApplyArgs) -> anyhow::Result<()> {
 }
 
 pub fn run(ws: &Path, opts: cloudcmd::apply::ApplyOptions) -> anyhow::Result<()> {
-    let cfg = Config::load(&ws.join(CONFIG_FILE))?;
+    let cfg = Config::load(&super::workspace_file(ws, CONFIG_FILE))?;
     let rt = runtime()?;
     let mut p = super::progress_printer();
     let out = rt.block_on(cloudcmd::apply::apply(ws, &cfg, &opts, &mut p))?;
