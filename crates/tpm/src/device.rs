@@ -35,8 +35,8 @@ pub const PCR_COUNT: u32 = 24;
 pub const AK_PUBLIC_LEN: usize = 88;
 /// TPM2B_DATA limit for a quote's qualifying data.
 pub const MAX_QUALIFYING_DATA: usize = 64;
-/// Read-quote-check attempts before giving up when PCRs keep changing.
-const QUOTE_ATTEMPTS: u32 = 5;
+/// Quote-read-check attempts before giving up when PCRs keep changing.
+const QUOTE_ATTEMPTS: u32 = 12;
 
 /// A quote over the SHA-256 bank, PCRs 0..=23.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -213,15 +213,22 @@ impl Tpm {
     /// `qualifying_data` (≤ 64 bytes) appears verbatim as `extraData` in the TPMS_ATTEST.
     ///
     /// Quotes, then reads the PCRs, and checks that the read values hash to the signed
-    /// pcrDigest; if a PCR changed in between it tries again (at most 5 attempts).
+    /// pcrDigest; if a PCR changed in between it tries again after a jittered backoff (at most
+    /// 12 attempts).
     pub fn quote(&self, qualifying_data: &[u8]) -> Result<Quote, TpmError> {
         if qualifying_data.len() > MAX_QUALIFYING_DATA {
             return Err(TpmError::QualifyingDataTooLong(qualifying_data.len()));
         }
-        let mut inner = self.lock();
-        let (ak, _) = inner.ak()?;
         let selection = sha256_selection()?;
         for attempt in 1..=QUOTE_ATTEMPTS {
+            if attempt > 1 {
+                // Another connection (process) extended a PCR between our quote and our read.
+                // Back off for a random share of a growing window, without holding the lock,
+                // so that a writer in lock-step with us cannot starve the quote.
+                std::thread::sleep(jittered_backoff(attempt));
+            }
+            let mut inner = self.lock();
+            let (ak, _) = inner.ak()?;
             let data = Data::try_from(qualifying_data.to_vec()).map_err(cmd("Quote"))?;
             let (attest, signature) = inner
                 .ctx
@@ -271,6 +278,15 @@ impl Tpm {
         out.truncate(len);
         Ok(out)
     }
+}
+
+/// A uniformly random duration in `[0, 2^min(attempt, 6) × 100 µs)`: at most 6.4 ms.
+fn jittered_backoff(attempt: u32) -> std::time::Duration {
+    use std::hash::{BuildHasher as _, RandomState};
+    let window_us = 100u64 << attempt.min(6);
+    // `RandomState` is randomly keyed per instance: a dependency-free jitter source.
+    let random = RandomState::new().hash_one(attempt);
+    std::time::Duration::from_micros(random % window_us)
 }
 
 impl Inner {

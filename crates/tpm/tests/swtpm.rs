@@ -240,7 +240,8 @@ fn startup_time_and_errors() {
 #[test]
 fn two_connections_to_one_swtpm_interleave() {
     // The swtpm TCTI connects per command, so several `Tpm` values (as in several processes
-    // of one node) share one swtpm; nothing is left in the TPM between calls.
+    // of one node) share one swtpm; nothing is left in the TPM between calls. Each writer
+    // extends between the other's quote and read often: the quote must retry, not starve.
     let t = TestTpm::start();
     let (a, b) = (Arc::new(t.open()), Arc::new(t.open()));
     let t0 = Instant::now();
@@ -249,7 +250,7 @@ fn two_connections_to_one_swtpm_interleave() {
         .map(|tpm| {
             std::thread::spawn(move || {
                 let ak = tpm.attestation_key().unwrap();
-                for _ in 0..10 {
+                for _ in 0..100 {
                     tpm.pcr_event(16, b"x").unwrap();
                     tpm.quote(b"q").unwrap();
                 }
@@ -259,10 +260,10 @@ fn two_connections_to_one_swtpm_interleave() {
         .collect();
     let aks: Vec<Vec<u8>> = threads.into_iter().map(|t| t.join().unwrap()).collect();
     eprintln!(
-        "2 x (AK + 10 x (event + quote)) on one swtpm: {:?}",
+        "2 x (AK + 100 x (event + quote)) on one swtpm: {:?}",
         t0.elapsed()
     );
     assert_eq!(aks[0], aks[1], "both connections see the one persistent AK");
-    let expected = (0..20).fold([0u8; 32], |pcr, _| measurements::extend_sha256(&pcr, b"x"));
+    let expected = (0..200).fold([0u8; 32], |pcr, _| measurements::extend_sha256(&pcr, b"x"));
     assert_eq!(a.read_pcrs_sha256().unwrap()[&16], expected);
 }
