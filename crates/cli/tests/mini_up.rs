@@ -415,9 +415,16 @@ struct Running {
 }
 
 impl Running {
+    /// Starts `constellation` with SIGINT at its default action, as in a terminal: a test
+    /// harness started in the background by a non-interactive shell inherits SIGINT ignored,
+    /// and `exec` keeps that (coreutils' `env --default-signal` undoes it; the pid stays ours).
     fn start(ws: &Workspace, args: &[&str]) -> Running {
-        let mut child = ws
-            .command(args)
+        let cmd = ws.command(args);
+        let mut child = Command::new("env")
+            .arg("--default-signal=INT")
+            .arg(cmd.get_program())
+            .args(cmd.get_args())
+            .env_remove("RUST_LOG")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
