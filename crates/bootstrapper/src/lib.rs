@@ -6,6 +6,7 @@
 //!                         ▼ exec
 //!                       Bootstrapper ([`run`])
 //!                         ├─ serves Init over aTLS (node attests)      ◄── constellation apply
+//!                         ├─ serves GetAttestation ([`verify`])       ◄── constellation verify
 //!                         └─ watches metadata for an initialized cluster (join path)
 //!                       on Init: check init secret, derive cluster ID, extend PCR 15,
 //!                       persist node state, start services ([`services`]): cluster CA,
@@ -28,3 +29,4 @@ pub mod pki;
 pub mod run;
 pub mod services;
 pub mod state;
+pub mod verify;

@@ -176,6 +176,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         init: Mutex::new(None),
     });
 
+    // Every node, member or not, answers `constellation verify` from its start.
+    let verify = crate::verify::serve(me.address, node.issuer.clone()).await?;
+    node.keep.lock().await.push(Keep::Task(verify));
+
     if let Some(state) = node.dir.read_node_state() {
         // A restarted member: its disk is provisioned; it needs its key back (rejoin).
         tracing::info!("node state found: rejoining the cluster");

@@ -40,6 +40,9 @@ pub enum Command {
     Mini(MiniCommand),
     /// Show the cluster's nodes, roles, addresses, image, attestation state.
     Status(StatusArgs),
+    /// Ask nodes for a fresh attestation and check it against the config's measurements and the cluster ID (PCR 15).
+    #[command(long_about = VERIFY_LONG)]
+    Verify(VerifyArgs),
     /// Stop every node and TPM and remove the infrastructure state and admin credentials (keeps config and master secret).
     Terminate(TerminateArgs),
 }
@@ -112,6 +115,36 @@ pub enum MiniCommand {
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// Output format: `table` or `json`.
+    #[arg(short, long, default_value = "table")]
+    pub output: String,
+}
+
+const VERIFY_LONG: &str = "\
+Ask nodes for a fresh attestation and check it against the config's measurements and the cluster ID.
+
+Each node serves its attestation on port 30081. verify sends a random nonce, then checks that the
+document is signed by an attestation key the provider recorded for one of the cluster's nodes, that
+it answers this nonce, and that every expected PCR holds its value: the config's measurements, and
+PCR 15 = SHA256(0^32 || SHA256(cluster ID)), which only a node admitted to this cluster holds.
+Every expected PCR is reported with its expected and actual value.
+
+Examples:
+  constellation verify                          every node of the workspace's cluster
+  constellation verify -e 127.20.0.2            one node (port 30081 by default)
+  constellation verify -o json                  the full report, for scripts
+  constellation verify --cluster-id <64 hex>    against a cluster ID you hold yourself
+
+Exit status: 0 when every node verified, 1 otherwise.";
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// One node to verify: HOST or HOST:PORT (default port 30081). Default: every node of the cluster.
+    #[arg(short = 'e', long = "node-endpoint", value_name = "HOST[:PORT]")]
+    pub node_endpoint: Option<String>,
+    /// The cluster ID to expect in PCR 15 (64 hex digits). Default: the one in constellation-state.yaml.
+    #[arg(long = "cluster-id", value_name = "HEX")]
+    pub cluster_id: Option<String>,
+    /// Output format: `table`, `json` (the full report), or `raw` (each node's attestation document, one JSON per line).
     #[arg(short, long, default_value = "table")]
     pub output: String,
 }

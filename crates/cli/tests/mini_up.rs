@@ -35,8 +35,8 @@ const MASTER_SECRET_FILE: &str = "constellation-mastersecret.json";
 const ADMIN_CONF_FILE: &str = "constellation-admin.conf";
 const LOCAL_DIR: &str = "constellation-local";
 /// Ports a node binds on its own address (swtpm command + control, Init, KeyService,
-/// JoinService, etcd client + peer).
-const NODE_PORTS: [u16; 7] = [2321, 2322, 9000, 9001, 30090, 2379, 2380];
+/// JoinService, etcd client + peer, verification service).
+const NODE_PORTS: [u16; 8] = [2321, 2322, 9000, 9001, 30090, 2379, 2380, 30081];
 /// How long any single wait may take before the test fails (generous: 2 loaded cores).
 const DEADLINE: Duration = Duration::from_secs(120);
 
@@ -826,6 +826,147 @@ fn killed_node_then_terminate_leaves_nothing() {
     let st = ws.status_json();
     assert_eq!(node_json(&st, "control-plane-0")["running"], false);
     ws.terminate_and_check_clean();
+}
+
+/// `verify` asks every node for a fresh attestation: all verify against the cluster ID, with
+/// PCR 15 as derived from it. Against another cluster ID, a changed measurement in the config,
+/// or with a node down, verify fails (exit 1) and says for which node and PCR, expected and
+/// actual; the other PCRs and nodes are still reported. Nothing in the workspace changes.
+#[test]
+fn verify_every_node_and_explain_failures() {
+    let ws = Workspace::new();
+    let up = ws.ok(&["apply"]);
+    let id = printed_cluster_id(&up.stdout);
+    let pcr15 = expected_pcr15(&id);
+    let before = workspace_digest(ws.path());
+
+    let out = ws.ok(&["verify", "-o", "json"]);
+    assert!(text(&out.stderr).contains("Verification OK"));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["cluster_id"], id.as_str());
+    let nodes = report["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 2, "{report:#}");
+    for n in nodes {
+        assert_eq!(n["verified"], true, "{n:#}");
+        let p15 = pcr(n, 15);
+        assert_eq!(p15["actual"], pcr15.as_str(), "{n:#}");
+        assert_eq!(p15["expected"], pcr15.as_str());
+        assert!(n["pcrs"].as_array().unwrap().len() > 3, "{n:#}");
+    }
+
+    // Another cluster ID: PCR 15 differs on every node, each PCR still listed.
+    let other = "ab".repeat(32);
+    let o = ws.run(&["verify", "--cluster-id", &other]);
+    let (out, err) = (text(&o.stdout), text(&o.stderr));
+    assert_eq!(o.status.code(), Some(1), "{out}{err}");
+    assert!(
+        err.contains("verification failed for 2 of 2 node(s)"),
+        "{err}"
+    );
+    for name in ["control-plane-0", "worker-0"] {
+        let line = out.lines().find(|l| l.starts_with(name)).unwrap();
+        assert!(line.contains("FAILED"), "{line}");
+        assert!(
+            line.contains(&format!("PCR 15: expected {}", expected_pcr15(&other)))
+                && line.contains(&format!("got {pcr15}"))
+                && line.contains("another cluster"),
+            "{line}"
+        );
+    }
+
+    // A changed measurement in the config: named with both values; nothing else fails.
+    let cfg_path = ws.file(CONFIG_FILE);
+    let cfg = std::fs::read_to_string(&cfg_path).unwrap();
+    let pcr9 = config::Config::load(&cfg_path)
+        .unwrap()
+        .measurements()
+        .get(9)
+        .map(|m| hex::encode(&m.expected))
+        .unwrap();
+    let wrong9 = "9".repeat(64);
+    std::fs::write(&cfg_path, cfg.replace(&pcr9, &wrong9)).unwrap();
+    let o = ws.run(&["verify", "-e", &ws.base.to_string()]);
+    let out = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("control-plane-0"))
+        .unwrap();
+    assert!(
+        line.contains(&format!("PCR 9: expected {wrong9}, got {pcr9}")),
+        "{line}"
+    );
+    assert!(!line.contains("PCR 15"), "{line}");
+    assert!(out.contains("DIFFERS") && out.contains(" ok"), "{out}");
+    std::fs::write(&cfg_path, &cfg).unwrap();
+
+    // A node down: reported as unreachable; the other still verifies.
+    let w = ws.node("worker-0").process.unwrap();
+    w.signal(Signal::SIGKILL);
+    wait_until("the killed node to end", || !w.alive());
+    let o = ws.run(&["verify", "-o", "json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let by_name = |name: &str| {
+        report["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["node"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(by_name("control-plane-0")["verified"], true);
+    let w0 = by_name("worker-0");
+    assert_eq!(w0["verified"], false);
+    assert!(
+        w0["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot reach the verification service"),
+        "{w0:#}"
+    );
+
+    // Bad input changes nothing.
+    let o = ws.run(&["verify", "--cluster-id", "abc"]);
+    assert!(
+        text(&o.stderr).contains("64 hex digits"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert_eq!(
+        workspace_digest(ws.path()),
+        before,
+        "verify changed the workspace"
+    );
+    ws.terminate_and_check_clean();
+}
+
+fn pcr(node: &Value, index: u64) -> Value {
+    node["pcrs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["index"] == index)
+        .unwrap_or_else(|| panic!("no PCR {index}: {node:#}"))
+        .clone()
+}
+
+/// Names and contents of the workspace's top-level files (config, state, secrets, credentials).
+fn workspace_digest(ws: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<_> = std::fs::read_dir(ws)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_file())
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
 }
 
 /// Drops the process records of `node` from cloud.json, as when apply is killed between

@@ -4,6 +4,8 @@
 //!   interrupted run is completed by running it again: nodes are never created twice, an
 //!   initialized cluster is never initialized again, and the master secret is never replaced.
 //! * [`status`]: what every node reports, plus whether its processes are alive.
+//! * [`verify`]: a fresh attestation from each node, checked against the measurements and the
+//!   cluster ID (PCR 15).
 //! * [`terminate`]: stops everything and removes infrastructure state and admin credentials;
 //!   keeps config and master secret.
 
@@ -13,6 +15,7 @@ pub mod apply;
 /// The admin credentials file's layout (written by the first control-plane node).
 pub use bootstrapper::admin;
 pub mod status;
+pub mod verify;
 
 use std::path::Path;
 

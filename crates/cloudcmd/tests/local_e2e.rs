@@ -75,6 +75,55 @@ async fn apply_status_terminate() {
         secret_before
     );
 
+    // The verification service of the init node: a document for the caller's nonce, bound to
+    // "VerifyService", that validates against the cluster's PCR 15; refused for another nonce
+    // (a replay); a missing or oversized nonce is refused by the node.
+    let ep = format!(
+        "http://{}:{}",
+        state.infrastructure.cluster_endpoint,
+        provider_local::cloud::PORT_VERIFY
+    );
+    let mut client = proto::verify::api_client::ApiClient::connect(ep)
+        .await
+        .unwrap();
+    for bad in [vec![], vec![7u8; bootstrapper::verify::MAX_NONCE_LEN + 1]] {
+        let e = client
+            .get_attestation(proto::verify::GetAttestationRequest { nonce: bad })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
+    }
+    let nonce = [42u8; 32];
+    let doc = client
+        .get_attestation(proto::verify::GetAttestationRequest {
+            nonce: nonce.to_vec(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .attestation;
+    let cloud_state =
+        provider_local::cloud::CloudState::load(&provider_local::cloud::CloudState::path(ws))
+            .unwrap()
+            .unwrap();
+    let mut policy = attestation::ValidatorPolicy::default();
+    for ak in cloud_state.trusted_aks() {
+        policy = policy.trust_ak_public(&ak);
+    }
+    let mut m = cfg.measurements().clone();
+    m.set(
+        15,
+        measurements::Measurement::enforced(state.cluster_id().unwrap().expected_pcr15().to_vec()),
+    )
+    .unwrap();
+    let validator = attestation::validator_for(cfg.variant(), m, policy).unwrap();
+    let verified = validator.validate(&doc, &nonce).unwrap();
+    verified
+        .require_user_data(bootstrapper::verify::USER_DATA)
+        .unwrap();
+    let replay = validator.validate(&doc, &[43u8; 32]).unwrap_err();
+    assert!(replay.to_string().contains("fresh"), "{replay}");
+
     // Terminate: no node process, no swtpm left.
     let cloud =
         provider_local::cloud::CloudState::load(&provider_local::cloud::CloudState::path(ws))

@@ -17,7 +17,7 @@ use tpm::swtpm::{Swtpm, SwtpmConfig};
 
 use crate::cloud::{
     CloudError, CloudState, NodeRecord, Role, PORT_ETCD_CLIENT, PORT_ETCD_PEER, PORT_INIT,
-    PORT_JOIN, PORT_KEYSERVICE,
+    PORT_JOIN, PORT_KEYSERVICE, PORT_VERIFY,
 };
 use crate::image::NodeImage;
 use crate::process::{spawn_detached, ProcessError, ProcessRecord};
@@ -107,8 +107,9 @@ fn node_ports(role: Role) -> &'static [u16] {
             PORT_JOIN,
             PORT_ETCD_CLIENT,
             PORT_ETCD_PEER,
+            PORT_VERIFY,
         ],
-        Role::Worker => &[PORT_INIT],
+        Role::Worker => &[PORT_INIT, PORT_VERIFY],
     }
 }
 

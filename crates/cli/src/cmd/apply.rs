@@ -7,13 +7,6 @@ use config::{Config, CONFIG_FILE};
 
 use crate::args::ApplyArgs;
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?)
-}
-
 /// `apply` with `--skip-phases`.
 pub fn run_apply(ws: &Path, a: &ApplyArgs) -> anyhow::Result<()> {
     let mut o = cloudcmd::apply::ApplyOptions::default();
@@ -32,7 +25,7 @@ pub fn run_apply(ws: &Path, a: &ApplyArgs) -> anyhow::Result<()> {
 
 pub fn run(ws: &Path, opts: cloudcmd::apply::ApplyOptions) -> anyhow::Result<()> {
     let cfg = Config::load(&super::workspace_file(ws, CONFIG_FILE))?;
-    let rt = runtime()?;
+    let rt = super::runtime()?;
     let mut p = super::progress_printer();
     let out = rt.block_on(cloudcmd::apply::apply(ws, &cfg, &opts, &mut p))?;
     for (phase, d) in &out.timings {

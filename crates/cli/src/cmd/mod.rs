@@ -10,6 +10,7 @@ pub mod config_generate;
 pub mod mini;
 pub mod status;
 pub mod terminate;
+pub mod verify;
 pub mod version;
 
 /// Runs the command in the current directory (the workspace).
@@ -40,7 +41,16 @@ pub fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Mini(MiniCommand::Down(a)) => mini::down(ws, a.yes),
         Command::Status(a) => status::run(ws, &a.output),
         Command::Terminate(a) => terminate::run(ws, a.yes),
+        Command::Verify(a) => verify::run(ws, &a),
     }
+}
+
+/// The async runtime of commands that talk to nodes (two workers: the machine's size).
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
 }
 
 /// `name` in the workspace, without a `./` prefix in messages when the workspace is `.`.
