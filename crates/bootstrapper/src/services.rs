@@ -201,6 +201,8 @@ fn async_stream_tls(
             let Ok((tcp, peer)) = listener.accept().await else {
                 continue;
             };
+            // Small answers must not wait for the peer's delayed ACK.
+            let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
             let tx = tx.clone();
             tokio::spawn(async move {
