@@ -91,11 +91,14 @@ struct Reporter<'a> {
 
 impl Reporter<'_> {
     fn refused(&mut self, who: &str, why: &str) {
-        let msg = format!("join refused by {who}: {why}");
+        self.phase(Phase::Refused, format!("join refused by {who}: {why}"));
+    }
+
+    fn phase(&mut self, phase: Phase, msg: String) {
         if self.last.as_deref() != Some(msg.as_str()) {
             tracing::warn!("{msg}");
             self.node.report(
-                Phase::Refused,
+                phase,
                 Report {
                     error: Some(msg.clone()),
                     ..Report::default()
@@ -109,11 +112,12 @@ impl Reporter<'_> {
 /// Asks the JoinServices of all other control-plane nodes, shuffled, in rounds with backoff,
 /// until one answers `call` with a ticket. Refusals are reported (status `refused`, with the
 /// JoinService's reason); unreachable or busy ones are tried again. `None` once `stop()`.
-/// `alone`: what to report when there is no other control-plane node to ask.
+/// `stuck`: what to report (phase `awaiting-recovery`) after a round in which no JoinService
+/// answered at all, or when there is no other control-plane node to ask.
 async fn ask_joinservices<T, F, Fut>(
     node: &Node,
     what: &str,
-    alone: Option<&str>,
+    stuck: Option<&str>,
     stop: impl Fn() -> bool,
     mut call: F,
 ) -> anyhow::Result<Option<(String, T)>>
@@ -125,9 +129,7 @@ where
     let mut reporter = Reporter { node, last: None };
     loop {
         let eps = endpoints(node)?;
-        if let (true, Some(why)) = (eps.is_empty(), alone) {
-            reporter.refused("metadata", why);
-        }
+        let mut answered = false;
         for (who, ep) in eps {
             if stop() {
                 return Ok(None);
@@ -135,10 +137,16 @@ where
             let attempt = async { call(dial(node, ep).await?).await.map_err(classify) };
             match tokio::time::timeout(CALL_TIMEOUT, attempt).await {
                 Ok(Ok(t)) => return Ok(Some((who, t))),
-                Ok(Err(Attempt::Refused(why))) => reporter.refused(&who, &why),
+                Ok(Err(Attempt::Refused(why))) => {
+                    answered = true;
+                    reporter.refused(&who, &why);
+                }
                 Ok(Err(Attempt::Retry(why))) => tracing::debug!(%who, "{what}: {why}"),
                 Err(_) => tracing::debug!(%who, "{what} timed out"),
             }
+        }
+        if let (false, Some(why)) = (answered, stuck) {
+            reporter.phase(Phase::AwaitingRecovery, why.to_string());
         }
         backoff.wait().await;
     }
@@ -229,32 +237,54 @@ async fn admit(
 /// key and the measurement secret after checking the node's attestation and registry entry.
 pub(crate) async fn rejoin(node: &Arc<Node>, state: &NodeState) -> anyhow::Result<()> {
     let me = node.me()?;
+    let disk_uuid = node.dir.disk_uuid().context("reading the disk UUID")?;
     let req = IssueRejoinTicketRequest {
-        disk_uuid: node.dir.disk_uuid().context("reading the disk UUID")?,
+        disk_uuid: disk_uuid.clone(),
     };
     node.report(Phase::Joining, Report::default());
-    let alone = "no other control-plane node exists to rejoin through; run `constellation recover`";
-    let asked = ask_joinservices(
+    // A control-plane node can also be given its keys by the owner (all control planes down).
+    let mut recovery = match me.role {
+        Role::ControlPlane => {
+            Some(crate::recovery::serve(node.clone(), me.address, disk_uuid).await?)
+        }
+        Role::Worker => None,
+    };
+    let stuck = recovery.as_ref().map(|_| {
+        "no JoinService answered; if every control-plane node went down, run `constellation recover`"
+    });
+    let ask = ask_joinservices(
         node,
         "rejoin attempt",
-        Some(alone),
+        stuck,
         || false,
         |mut c| {
             let req = req.clone();
             async move { c.issue_rejoin_ticket(req).await.map(|r| r.into_inner()) }
         },
-    )
-    .await?;
-    let Some((who, ticket)) = asked else {
-        anyhow::bail!("internal error: the rejoin loop stopped without a ticket");
+    );
+    let recovered = async {
+        match recovery.as_mut() {
+            Some(r) => r.recovered().await,
+            None => std::future::pending().await,
+        }
     };
-    node.dir.open_disk(&ticket.state_disk_key)?;
-    let ms = keys::MeasurementSecret::from_slice(&ticket.measurement_secret)
-        .context("the ticket's measurement secret")?;
+    let (who, ms) = tokio::select! {
+        asked = ask => {
+            let Some((who, ticket)) = asked? else {
+                anyhow::bail!("internal error: the rejoin loop stopped without a ticket");
+            };
+            node.dir.open_disk(&ticket.state_disk_key)?;
+            let ms = keys::MeasurementSecret::from_slice(&ticket.measurement_secret)
+                .context("the ticket's measurement secret")?;
+            (format!("{who} (rejoin)"), ms)
+        }
+        ms = recovered => (crate::recovery::RECOVERED_BY.to_string(), ms),
+    };
+    drop(recovery);
     let cluster_id = ms.cluster_id(&state.measurement_salt);
     node.lock.store(true, Ordering::SeqCst);
     node.mark_member(&cluster_id).await?;
-    serve_as_member(node, &me, &cluster_id, format!("{who} (rejoin)")).await
+    serve_as_member(node, &me, &cluster_id, who).await
 }
 
 /// The common end of join and rejoin (PCR 15 extended, disk open, PKI on disk): a control-plane

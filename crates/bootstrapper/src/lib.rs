@@ -26,6 +26,7 @@ pub mod joinservice;
 pub mod launcher;
 pub mod metadata;
 pub mod pki;
+pub mod recovery;
 pub mod run;
 pub mod services;
 pub mod state;

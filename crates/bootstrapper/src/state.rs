@@ -29,6 +29,10 @@ pub enum Phase {
     Refused,
     #[serde(rename = "failed")]
     Failed,
+    /// A restarted control-plane node that no JoinService answered: if every control-plane
+    /// node went down, only the owner can give its keys back (`constellation recover`).
+    #[serde(rename = "awaiting-recovery")]
+    AwaitingRecovery,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -184,7 +188,7 @@ impl NodeDir {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiskKeyError {
-    #[error("the state-disk key from the JoinService does not open this node's disk")]
+    #[error("the state-disk key does not open this node's disk")]
     WrongKey,
     #[error("deriving the key check failed")]
     Derive,

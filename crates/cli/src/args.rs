@@ -40,6 +40,9 @@ pub enum Command {
     Mini(MiniCommand),
     /// Show the cluster's nodes, roles, addresses, image, attestation state.
     Status(StatusArgs),
+    /// Give control-plane nodes their keys back after all of them went down (needs the master secret).
+    #[command(long_about = RECOVER_LONG)]
+    Recover(RecoverArgs),
     /// Ask nodes for a fresh attestation and check it against the config's measurements and the cluster ID (PCR 15).
     #[command(long_about = VERIFY_LONG)]
     Verify(VerifyArgs),
@@ -119,6 +122,23 @@ pub struct StatusArgs {
     pub output: String,
 }
 
+const RECOVER_LONG: &str = "\
+Give control-plane nodes their keys back after all of them went down (needs the master secret).
+
+A restarted node normally gets its disk key back from another control-plane node's JoinService.
+When every control-plane node went down there is none: the nodes wait in phase
+`awaiting-recovery` (see `constellation status`) and serve a recovery endpoint on port 9999.
+recover checks each node's attestation (the config's measurements, PCR 15 still zero, an
+attestation key the provider recorded) and only then sends the master secret from
+constellation-mastersecret.json; the node derives its keys, opens its disk and restarts its
+services with their data. Then recover waits until every node is a member again.
+
+Typical use after an outage:
+  constellation apply      restarts the nodes; says to run recover when no node holds the keys
+  constellation recover    all control-plane nodes at once (etcd needs a quorum of them)
+
+Running it again when nothing needs recovery does nothing.";
+
 const VERIFY_LONG: &str = "\
 Ask nodes for a fresh attestation and check it against the config's measurements and the cluster ID.
 
@@ -135,6 +155,13 @@ Examples:
   constellation verify --cluster-id <64 hex>    against a cluster ID you hold yourself
 
 Exit status: 0 when every node verified, 1 otherwise.";
+
+#[derive(Debug, Args)]
+pub struct RecoverArgs {
+    /// Recover one control-plane node only: its address or name. Default: every one that waits.
+    #[arg(short = 'e', long = "endpoint", value_name = "HOST|NAME")]
+    pub endpoint: Option<String>,
+}
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {

@@ -194,18 +194,41 @@ fn etcd_members(ws: &Path, endpoint: &str) -> Vec<(String, bool)> {
         .collect()
 }
 
-#[test]
-fn three_plus_two_join_kill_rejoin_tamper_terminate() {
+/// The node registry's keys in etcd (`/constellation/nodes/<name>`, one per line).
+fn registry_keys(ws: &Path, endpoint: &str) -> String {
+    String::from_utf8(etcdctl(
+        ws,
+        endpoint,
+        &["get", "--prefix", "/constellation/nodes/", "--keys-only"],
+    ))
+    .unwrap()
+}
+
+/// A folder with a `local` config for `cp` + `workers` nodes on a random base address, applied:
+/// every node joined. The cluster is terminated if applying fails.
+fn applied_cluster(cp: u32, workers: u32) -> (tempfile::TempDir, String) {
     let t = tempfile::tempdir().unwrap();
     let ws = t.path().to_path_buf();
-    let _c = Cleanup(ws.clone());
+    let cleanup = Cleanup(ws.clone());
     let base = random_base();
     ok(&ws, &["config", "generate", "local"]);
-    edit_config(&ws, 3, 2, &base);
-
-    // 3 + 2 from an empty folder.
+    edit_config(&ws, cp, workers, &base);
     let out = ok(&ws, &["apply"]);
-    assert!(out.contains("5/5 attested and joined"), "{out}");
+    let n = cp + workers;
+    assert!(
+        out.contains(&format!("{n}/{n} attested and joined")),
+        "{out}"
+    );
+    std::mem::forget(cleanup);
+    (t, base)
+}
+
+#[test]
+fn three_plus_two_join_kill_rejoin_tamper_terminate() {
+    // 3 + 2 from an empty folder.
+    let (t, base) = applied_cluster(3, 2);
+    let ws = t.path().to_path_buf();
+    let _c = Cleanup(ws.clone());
     let st = status(&ws);
     assert_all_joined(&st, 5);
     assert_eq!(node(&st, "control-plane-0")["admitted_by"], "init");
@@ -316,12 +339,7 @@ fn three_plus_two_join_kill_rejoin_tamper_terminate() {
         "a refused node holds no cluster ID: {w3}"
     );
     // Nothing was written to etcd for the refused node; the admitted ones are registered.
-    let registry = String::from_utf8(etcdctl(
-        &ws,
-        &cp0,
-        &["get", "--prefix", "/constellation/nodes/", "--keys-only"],
-    ))
-    .unwrap();
+    let registry = registry_keys(&ws, &cp0);
     assert!(
         registry.contains("/constellation/nodes/worker-2"),
         "{registry}"
@@ -345,4 +363,58 @@ fn three_plus_two_join_kill_rejoin_tamper_terminate() {
     }
     let left = processes_mentioning(&ws.to_string_lossy());
     assert!(left.is_empty(), "left running: {left:#?}");
+}
+
+/// A full outage of all three control-plane nodes (each killed with its etcd): `apply` restarts
+/// them and, since none holds the cluster's keys, says to run `recover`; `recover` gives all
+/// three their keys back at once, etcd regains its quorum with its data (three members, the
+/// registry intact), every node is a member with this cluster's PCR 15, and a new worker joins.
+#[test]
+fn full_outage_of_three_control_planes_then_recover() {
+    let (t, base) = applied_cluster(3, 1);
+    let ws = t.path().to_path_buf();
+    let _c = Cleanup(ws.clone());
+
+    for (name, pid, _) in pids(&ws) {
+        if name.starts_with("control-plane-") {
+            let k = Command::new("kill")
+                .args(["-9", "--", &format!("-{pid}")])
+                .status()
+                .unwrap();
+            assert!(k.success());
+        }
+    }
+    let o = run(&ws, &["apply"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains("run `constellation recover`"), "{err}");
+    let st = status(&ws);
+    for n in ["control-plane-0", "control-plane-1", "control-plane-2"] {
+        assert_eq!(node(&st, n)["phase"], "awaiting-recovery", "{st:#}");
+    }
+
+    let out = ok(&ws, &["recover"]);
+    assert!(out.contains("Recovered 3 control-plane node(s)."), "{out}");
+    assert!(out.contains("4/4 cluster members"), "{out}");
+    let st = status(&ws);
+    assert_all_joined(&st, 4);
+    for n in ["control-plane-0", "control-plane-1", "control-plane-2"] {
+        assert_eq!(node(&st, n)["admitted_by"], "recover", "{st:#}");
+    }
+    let cp0 = node(&st, "control-plane-0")["address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let members = etcd_members(&ws, &cp0);
+    assert_eq!(members.len(), 3, "{members:?}");
+    let registry = registry_keys(&ws, &cp0);
+    assert!(
+        registry.contains("/constellation/nodes/worker-0"),
+        "{registry}"
+    );
+
+    edit_config(&ws, 3, 2, &base);
+    let out = ok(&ws, &["apply"]);
+    assert!(out.contains("5/5 attested and joined"), "{out}");
+    ok(&ws, &["verify"]);
 }

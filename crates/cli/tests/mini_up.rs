@@ -35,8 +35,8 @@ const MASTER_SECRET_FILE: &str = "constellation-mastersecret.json";
 const ADMIN_CONF_FILE: &str = "constellation-admin.conf";
 const LOCAL_DIR: &str = "constellation-local";
 /// Ports a node binds on its own address (swtpm command + control, Init, KeyService,
-/// JoinService, etcd client + peer, verification service).
-const NODE_PORTS: [u16; 8] = [2321, 2322, 9000, 9001, 30090, 2379, 2380, 30081];
+/// JoinService, etcd client + peer, verification service, recovery).
+const NODE_PORTS: [u16; 9] = [2321, 2322, 9000, 9001, 30090, 2379, 2380, 30081, 9999];
 /// How long any single wait may take before the test fails (generous: 2 loaded cores).
 const DEADLINE: Duration = Duration::from_secs(120);
 
@@ -222,6 +222,21 @@ impl Workspace {
 
     fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Sets PCR `index`'s expected value in the config to `hex_value`; returns the config text
+    /// before the change (to restore it) and the old value.
+    fn replace_measurement(&self, index: u32, hex_value: &str) -> (String, String) {
+        let path = self.file(CONFIG_FILE);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let old = config::Config::load(&path)
+            .unwrap()
+            .measurements()
+            .get(index)
+            .map(|m| hex::encode(&m.expected))
+            .unwrap();
+        std::fs::write(&path, text.replace(&old, hex_value)).unwrap();
+        (text, old)
     }
 
     fn file(&self, name: &str) -> PathBuf {
@@ -828,6 +843,93 @@ fn killed_node_then_terminate_leaves_nothing() {
     ws.terminate_and_check_clean();
 }
 
+/// A full control-plane outage (the only control-plane node crashes with its etcd): `apply`
+/// restarts it and says to run `recover`. `recover` refuses the master secret of another
+/// cluster before any node sees it, and a node whose measurements differ without sending
+/// anything; then it recovers the node, which comes back with its data (a new worker joins
+/// through it) and PCR 15 of the same cluster. A second `recover` does nothing.
+#[test]
+fn full_control_plane_outage_then_recover() {
+    let ws = Workspace::new();
+    let up = ws.ok(&["apply"]);
+    let id = printed_cluster_id(&up.stdout);
+    let cp = ws.node("control-plane-0").process.unwrap();
+    let _ = kill(Pid::from_raw(-(cp.pid as i32)), Signal::SIGKILL);
+    wait_until("the killed node to end", || !cp.alive());
+
+    let o = ws.run(&["apply"]);
+    let err = text(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains("started control-plane-0"), "{err}");
+    assert!(err.contains("run `constellation recover`"), "{err}");
+    let st = ws.status_json();
+    let n = node_json(&st, "control-plane-0");
+    assert_eq!(n["phase"], "awaiting-recovery", "{n:#}");
+    assert_eq!(n["pcr15_state"], "zero", "{n:#}");
+
+    // Another cluster's master secret: refused here, nothing changes.
+    let secret = std::fs::read(ws.file(MASTER_SECRET_FILE)).unwrap();
+    let state = std::fs::read(ws.file(STATE_FILE)).unwrap();
+    std::fs::remove_file(ws.file(MASTER_SECRET_FILE)).unwrap();
+    config::secret::write_new(
+        &ws.file(MASTER_SECRET_FILE),
+        &keys::MasterSecret::generate().unwrap(),
+    )
+    .unwrap();
+    let o = ws.run(&["recover"]);
+    let err = text(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains("does not belong to the cluster"), "{err}");
+    assert!(!err.contains("connecting"), "a node was contacted:\n{err}");
+    std::fs::write(ws.file(MASTER_SECRET_FILE), &secret).unwrap();
+
+    // A measurement the node does not meet: attestation refused, nothing sent.
+    let cfg_path = ws.file(CONFIG_FILE);
+    let (cfg, _) = ws.replace_measurement(9, &"9".repeat(64));
+    let o = ws.run(&["recover"]);
+    let err = text(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains("PCR 9") && err.contains("nothing secret was sent"),
+        "{err}"
+    );
+    assert_eq!(
+        node_json(&ws.status_json(), "control-plane-0")["phase"],
+        "awaiting-recovery"
+    );
+    std::fs::write(&cfg_path, &cfg).unwrap();
+
+    // Recovery.
+    let o = ws.ok(&["recover"]);
+    let out = text(&o.stdout);
+    assert!(out.contains("Recovered 1 control-plane node(s)."), "{out}");
+    assert!(out.contains("2/2 cluster members"), "{out}");
+    let st = ws.status_json();
+    let n = node_json(&st, "control-plane-0");
+    assert_eq!(n["phase"], "joined", "{n:#}");
+    assert_eq!(n["admitted_by"], "recover", "{n:#}");
+    assert_eq!(tpm_pcr15(ws.base), expected_pcr15(&id));
+    ws.ok(&["verify"]);
+    assert_eq!(std::fs::read(ws.file(MASTER_SECRET_FILE)).unwrap(), secret);
+    assert_eq!(std::fs::read(ws.file(STATE_FILE)).unwrap(), state);
+
+    // The recovered control plane admits a new node (its etcd data and master secret are back).
+    let cfg = std::fs::read_to_string(&cfg_path).unwrap();
+    let (head, tail) = cfg.split_once("\n  worker_default:").unwrap();
+    let tail = tail.replacen("initialCount: 1", "initialCount: 2", 1);
+    std::fs::write(&cfg_path, format!("{head}\n  worker_default:{tail}")).unwrap();
+    let o = ws.ok(&["apply"]);
+    assert!(text(&o.stdout).contains("3/3 attested and joined"));
+
+    let o = ws.ok(&["recover"]);
+    let out = text(&o.stdout);
+    assert!(
+        out.contains("No control-plane nodes in need of recovery found."),
+        "{out}"
+    );
+    ws.terminate_and_check_clean();
+}
+
 /// `verify` asks every node for a fresh attestation: all verify against the cluster ID, with
 /// PCR 15 as derived from it. Against another cluster ID, a changed measurement in the config,
 /// or with a node down, verify fails (exit 1) and says for which node and PCR, expected and
@@ -876,15 +978,8 @@ fn verify_every_node_and_explain_failures() {
 
     // A changed measurement in the config: named with both values; nothing else fails.
     let cfg_path = ws.file(CONFIG_FILE);
-    let cfg = std::fs::read_to_string(&cfg_path).unwrap();
-    let pcr9 = config::Config::load(&cfg_path)
-        .unwrap()
-        .measurements()
-        .get(9)
-        .map(|m| hex::encode(&m.expected))
-        .unwrap();
     let wrong9 = "9".repeat(64);
-    std::fs::write(&cfg_path, cfg.replace(&pcr9, &wrong9)).unwrap();
+    let (cfg, pcr9) = ws.replace_measurement(9, &wrong9);
     let o = ws.run(&["verify", "-e", &ws.base.to_string()]);
     let out = text(&o.stdout);
     assert_eq!(o.status.code(), Some(1), "{out}");

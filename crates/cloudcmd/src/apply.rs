@@ -201,7 +201,7 @@ pub async fn apply(
 /// Waits until every node is a cluster member. Fails, naming each node and why, when a node
 /// was refused (its attestation did not match, e.g. a changed image), failed, or stopped; the
 /// members stay up.
-async fn wait_for_joins(
+pub(crate) async fn wait_for_joins(
     ws: &Path,
     opts: &ApplyOptions,
     progress: &mut dyn Progress,
@@ -217,20 +217,18 @@ async fn wait_for_joins(
             .iter()
             .filter(|n| n.running && matches!(n.phase, Some(Phase::Joined | Phase::Initialized)))
             .count();
-        let problems: Vec<String> = st
-            .nodes
-            .iter()
-            .filter_map(|n| match n.phase {
-                _ if !n.running => Some(format!("{}: not running", n.name)),
-                Some(Phase::Joined | Phase::Initialized) => None,
-                Some(Phase::Refused | Phase::Failed) => Some(format!(
-                    "{}: {}",
-                    n.name,
-                    n.error.as_deref().unwrap_or("refused")
-                )),
-                _ => None,
-            })
-            .collect();
+        let problems: Vec<String> =
+            st.nodes
+                .iter()
+                .filter_map(|n| match n.phase {
+                    _ if !n.running => Some(format!("{}: not running", n.name)),
+                    Some(Phase::Joined | Phase::Initialized) => None,
+                    Some(Phase::Refused | Phase::Failed | Phase::AwaitingRecovery) => Some(
+                        format!("{}: {}", n.name, n.error.as_deref().unwrap_or("refused")),
+                    ),
+                    _ => None,
+                })
+                .collect();
         if last != Some(members) {
             progress.step(&format!(
                 "join: {members}/{total} nodes are cluster members"
@@ -249,7 +247,17 @@ async fn wait_for_joins(
             .filter(|n| n.role == provider_local::cloud::Role::ControlPlane.as_str())
             .peekable();
         let no_joinservice = cps.peek().is_some()
-            && cps.all(|n| !n.running || matches!(n.phase, Some(Phase::Refused | Phase::Failed)));
+            && cps.all(|n| {
+                !n.running
+                    || matches!(
+                        n.phase,
+                        Some(Phase::Refused | Phase::Failed | Phase::AwaitingRecovery)
+                    )
+            });
+        let needs_recovery = st
+            .nodes
+            .iter()
+            .any(|n| n.phase == Some(Phase::AwaitingRecovery));
         if pending == 0 || no_joinservice || Instant::now() > deadline {
             let mut msg = format!(
                 "{} of {total} nodes did not join the cluster (the {members} members keep running):",
@@ -263,6 +271,9 @@ async fn wait_for_joins(
                 msg.push_str(&format!(
                     "\n  {pending} node(s) still waiting after the join timeout"
                 ));
+            }
+            if no_joinservice && needs_recovery {
+                bail!("{msg}\nno control-plane node holds the cluster's keys (a full control-plane outage): run `constellation recover` to give them back from your master secret");
             }
             bail!("{msg}\nsee `constellation status` for each node's join decision");
         }

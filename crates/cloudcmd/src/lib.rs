@@ -3,6 +3,8 @@
 //! * [`apply`]: phases `infrastructure` → `init`, each skipped when already done, so an
 //!   interrupted run is completed by running it again: nodes are never created twice, an
 //!   initialized cluster is never initialized again, and the master secret is never replaced.
+//! * [`recover`]: gives restarted control-plane nodes their keys back from the master secret
+//!   after a full control-plane outage.
 //! * [`status`]: what every node reports, plus whether its processes are alive.
 //! * [`verify`]: a fresh attestation from each node, checked against the measurements and the
 //!   cluster ID (PCR 15).
@@ -14,6 +16,7 @@
 pub mod apply;
 /// The admin credentials file's layout (written by the first control-plane node).
 pub use bootstrapper::admin;
+pub mod recover;
 pub mod status;
 pub mod verify;
 

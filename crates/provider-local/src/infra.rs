@@ -17,7 +17,7 @@ use tpm::swtpm::{Swtpm, SwtpmConfig};
 
 use crate::cloud::{
     CloudError, CloudState, NodeRecord, Role, PORT_ETCD_CLIENT, PORT_ETCD_PEER, PORT_INIT,
-    PORT_JOIN, PORT_KEYSERVICE, PORT_VERIFY,
+    PORT_JOIN, PORT_KEYSERVICE, PORT_RECOVERY, PORT_VERIFY,
 };
 use crate::image::NodeImage;
 use crate::process::{spawn_detached, ProcessError, ProcessRecord};
@@ -108,6 +108,7 @@ fn node_ports(role: Role) -> &'static [u16] {
             PORT_ETCD_CLIENT,
             PORT_ETCD_PEER,
             PORT_VERIFY,
+            PORT_RECOVERY,
         ],
         Role::Worker => &[PORT_INIT, PORT_VERIFY],
     }

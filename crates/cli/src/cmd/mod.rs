@@ -8,6 +8,7 @@ pub mod apply;
 pub mod config_fetch_measurements;
 pub mod config_generate;
 pub mod mini;
+pub mod recover;
 pub mod status;
 pub mod terminate;
 pub mod verify;
@@ -42,6 +43,7 @@ pub fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Status(a) => status::run(ws, &a.output),
         Command::Terminate(a) => terminate::run(ws, a.yes),
         Command::Verify(a) => verify::run(ws, &a),
+        Command::Recover(a) => recover::run(ws, &a),
     }
 }
 

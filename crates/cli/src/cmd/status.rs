@@ -26,7 +26,7 @@ pub fn run(ws: &Path, output: &str) -> anyhow::Result<()> {
             println!();
             println!("PCR15: cluster = holds this cluster's ID (a member), zero = in no cluster yet, other = another cluster's ID");
             println!(
-                "{:<18} {:<14} {:<15} {:<8} {:<12} {:<8} DETAIL",
+                "{:<18} {:<14} {:<15} {:<8} {:<17} {:<8} DETAIL",
                 "NODE", "ROLE", "ADDRESS", "RUNNING", "PHASE", "PCR15"
             );
             for n in &st.nodes {
@@ -46,7 +46,7 @@ pub fn run(ws: &Path, output: &str) -> anyhow::Result<()> {
                     (None, None) => n.services.join(","),
                 };
                 println!(
-                    "{:<18} {:<14} {:<15} {:<8} {:<12} {:<8} {}",
+                    "{:<18} {:<14} {:<15} {:<8} {:<17} {:<8} {}",
                     n.name,
                     n.role,
                     n.address,
