@@ -7,7 +7,7 @@
 //! process, started through the launcher (`constellation-node launch`), which measures the image
 //! into that TPM before the Bootstrapper runs.
 
-use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -237,6 +237,13 @@ pub fn apply(
         })?;
         state.nodes[i].swtpm = ProcessRecord::of(d.pid);
         state.save(&path)?;
+        // As the platform owning the TPM: a node that died did not shut its TPM down in order,
+        // which counts against the TPM's dictionary-attack limit; clear it at every start.
+        let tpm_port = SocketAddr::V4(SocketAddrV4::new(node.address, tpm::swtpm::DEFAULT_PORT));
+        tpm::swtpm::reset_dictionary_attack_lockout(tpm_port).map_err(|e| InfraError::Swtpm {
+            node: node.name.clone(),
+            source: e,
+        })?;
         if node.ak_public.is_none() {
             let ak = {
                 let t = tpm::Tpm::open(&d.tcti).map_err(|e| InfraError::Ak {

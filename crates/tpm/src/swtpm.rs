@@ -184,6 +184,8 @@ pub enum SwtpmError {
         waited: Duration,
         log: String,
     },
+    #[error("resetting the dictionary-attack lockout of the TPM at {addr} failed: {detail}")]
+    Lockout { addr: SocketAddr, detail: String },
     #[error("pid file {path:?} does not hold a pid: {content:?}")]
     BadPidFile { path: PathBuf, content: String },
     #[error("process {pid} is {comm:?}, not swtpm; not stopping it")]
@@ -409,6 +411,50 @@ impl Drop for Swtpm {
             tracing::warn!(error = %e, "stopping swtpm");
         }
     }
+}
+
+/// TPM2_DictionaryAttackLockReset with the lockout hierarchy's (empty) password: clears the
+/// TPM's failed-authorization counter.
+///
+/// Each unorderly end of a TPM (its node killed, swtpm stopped without TPM2_Shutdown) counts as
+/// a failed authorization at the next start-up once a DA-protected key (our attestation key,
+/// as go-tpm-tools' template) was used; after a few the TPM refuses to quote
+/// (TPM_RC_LOCKOUT) for a long recovery time. Clouds manage their vTPMs' lockout; the local
+/// provider, which owns these TPMs' lockout hierarchy, calls this after every TPM start.
+/// tss-esapi 7 has no binding for the command, so it is sent as raw bytes on the TPM port.
+pub fn reset_dictionary_attack_lockout(addr: SocketAddr) -> Result<(), SwtpmError> {
+    const TPM_ST_SESSIONS: u16 = 0x8002;
+    const TPM_CC_DICTIONARY_ATTACK_LOCK_RESET: u32 = 0x0000_0139;
+    const TPM_RH_LOCKOUT: u32 = 0x4000_000A;
+    const TPM_RS_PW: u32 = 0x4000_0009;
+    let fail = |detail: String| SwtpmError::Lockout { addr, detail };
+    // Password session: handle, empty nonce, attributes 0, empty password.
+    let mut session = TPM_RS_PW.to_be_bytes().to_vec();
+    session.extend_from_slice(&0u16.to_be_bytes());
+    session.push(0);
+    session.extend_from_slice(&0u16.to_be_bytes());
+    let mut body = TPM_CC_DICTIONARY_ATTACK_LOCK_RESET.to_be_bytes().to_vec();
+    body.extend_from_slice(&TPM_RH_LOCKOUT.to_be_bytes());
+    body.extend_from_slice(&(session.len() as u32).to_be_bytes());
+    body.extend_from_slice(&session);
+    let mut cmd = TPM_ST_SESSIONS.to_be_bytes().to_vec();
+    cmd.extend_from_slice(&((2 + 4 + body.len()) as u32).to_be_bytes());
+    cmd.extend_from_slice(&body);
+
+    let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .map_err(|e| fail(format!("connecting: {e}")))?;
+    conn.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| fail(e.to_string()))?;
+    conn.write_all(&cmd)
+        .map_err(|e| fail(format!("sending the command: {e}")))?;
+    let mut header = [0u8; 10];
+    conn.read_exact(&mut header)
+        .map_err(|e| fail(format!("reading the response: {e}")))?;
+    let rc = u32::from_be_bytes([header[6], header[7], header[8], header[9]]);
+    if rc != 0 {
+        return Err(fail(format!("the TPM answered response code 0x{rc:03X}")));
+    }
+    Ok(())
 }
 
 /// A loopback address unique to this process and call (127.128-255.x.y, derived from the pid

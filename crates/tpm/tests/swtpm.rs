@@ -267,3 +267,49 @@ fn two_connections_to_one_swtpm_interleave() {
     let expected = (0..200).fold([0u8; 32], |pcr, _| measurements::extend_sha256(&pcr, b"x"));
     assert_eq!(a.read_pcrs_sha256().unwrap()[&16], expected);
 }
+
+/// Each restart without TPM2_Shutdown (a node killed, swtpm stopped) counts against the TPM's
+/// dictionary-attack limit once the (DA-protected) attestation key was used: after a few the
+/// TPM refuses to quote. `reset_dictionary_attack_lockout`, which the local provider sends
+/// after every TPM start, clears that.
+#[test]
+fn unorderly_restarts_lock_the_tpm_out_until_the_lockout_is_reset() {
+    let t = TestTpm::start();
+    let config = t.swtpm.config().clone();
+    let TestTpm { swtpm, dir } = t;
+    let mut swtpm = Some(swtpm);
+    let mut locked_after = None;
+    for restart in 1..=10 {
+        Tpm::open(&swtpm.as_ref().unwrap().tcti())
+            .unwrap()
+            .quote(b"use the AK")
+            .unwrap();
+        swtpm.take().unwrap().shutdown().unwrap();
+        swtpm = Some(Swtpm::spawn_owned(&config).unwrap());
+        let tpm = Tpm::open(&swtpm.as_ref().unwrap().tcti()).unwrap();
+        if let Err(e) = tpm.quote(b"after restart") {
+            let chain = format!("{:?}", anyhow_chain(&e));
+            assert!(chain.contains("lockout"), "{chain}");
+            locked_after = Some(restart);
+            break;
+        }
+    }
+    let restarts = locked_after.expect("10 unorderly restarts did not lock the TPM out");
+    eprintln!("locked out after {restarts} unorderly restarts");
+    let s = swtpm.unwrap();
+    let addr = std::net::SocketAddr::V4(std::net::SocketAddrV4::new(config.ip, config.port));
+    tpm::swtpm::reset_dictionary_attack_lockout(addr).unwrap();
+    Tpm::open(&s.tcti()).unwrap().quote(b"after reset").unwrap();
+    drop(s);
+    drop(dir);
+}
+
+fn anyhow_chain(e: &dyn std::error::Error) -> Vec<String> {
+    let mut v = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        v.push(s.to_string());
+        cur = s.source();
+    }
+    v
+}
