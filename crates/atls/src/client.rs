@@ -24,7 +24,7 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::cert::{self, CertificateError};
 use crate::nonce::Nonce;
-use crate::verify::{variants, AttestedServerVerifier, Outcome};
+use crate::verify::{variants, AttestedServerVerifier, AttestedVerifier, Outcome};
 use crate::{provider, Error, ALPN_H2, DEFAULT_HANDSHAKE_TIMEOUT};
 
 /// What the client proves and what it demands, reusable across connections.
@@ -84,11 +84,12 @@ where
     let nonce = Nonce::random().map_err(Error::Nonce)?;
     let outcome = Outcome::default();
     let verifier = Arc::new(AttestedServerVerifier {
-        validators: config.validators.clone(),
-        nonce,
-        hints: vec![nonce.to_distinguished_name()],
-        algorithms: provider.signature_verification_algorithms,
-        outcome: outcome.clone(),
+        attested: AttestedVerifier::new(
+            config.validators.clone(),
+            nonce,
+            provider.signature_verification_algorithms,
+            outcome.clone(),
+        ),
     });
     let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(&[&rustls::version::TLS13])

@@ -32,7 +32,7 @@ use tonic::transport::server::Connected;
 
 use crate::cert::{self, CertificateError, OwnCert};
 use crate::nonce::Nonce;
-use crate::verify::{chain, variants, AttestedClientVerifier, Outcome};
+use crate::verify::{chain, variants, AttestedClientVerifier, AttestedVerifier, Outcome};
 use crate::{provider, Error, ALPN_H2, DEFAULT_HANDSHAKE_TIMEOUT};
 
 /// What the server proves and what it demands, reusable across connections.
@@ -273,12 +273,13 @@ fn rustls_config(
     } else {
         let nonce = Nonce::random().map_err(Error::Nonce)?;
         Arc::new(AttestedClientVerifier {
-            validators: config.validators.clone(),
+            attested: AttestedVerifier::new(
+                config.validators.clone(),
+                nonce,
+                provider.signature_verification_algorithms,
+                outcome.clone(),
+            ),
             defer_rejection: config.explain_rejections,
-            nonce,
-            hints: vec![nonce.to_distinguished_name()],
-            algorithms: provider.signature_verification_algorithms,
-            outcome: outcome.clone(),
         })
     };
     let mut c = rustls::ServerConfig::builder_with_provider(provider)

@@ -29,18 +29,35 @@ fn dummy_validators() -> Vec<Arc<dyn Validator>> {
     vec![Arc::new(InsecureDummyValidator)]
 }
 
-async fn run(
-    client_cfg: &ClientConfig,
-    server_cfg: &ServerConfig,
-) -> (
+type Sides = (
     Result<ClientSide, Error>,
     Result<AttestedStream<DuplexStream>, Error>,
-) {
+);
+
+async fn run(client_cfg: &ClientConfig, server_cfg: &ServerConfig) -> Sides {
     let (c, s) = duplex(16 * 1024);
     tokio::join!(
         client::handshake(c, client_cfg),
         server::accept(s, server_cfg)
     )
+}
+
+/// One-way attestation: the client checks a server that attests with `server_issuer`.
+async fn client_checks_server(server_issuer: Option<Arc<dyn Issuer>>) -> Sides {
+    run(
+        &ClientConfig::new(None, dummy_validators()),
+        &ServerConfig::new(server_issuer, vec![]),
+    )
+    .await
+}
+
+/// One-way attestation: the server checks a client that attests with `client_issuer`.
+async fn server_checks_client(client_issuer: Option<Arc<dyn Issuer>>) -> Sides {
+    run(
+        &ClientConfig::new(client_issuer, vec![]),
+        &ServerConfig::new(None, dummy_validators()),
+    )
+    .await
 }
 
 /// Application data flows both ways after the handshake.
@@ -83,6 +100,9 @@ impl TweakedIssuer {
             fail: false,
         }
     }
+    fn into_issuer(self) -> Option<Arc<dyn Issuer>> {
+        Some(Arc::new(self))
+    }
 }
 impl Issuer for TweakedIssuer {
     fn variant(&self) -> Variant {
@@ -118,11 +138,7 @@ impl Validator for PcrRejectingValidator {
 
 #[tokio::test]
 async fn server_attests() {
-    let (c, s) = run(
-        &ClientConfig::new(None, dummy_validators()),
-        &ServerConfig::new(dummy_issuer(), vec![]),
-    )
-    .await;
+    let (c, s) = client_checks_server(dummy_issuer()).await;
     let mut c = c.unwrap();
     let mut s = s.unwrap();
     let att = c.1.as_ref().expect("client verified the server");
@@ -137,11 +153,7 @@ async fn server_attests() {
 
 #[tokio::test]
 async fn client_attests() {
-    let (c, s) = run(
-        &ClientConfig::new(dummy_issuer(), vec![]),
-        &ServerConfig::new(None, dummy_validators()),
-    )
-    .await;
+    let (c, s) = server_checks_client(dummy_issuer()).await;
     let mut c = c.unwrap();
     let mut s = s.unwrap();
     assert!(c.1.is_none());
@@ -234,11 +246,7 @@ async fn wrong_variant_lists_seen_oids() {
         variant: Variant::QemuVtpm,
         ..TweakedIssuer::dummy()
     };
-    let (c, _s) = run(
-        &ClientConfig::new(None, dummy_validators()),
-        &ServerConfig::new(Some(Arc::new(issuer)), vec![]),
-    )
-    .await;
+    let (c, _s) = client_checks_server(issuer.into_issuer()).await;
     let err = c.unwrap_err();
     match &err {
         Error::PeerRejected(VerifyError::NoAttestation { expected, seen }) => {
@@ -248,11 +256,7 @@ async fn wrong_variant_lists_seen_oids() {
         other => panic!("unexpected: {}", chain(other)),
     }
     // A server that does not attest at all: no extensions.
-    let (c, _s) = run(
-        &ClientConfig::new(None, dummy_validators()),
-        &ServerConfig::new(None, vec![]),
-    )
-    .await;
+    let (c, _s) = client_checks_server(None).await;
     let msg = chain(&c.unwrap_err());
     assert!(
         msg.contains("no attestation for 1.3.9900.1.1 (dummy); extensions present: []"),
@@ -307,11 +311,7 @@ async fn attestation_for_another_key_is_rejected() {
         fixed_user_data: Some(vec![0x11; 32]),
         ..TweakedIssuer::dummy()
     };
-    let (c, _s) = run(
-        &ClientConfig::new(None, dummy_validators()),
-        &ServerConfig::new(Some(Arc::new(issuer)), vec![]),
-    )
-    .await;
+    let (c, _s) = client_checks_server(issuer.into_issuer()).await;
     let err = c.unwrap_err();
     match &err {
         Error::PeerRejected(VerifyError::KeyBinding { got, .. }) => {
@@ -324,11 +324,12 @@ async fn attestation_for_another_key_is_rejected() {
 #[tokio::test]
 async fn certificate_size_limit() {
     // Near the limit: works in both directions (rustls's 64 KiB cap is not hit).
-    let big = || -> Option<Arc<dyn Issuer>> {
-        Some(Arc::new(TweakedIssuer {
+    let big = || {
+        TweakedIssuer {
             padding: MAX_CERT_SIZE - 1024,
             ..TweakedIssuer::dummy()
-        }))
+        }
+        .into_issuer()
     };
     let (c, s) = run(
         &ClientConfig::new(big(), dummy_validators()),
@@ -341,17 +342,14 @@ async fn certificate_size_limit() {
     ping_pong(&mut c, &mut s).await;
 
     // Over the limit: fails where the certificate is made, saying why.
-    let huge = || -> Option<Arc<dyn Issuer>> {
-        Some(Arc::new(TweakedIssuer {
+    let huge = || {
+        TweakedIssuer {
             padding: MAX_CERT_SIZE,
             ..TweakedIssuer::dummy()
-        }))
+        }
+        .into_issuer()
     };
-    let (c, s) = run(
-        &ClientConfig::new(None, dummy_validators()),
-        &ServerConfig::new(huge(), vec![]),
-    )
-    .await;
+    let (c, s) = client_checks_server(huge()).await;
     let err = s.unwrap_err();
     assert!(
         matches!(
@@ -365,11 +363,7 @@ async fn certificate_size_limit() {
     assert!(chain(&err).contains("over the 61440-byte limit"));
     assert!(matches!(c.unwrap_err(), Error::Handshake(_)));
 
-    let (c, _s) = run(
-        &ClientConfig::new(huge(), vec![]),
-        &ServerConfig::new(None, dummy_validators()),
-    )
-    .await;
+    let (c, _s) = server_checks_client(huge()).await;
     let err = c.unwrap_err();
     assert!(
         matches!(err, Error::Certificate(CertificateError::TooLarge { .. })),
@@ -380,26 +374,19 @@ async fn certificate_size_limit() {
 
 #[tokio::test]
 async fn issuer_failure_is_reported_locally() {
-    let failing = || -> Option<Arc<dyn Issuer>> {
-        Some(Arc::new(TweakedIssuer {
+    let failing = || {
+        TweakedIssuer {
             fail: true,
             ..TweakedIssuer::dummy()
-        }))
+        }
+        .into_issuer()
     };
-    let (_c, s) = run(
-        &ClientConfig::new(None, dummy_validators()),
-        &ServerConfig::new(failing(), vec![]),
-    )
-    .await;
+    let (_c, s) = client_checks_server(failing()).await;
     let msg = chain(&s.unwrap_err());
     assert!(msg.contains("dummy issuer failed"), "{msg}");
     assert!(msg.contains("TPM is unreachable"), "{msg}");
 
-    let (c, s) = run(
-        &ClientConfig::new(failing(), vec![]),
-        &ServerConfig::new(None, dummy_validators()),
-    )
-    .await;
+    let (c, s) = server_checks_client(failing()).await;
     let msg = chain(&c.unwrap_err());
     assert!(msg.contains("TPM is unreachable"), "{msg}");
     assert!(matches!(s.unwrap_err(), Error::Handshake(_)));
@@ -430,11 +417,7 @@ async fn peers_without_what_the_other_needs() {
     ));
 
     // A client without an issuer cannot join a server that requires attestation.
-    let (c, s) = run(
-        &ClientConfig::new(None, vec![]),
-        &ServerConfig::new(None, dummy_validators()),
-    )
-    .await;
+    let (c, s) = server_checks_client(None).await;
     let msg = chain(&s.unwrap_err());
     assert!(msg.contains("peer sent no certificates"), "{msg}");
     let (mut tls, _) = c.unwrap();

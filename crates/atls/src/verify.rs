@@ -196,21 +196,86 @@ pub(crate) fn variants(validators: &[Arc<dyn Validator>]) -> Vec<Variant> {
     validators.iter().map(|v| v.variant()).collect()
 }
 
+/// What both verifiers share: the peer's validators, our nonce (also sent as the only
+/// `certificate_authorities` hint), the handshake signature algorithms, and where the result goes.
+pub(crate) struct AttestedVerifier {
+    validators: Vec<Arc<dyn Validator>>,
+    nonce: Nonce,
+    hints: Vec<DistinguishedName>,
+    algorithms: WebPkiSupportedAlgorithms,
+    outcome: Outcome,
+}
+
+impl AttestedVerifier {
+    pub(crate) fn new(
+        validators: Vec<Arc<dyn Validator>>,
+        nonce: Nonce,
+        algorithms: WebPkiSupportedAlgorithms,
+        outcome: Outcome,
+    ) -> Self {
+        Self {
+            validators,
+            nonce,
+            hints: vec![nonce.to_distinguished_name()],
+            algorithms,
+            outcome,
+        }
+    }
+
+    fn verify(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        now: UnixTime,
+    ) -> Result<VerifiedAttestation, VerifyError> {
+        verify_certificate(end_entity.as_ref(), now, &self.validators, &self.nonce)
+    }
+
+    /// `Debug` for the verifier named `name` (which wraps `self`).
+    fn debug(&self, name: &str, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct(name)
+            .field("validators", &variants(&self.validators))
+            .finish_non_exhaustive()
+    }
+}
+
+/// The handshake-signature methods, identical in `ServerCertVerifier` and `ClientCertVerifier`:
+/// the plain rustls checks with the provider's algorithms. Expands inside an `impl` of either
+/// trait for a type whose `attested` field is an [`AttestedVerifier`].
+macro_rules! handshake_signature_checks {
+    () => {
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(message, cert, dss, &self.attested.algorithms)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(message, cert, dss, &self.attested.algorithms)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.attested.algorithms.supported_schemes()
+        }
+    };
+}
+
 /// Client side: verifies the server's certificate against the client's nonce, and sends that
 /// nonce in the ClientHello's `certificate_authorities` extension.
 pub(crate) struct AttestedServerVerifier {
-    pub(crate) validators: Vec<Arc<dyn Validator>>,
-    pub(crate) nonce: Nonce,
-    pub(crate) hints: Vec<DistinguishedName>,
-    pub(crate) algorithms: WebPkiSupportedAlgorithms,
-    pub(crate) outcome: Outcome,
+    pub(crate) attested: AttestedVerifier,
 }
 
 impl fmt::Debug for AttestedServerVerifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AttestedServerVerifier")
-            .field("validators", &variants(&self.validators))
-            .finish_non_exhaustive()
+        self.attested.debug("AttestedServerVerifier", f)
     }
 }
 
@@ -225,61 +290,32 @@ impl ServerCertVerifier for AttestedServerVerifier {
     ) -> Result<ServerCertVerified, rustls::Error> {
         // Without validators the client does not check the server (node → JoinService); the
         // handshake signature is still checked below.
-        if !self.validators.is_empty() {
-            self.outcome.record(verify_certificate(
-                end_entity.as_ref(),
-                now,
-                &self.validators,
-                &self.nonce,
-            ))?;
+        if !self.attested.validators.is_empty() {
+            self.attested
+                .outcome
+                .record(self.attested.verify(end_entity, now))?;
         }
         Ok(ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
+    handshake_signature_checks!();
 
     fn root_hint_subjects(&self) -> Option<&[DistinguishedName]> {
-        Some(&self.hints)
+        Some(&self.attested.hints)
     }
 }
 
 /// Server side: requires a client certificate, verifies it against the server's nonce, and
 /// sends that nonce in the CertificateRequest's `certificate_authorities`.
 pub(crate) struct AttestedClientVerifier {
-    pub(crate) validators: Vec<Arc<dyn Validator>>,
-    /// Let the handshake finish when the attestation fails; the result is in `outcome`.
+    pub(crate) attested: AttestedVerifier,
+    /// Let the handshake finish when the attestation fails; the result is in the outcome.
     pub(crate) defer_rejection: bool,
-    pub(crate) nonce: Nonce,
-    pub(crate) hints: Vec<DistinguishedName>,
-    pub(crate) algorithms: WebPkiSupportedAlgorithms,
-    pub(crate) outcome: Outcome,
 }
 
 impl fmt::Debug for AttestedClientVerifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AttestedClientVerifier")
-            .field("validators", &variants(&self.validators))
-            .finish_non_exhaustive()
+        self.attested.debug("AttestedClientVerifier", f)
     }
 }
 
@@ -293,7 +329,7 @@ impl ClientCertVerifier for AttestedClientVerifier {
     }
 
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        &self.hints
+        &self.attested.hints
     }
 
     fn verify_client_cert(
@@ -302,34 +338,14 @@ impl ClientCertVerifier for AttestedClientVerifier {
         _intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        let result = verify_certificate(end_entity.as_ref(), now, &self.validators, &self.nonce);
+        let result = self.attested.verify(end_entity, now);
         if self.defer_rejection {
-            self.outcome.record_deferred(result);
+            self.attested.outcome.record_deferred(result);
         } else {
-            self.outcome.record(result)?;
+            self.attested.outcome.record(result)?;
         }
         Ok(ClientCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
+    handshake_signature_checks!();
 }

@@ -17,6 +17,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::cursor::{Cursor, Short};
 use crate::tpm2::HashAlg;
 
 /// `EV_NO_ACTION`: informational, never extended into a PCR.
@@ -100,38 +101,46 @@ pub struct EventLog {
     pub events: Vec<Event>,
 }
 
+/// Little-endian reader of one event (or of the Spec ID event's data).
 struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
+    cur: Cursor<'a>,
     event: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], EventLogError> {
-        let have = self.buf.len().saturating_sub(self.pos);
-        if n > have {
-            return Err(EventLogError::Truncated {
-                event: self.event,
-                field,
-                offset: self.pos,
-                need: n,
-                have,
-            });
+    fn new(buf: &'a [u8], event: usize) -> Self {
+        Self {
+            cur: Cursor::new(buf),
+            event,
         }
-        let out = &self.buf[self.pos..self.pos + n];
-        self.pos += n;
-        Ok(out)
+    }
+    fn pos(&self) -> usize {
+        self.cur.pos()
+    }
+    fn truncated(&self, field: &'static str, short: Short) -> EventLogError {
+        let Short { offset, need, have } = short;
+        EventLogError::Truncated {
+            event: self.event,
+            field,
+            offset,
+            need,
+            have,
+        }
+    }
+    fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], EventLogError> {
+        self.cur.take(n).map_err(|s| self.truncated(field, s))
+    }
+    fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], EventLogError> {
+        self.cur.array().map_err(|s| self.truncated(field, s))
     }
     fn u8(&mut self, field: &'static str) -> Result<u8, EventLogError> {
-        Ok(self.take(1, field)?[0])
+        Ok(self.array::<1>(field)?[0])
     }
     fn u16(&mut self, field: &'static str) -> Result<u16, EventLogError> {
-        let b = self.take(2, field)?;
-        Ok(u16::from_le_bytes([b[0], b[1]]))
+        Ok(u16::from_le_bytes(self.array(field)?))
     }
     fn u32(&mut self, field: &'static str) -> Result<u32, EventLogError> {
-        let b = self.take(4, field)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        Ok(u32::from_le_bytes(self.array(field)?))
     }
     /// `u32` length, then that many bytes (bounded by what is left, so no huge allocation).
     fn sized(&mut self, field: &'static str) -> Result<&'a [u8], EventLogError> {
@@ -156,11 +165,7 @@ impl<'a> Reader<'a> {
 impl EventLog {
     /// Parses a whole log. An empty input is an empty log.
     pub fn parse(bytes: &[u8]) -> Result<Self, EventLogError> {
-        let mut r = Reader {
-            buf: bytes,
-            pos: 0,
-            event: 0,
-        };
+        let mut r = Reader::new(bytes, 0);
         let mut log = EventLog {
             algorithms: Vec::new(),
             events: Vec::new(),
@@ -176,7 +181,7 @@ impl EventLog {
         } else {
             log.events.push(first);
         }
-        while r.pos < bytes.len() {
+        while r.cur.remaining() > 0 {
             r.event += 1;
             let ev = if crypto_agile {
                 Self::event2(&mut r, &log.algorithms)?
@@ -203,14 +208,10 @@ impl EventLog {
 
     /// `TCG_EfiSpecIdEvent`: returns the algorithm table.
     fn spec_id(data: &[u8], outer: &Reader<'_>) -> Result<Vec<(u16, u16)>, EventLogError> {
-        let mut r = Reader {
-            buf: data,
-            pos: 0,
-            event: outer.event,
-        };
+        let mut r = Reader::new(data, outer.event);
         r.take(16, "SpecIdEvent.signature")?;
         r.take(4 + 4, "SpecIdEvent.platformClass+version")?;
-        let n_off = r.pos;
+        let n_off = r.pos();
         let n = r.u32("SpecIdEvent.numberOfAlgorithms")?;
         if n == 0 || n > MAX_ALGORITHMS {
             return Err(r.invalid(
@@ -222,7 +223,7 @@ impl EventLog {
         let mut algs = Vec::new();
         for _ in 0..n {
             let id = r.u16("SpecIdEvent.algorithmId")?;
-            let size_off = r.pos;
+            let size_off = r.pos();
             let size = r.u16("SpecIdEvent.digestSize")?;
             if let Some(h) = HashAlg::from_tpm(id) {
                 if usize::from(size) != h.digest_len() {
@@ -243,7 +244,7 @@ impl EventLog {
     fn event2(r: &mut Reader<'_>, algs: &[(u16, u16)]) -> Result<Event, EventLogError> {
         let pcr = r.u32("pcrIndex")?;
         let event_type = r.u32("eventType")?;
-        let count_off = r.pos;
+        let count_off = r.pos();
         let count = r.u32("digests.count")?;
         if count as usize > algs.len() {
             return Err(r.invalid(
@@ -257,7 +258,7 @@ impl EventLog {
         }
         let mut digests = Vec::new();
         for _ in 0..count {
-            let alg_off = r.pos;
+            let alg_off = r.pos();
             let alg = r.u16("digests.hashAlg")?;
             let Some(&(_, size)) = algs.iter().find(|(id, _)| *id == alg) else {
                 return Err(r.invalid(

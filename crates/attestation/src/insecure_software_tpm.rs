@@ -13,10 +13,7 @@ use ring::rand::SystemRandom;
 use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 
 use crate::document::{self, AttestationDocument, Pcrs, Quote};
-use crate::tpm2::{
-    ClockInfo, EccCurve, HashAlg, PcrSelection, PcrSelectionList, PublicParams, Scheme, SymDef,
-    TpmsAttest, TpmtPublic, TpmtSignature, TPM_ALG_ECDSA, TPM_ALG_SHA256,
-};
+use crate::tpm2::{ClockInfo, HashAlg, TpmsAttest, TpmtPublic, TpmtSignature};
 use crate::vtpm::AkFingerprint;
 use crate::{make_extra_data, make_tpm_nonce, IssueError, Issuer, Variant};
 
@@ -60,22 +57,7 @@ impl InsecureSoftwareTpm {
             [0x04, rest @ ..] if rest.len() == 64 => (rest[..32].to_vec(), rest[32..].to_vec()),
             _ => return Err(IssueError::new("unexpected P-256 public key encoding")),
         };
-        let ak_public = TpmtPublic {
-            name_alg: HashAlg::Sha256,
-            object_attributes: 0x0005_0072,
-            auth_policy: Vec::new(),
-            params: PublicParams::Ecc {
-                symmetric: SymDef::Null,
-                scheme: Scheme::WithHash {
-                    scheme: TPM_ALG_ECDSA,
-                    hash: TPM_ALG_SHA256,
-                },
-                curve: EccCurve::NistP256,
-                kdf: Scheme::Null,
-                x,
-                y,
-            },
-        };
+        let ak_public = TpmtPublic::ak_template_ecc(x, y);
         let ak_public_bytes = ak_public.encode();
         Ok(Self {
             variant,
@@ -132,8 +114,6 @@ impl InsecureSoftwareTpm {
         qualifying_data: &[u8],
     ) -> Result<(Vec<u8>, Vec<u8>), IssueError> {
         let attest = TpmsAttest {
-            qualified_signer: self.ak_public.name(),
-            extra_data: qualifying_data.to_vec(),
             clock_info: ClockInfo {
                 clock: 1_000,
                 reset_count: 0,
@@ -141,12 +121,7 @@ impl InsecureSoftwareTpm {
                 safe: true,
             },
             firmware_version: 0x2023_0101_0000_0000,
-            pcr_select: PcrSelectionList(vec![PcrSelection {
-                hash: HashAlg::Sha256,
-                size_of_select: 3,
-                pcrs: pcrs.keys().copied().collect(),
-            }]),
-            pcr_digest: HashAlg::Sha256.digest_parts(pcrs.values().map(|v| v.as_slice())),
+            ..TpmsAttest::sha256_quote(self.ak_public.name(), qualifying_data.to_vec(), pcrs)
         }
         .encode();
         let sig = self.sign(&attest)?;

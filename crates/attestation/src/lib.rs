@@ -31,6 +31,7 @@ use sha2::{Digest, Sha256};
 pub use measurements::{Comparison, Measurement, Measurements, Mismatch};
 
 pub mod azure_hcl;
+mod cursor;
 pub mod document;
 pub mod eventlog;
 pub mod gce;

@@ -8,11 +8,13 @@
 //! encoders exist so that tests, fuzzers and software issuers can build the same structures;
 //! `decode(encode(x)) == x` for every value the decoders return.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use sha1::Sha1;
 use sha2::{Digest, Sha256, Sha384, Sha512};
+
+use crate::cursor::{Cursor, Short};
 
 /// `TPM_GENERATED_VALUE`: the first four bytes of every structure the TPM signs itself.
 pub const TPM_GENERATED_VALUE: u32 = 0xFF54_4347;
@@ -93,42 +95,41 @@ pub enum DecodeError {
     },
 }
 
-/// Big-endian cursor over untrusted bytes.
+/// Big-endian reader of one TPM structure over untrusted bytes.
 struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
+    cur: Cursor<'a>,
     structure: &'static str,
 }
 
 impl<'a> Reader<'a> {
     fn new(buf: &'a [u8], structure: &'static str) -> Self {
         Self {
-            buf,
-            pos: 0,
+            cur: Cursor::new(buf),
             structure,
         }
     }
 
-    fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], DecodeError> {
-        let have = self.buf.len().saturating_sub(self.pos);
-        if n > have {
-            return Err(DecodeError::Truncated {
-                structure: self.structure,
-                field,
-                offset: self.pos,
-                need: n,
-                have,
-            });
+    fn pos(&self) -> usize {
+        self.cur.pos()
+    }
+
+    fn truncated(&self, field: &'static str, short: Short) -> DecodeError {
+        let Short { offset, need, have } = short;
+        DecodeError::Truncated {
+            structure: self.structure,
+            field,
+            offset,
+            need,
+            have,
         }
-        let out = &self.buf[self.pos..self.pos + n];
-        self.pos += n;
-        Ok(out)
+    }
+
+    fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], DecodeError> {
+        self.cur.take(n).map_err(|s| self.truncated(field, s))
     }
 
     fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], DecodeError> {
-        let mut out = [0u8; N];
-        out.copy_from_slice(self.take(N, field)?);
-        Ok(out)
+        self.cur.array().map_err(|s| self.truncated(field, s))
     }
 
     fn u8(&mut self, field: &'static str) -> Result<u8, DecodeError> {
@@ -146,7 +147,7 @@ impl<'a> Reader<'a> {
 
     /// A `TPM2B_*`: u16 size, then that many bytes (at most `max`).
     fn tpm2b(&mut self, field: &'static str, max: usize) -> Result<Vec<u8>, DecodeError> {
-        let offset = self.pos;
+        let offset = self.pos();
         let size = usize::from(self.u16(field)?);
         if size > max {
             return Err(DecodeError::TooLarge {
@@ -189,17 +190,18 @@ impl<'a> Reader<'a> {
     }
 
     fn hash_alg(&mut self, field: &'static str) -> Result<HashAlg, DecodeError> {
-        let offset = self.pos;
+        let offset = self.pos();
         let v = self.u16(field)?;
         HashAlg::from_tpm(v).ok_or_else(|| self.unsupported(field, offset, v))
     }
 
     fn finish(&self) -> Result<(), DecodeError> {
-        if self.pos != self.buf.len() {
+        let extra = self.cur.remaining();
+        if extra != 0 {
             return Err(DecodeError::TrailingBytes {
                 structure: self.structure,
-                offset: self.pos,
-                extra: self.buf.len() - self.pos,
+                offset: self.pos(),
+                extra,
             });
         }
         Ok(())
@@ -413,11 +415,53 @@ pub struct TpmtPublic {
     pub params: PublicParams,
 }
 
+/// `TPMA_OBJECT` of go-tpm-tools' AK templates: fixedTPM | fixedParent | sensitiveDataOrigin |
+/// userWithAuth | restricted | sign.
+const AK_TEMPLATE_ATTRIBUTES: u32 = 0x0005_0072;
+
 impl TpmtPublic {
+    /// go-tpm-tools `AKTemplateECC` (P-256, ECDSA-SHA256, SHA-256 name) with public point
+    /// (`x`, `y`).
+    pub fn ak_template_ecc(x: Vec<u8>, y: Vec<u8>) -> Self {
+        Self {
+            name_alg: HashAlg::Sha256,
+            object_attributes: AK_TEMPLATE_ATTRIBUTES,
+            auth_policy: Vec::new(),
+            params: PublicParams::Ecc {
+                symmetric: SymDef::Null,
+                scheme: Scheme::WithHash {
+                    scheme: TPM_ALG_ECDSA,
+                    hash: TPM_ALG_SHA256,
+                },
+                curve: EccCurve::NistP256,
+                kdf: Scheme::Null,
+                x,
+                y,
+            },
+        }
+    }
+
+    /// go-tpm-tools `AKTemplateRSA` layout (RSA-2048, exponent field 0 = 65537, SHA-256 name)
+    /// with `modulus` and signing `scheme` (the real template fixes RSASSA-SHA256).
+    pub fn ak_template_rsa(scheme: Scheme, modulus: Vec<u8>) -> Self {
+        Self {
+            name_alg: HashAlg::Sha256,
+            object_attributes: AK_TEMPLATE_ATTRIBUTES,
+            auth_policy: Vec::new(),
+            params: PublicParams::Rsa {
+                symmetric: SymDef::Null,
+                scheme,
+                key_bits: 2048,
+                exponent: 0,
+                modulus,
+            },
+        }
+    }
+
     /// Decodes exactly one `TPMT_PUBLIC` (as in go-tpm-tools' `ak_pub`; no `TPM2B` size prefix).
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(bytes, "TPMT_PUBLIC");
-        let type_off = r.pos;
+        let type_off = r.pos();
         let object_type = r.u16("type")?;
         let name_alg = r.hash_alg("nameAlg")?;
         let object_attributes = r.u32("objectAttributes")?;
@@ -439,7 +483,7 @@ impl TpmtPublic {
             TPM_ALG_RSA => {
                 let key_bits = r.u16("parameters.keyBits")?;
                 let exponent = r.u32("parameters.exponent")?;
-                let mod_off = r.pos;
+                let mod_off = r.pos();
                 let modulus = r.tpm2b("unique.rsa", MAX_RSA_BYTES)?;
                 if modulus.len() * 8 != usize::from(key_bits) {
                     return Err(r.invalid(
@@ -460,12 +504,12 @@ impl TpmtPublic {
                 }
             }
             TPM_ALG_ECC => {
-                let curve_off = r.pos;
+                let curve_off = r.pos();
                 let curve_id = r.u16("parameters.curveID")?;
                 let curve = EccCurve::from_tpm(curve_id)
                     .ok_or_else(|| r.unsupported("parameters.curveID", curve_off, curve_id))?;
                 let kdf = Scheme::decode(&mut r, "parameters.kdf")?;
-                let x_off = r.pos;
+                let x_off = r.pos();
                 let x = r.tpm2b("unique.ecc.x", MAX_ECC_BYTES)?;
                 let y = r.tpm2b("unique.ecc.y", MAX_ECC_BYTES)?;
                 let n = curve.coordinate_len();
@@ -622,7 +666,7 @@ pub struct PcrSelectionList(pub Vec<PcrSelection>);
 
 impl PcrSelectionList {
     fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        let count_off = r.pos;
+        let count_off = r.pos();
         let count = r.u32("pcrSelect.count")?;
         if count > MAX_PCR_BANKS {
             return Err(DecodeError::TooLarge {
@@ -636,7 +680,7 @@ impl PcrSelectionList {
         let mut banks = Vec::new();
         for _ in 0..count {
             let hash = r.hash_alg("pcrSelect.hash")?;
-            let size_off = r.pos;
+            let size_off = r.pos();
             let size_of_select = r.u8("pcrSelect.sizeofSelect")?;
             if usize::from(size_of_select) > MAX_PCR_SELECT {
                 return Err(DecodeError::TooLarge {
@@ -718,6 +762,27 @@ pub struct TpmsAttest {
 }
 
 impl TpmsAttest {
+    /// A quote of the SHA-256 bank `pcrs` (24-PCR bitmap) by `qualified_signer` over
+    /// `extra_data`; zero clock and firmware version (override them with struct update syntax).
+    pub fn sha256_quote(
+        qualified_signer: Vec<u8>,
+        extra_data: Vec<u8>,
+        pcrs: &BTreeMap<u32, Vec<u8>>,
+    ) -> Self {
+        Self {
+            qualified_signer,
+            extra_data,
+            clock_info: ClockInfo::default(),
+            firmware_version: 0,
+            pcr_select: PcrSelectionList(vec![PcrSelection {
+                hash: HashAlg::Sha256,
+                size_of_select: 3,
+                pcrs: pcrs.keys().copied().collect(),
+            }]),
+            pcr_digest: HashAlg::Sha256.digest_parts(pcrs.values().map(|v| v.as_slice())),
+        }
+    }
+
     /// Decodes a quote. Anything else — wrong magic (not TPM-generated), another attestation
     /// type (certify, …) — is an error, so a signed non-quote can never pass as a quote.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
@@ -743,7 +808,7 @@ impl TpmsAttest {
         let clock = r.u64("clockInfo.clock")?;
         let reset_count = r.u32("clockInfo.resetCount")?;
         let restart_count = r.u32("clockInfo.restartCount")?;
-        let safe_off = r.pos;
+        let safe_off = r.pos();
         let safe = match r.u8("clockInfo.safe")? {
             0 => false,
             1 => true,
@@ -885,40 +950,17 @@ mod tests {
 
     /// go-tpm-tools `AKTemplateRSA` public area with a dummy modulus (280 bytes).
     fn rsa_ak() -> TpmtPublic {
-        TpmtPublic {
-            name_alg: HashAlg::Sha256,
-            object_attributes: 0x0005_0072,
-            auth_policy: vec![],
-            params: PublicParams::Rsa {
-                symmetric: SymDef::Null,
-                scheme: Scheme::WithHash {
-                    scheme: TPM_ALG_RSASSA,
-                    hash: TPM_ALG_SHA256,
-                },
-                key_bits: 2048,
-                exponent: 0,
-                modulus: vec![0xC5; 256],
+        TpmtPublic::ak_template_rsa(
+            Scheme::WithHash {
+                scheme: TPM_ALG_RSASSA,
+                hash: TPM_ALG_SHA256,
             },
-        }
+            vec![0xC5; 256],
+        )
     }
 
     fn ecc_ak() -> TpmtPublic {
-        TpmtPublic {
-            name_alg: HashAlg::Sha256,
-            object_attributes: 0x0005_0072,
-            auth_policy: vec![],
-            params: PublicParams::Ecc {
-                symmetric: SymDef::Null,
-                scheme: Scheme::WithHash {
-                    scheme: TPM_ALG_ECDSA,
-                    hash: TPM_ALG_SHA256,
-                },
-                curve: EccCurve::NistP256,
-                kdf: Scheme::Null,
-                x: vec![1; 32],
-                y: vec![2; 32],
-            },
-        }
+        TpmtPublic::ak_template_ecc(vec![1; 32], vec![2; 32])
     }
 
     fn quote() -> TpmsAttest {

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 
 use attestation::document::{Attestation, AttestationDocument, Pcrs, Quote, HASH_SHA256};
 use attestation::tpm2::{
-    ClockInfo, HashAlg, PcrSelection, PcrSelectionList, PublicParams, Scheme, SigScheme, SymDef,
-    TpmsAttest, TpmtPublic, TpmtSignature, TPM_ALG_RSASSA, TPM_ALG_SHA256,
+    HashAlg, Scheme, SigScheme, TpmsAttest, TpmtPublic, TpmtSignature, TPM_ALG_RSASSA,
+    TPM_ALG_SHA256,
 };
 use attestation::{
     make_extra_data, make_tpm_nonce, validator_for, AkFingerprint, Measurement, Measurements,
@@ -24,34 +24,15 @@ const NONCE: &[u8] = b"nonce";
 fn ak(key: &RsaKeyPair, scheme: Scheme) -> TpmtPublic {
     let c = RsaPublicKeyComponents::<Vec<u8>>::from(key.public());
     assert_eq!(c.e, vec![1, 0, 1]);
-    TpmtPublic {
-        name_alg: HashAlg::Sha256,
-        object_attributes: 0x0005_0072,
-        auth_policy: vec![],
-        params: PublicParams::Rsa {
-            symmetric: SymDef::Null,
-            scheme,
-            key_bits: 2048,
-            exponent: 0,
-            modulus: c.n,
-        },
-    }
+    TpmtPublic::ak_template_rsa(scheme, c.n)
 }
 
 fn doc(key: &RsaKeyPair, ak: &TpmtPublic, scheme: SigScheme) -> AttestationDocument {
     let pcrs: BTreeMap<u32, Vec<u8>> = (0..24).map(|i| (i, vec![i as u8; 32])).collect();
     let nonce = make_tpm_nonce(&[], &make_extra_data(b"ud", NONCE));
     let attest = TpmsAttest {
-        qualified_signer: ak.name(),
-        extra_data: nonce.to_vec(),
-        clock_info: ClockInfo::default(),
         firmware_version: 1,
-        pcr_select: PcrSelectionList(vec![PcrSelection {
-            hash: HashAlg::Sha256,
-            size_of_select: 3,
-            pcrs: pcrs.keys().copied().collect(),
-        }]),
-        pcr_digest: HashAlg::Sha256.digest_parts(pcrs.values().map(|v| v.as_slice())),
+        ..TpmsAttest::sha256_quote(ak.name(), nonce.to_vec(), &pcrs)
     }
     .encode();
     let mut sig = vec![0; key.public().modulus_len()];

@@ -73,10 +73,7 @@ impl JoinValidator {
             .metadata
             .load()
             .map_err(|e| ValidationError::Malformed(format!("metadata unavailable: {e:#}")))?;
-        let mut policy = ValidatorPolicy::default();
-        for ak in cloud.trusted_aks() {
-            policy = policy.trust_ak_public(&ak);
-        }
+        let policy = cloud.validator_policy();
         Ok((m, policy))
     }
 }

@@ -24,10 +24,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark: a failure is fatal
 
-use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use support::random_base;
 
 const BIN: &str = env!("CARGO_BIN_EXE_constellation");
 const RUNNER: &str = "__mini_up_bench_runner";
@@ -162,31 +166,6 @@ fn run_ok(ws: &Path, args: &[&str]) -> Duration {
         String::from_utf8_lossy(&o.stderr)
     );
     d
-}
-
-fn random_base() -> Ipv4Addr {
-    use std::hash::{BuildHasher, Hasher};
-    for _ in 0..50 {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos(),
-        );
-        let r = h.finish();
-        let base = Ipv4Addr::new(127, 100 + (r % 150) as u8, (r >> 8) as u8, 1);
-        let free = (0..3u32).all(|i| {
-            let a = Ipv4Addr::from(u32::from(base) + i);
-            [2321, 2322, 9000, 9001, 30090, 2379, 2380]
-                .iter()
-                .all(|p| TcpListener::bind(SocketAddrV4::new(a, *p)).is_ok())
-        });
-        if free {
-            return base;
-        }
-    }
-    panic!("no free loopback base address");
 }
 
 /// `MINI_UP_CONTROL_PLANES` and `MINI_UP_WORKERS` (default 1 and 1: the default cluster).

@@ -18,6 +18,9 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 const BIN: &str = env!("CARGO_BIN_EXE_constellation");
 
 fn cli(ws: &Path, args: &[&str]) -> (Output, Duration) {
@@ -47,27 +50,6 @@ fn median_ms(mut v: Vec<Duration>) -> (f64, f64, f64) {
     (ms(v[v.len() / 2]), ms(v[0]), ms(v[v.len() - 1]))
 }
 
-fn control_plane_pids(ws: &Path) -> Vec<u32> {
-    let c: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(ws.join("constellation-local/cloud.json")).unwrap())
-            .unwrap();
-    c["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|n| n["role"] == "ControlPlane")
-        .map(|n| n["process"]["pid"].as_u64().unwrap() as u32)
-        .collect()
-}
-
-/// Running and not a zombie (this machine's PID 1 does not reap).
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rsplit_once(')').map(|(_, r)| r.trim_start().to_string()))
-        .is_some_and(|r| !r.starts_with('Z') && !r.starts_with('X'))
-}
-
 fn main() {
     let runs: usize = std::env::var("RECOVER_RUNS")
         .ok()
@@ -77,8 +59,7 @@ fn main() {
     let ws = t.path();
     ok(ws, &["config", "generate", "local"]);
     let path = ws.join("constellation-conf.yaml");
-    let n = std::process::id();
-    let base = format!("127.{}.{}.1", 200 + n % 40, (n >> 6) % 250);
+    let base = support::random_base();
     let text = std::fs::read_to_string(&path).unwrap();
     let mut counts = ["3", "1"].into_iter();
     let edited: Vec<String> = text
@@ -99,7 +80,11 @@ fn main() {
     let create = ok(ws, &["apply"]);
     let (mut detect, mut recover) = (vec![], vec![]);
     for _ in 0..runs {
-        let pids = control_plane_pids(ws);
+        let pids: Vec<u32> = support::node_pids(ws)
+            .into_iter()
+            .filter(|n| n.control_plane)
+            .map(|n| n.process)
+            .collect();
         assert_eq!(pids.len(), 3);
         for pid in &pids {
             let _ = Command::new("kill")
@@ -107,7 +92,7 @@ fn main() {
                 .status();
         }
         let deadline = Instant::now() + Duration::from_secs(10);
-        while pids.iter().any(|p| alive(*p)) {
+        while pids.iter().any(|p| support::alive(*p)) {
             assert!(Instant::now() < deadline, "killed nodes do not end");
             std::thread::sleep(Duration::from_millis(5));
         }

@@ -9,6 +9,10 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+mod support;
+
+use support::{alive, node_pids, random_base};
+
 const BIN: &str = env!("CARGO_BIN_EXE_constellation");
 
 fn run(ws: &Path, args: &[&str]) -> Output {
@@ -37,16 +41,6 @@ impl Drop for Cleanup {
     fn drop(&mut self) {
         let _ = run(&self.0, &["terminate", "-y"]);
     }
-}
-
-/// A random 127.x.y.1 so that concurrent tests and other clusters never share addresses.
-fn random_base() -> String {
-    let n = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos()
-        ^ std::process::id().rotate_left(13);
-    format!("127.{}.{}.1", 30 + n % 60, (n >> 8) % 250)
 }
 
 /// Sets the node counts (control-plane group first in the generated file) and the base address.
@@ -106,36 +100,6 @@ fn assert_all_joined(st: &serde_json::Value, expected_nodes: usize) {
         assert_eq!(n["pcr15_state"], "cluster", "{n}");
         assert_eq!(n["cluster_id"].as_str(), Some(id), "{n}");
     }
-}
-
-/// The cloud's record of each node's process and TPM.
-fn pids(ws: &Path) -> Vec<(String, u32, u32)> {
-    let c: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(ws.join("constellation-local/cloud.json")).unwrap())
-            .unwrap();
-    c["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| {
-            (
-                n["name"].as_str().unwrap().to_string(),
-                n["process"]["pid"].as_u64().unwrap() as u32,
-                n["swtpm"]["pid"].as_u64().unwrap() as u32,
-            )
-        })
-        .collect()
-}
-
-/// Alive and not a zombie (this machine's PID 1 does not reap).
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, r)| !r.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(false)
 }
 
 /// Processes whose command line mentions `needle` (the workspace path).
@@ -210,7 +174,7 @@ fn applied_cluster(cp: u32, workers: u32) -> (tempfile::TempDir, String) {
     let t = tempfile::tempdir().unwrap();
     let ws = t.path().to_path_buf();
     let cleanup = Cleanup(ws.clone());
-    let base = random_base();
+    let base = random_base().to_string();
     ok(&ws, &["config", "generate", "local"]);
     edit_config(&ws, cp, workers, &base);
     let out = ok(&ws, &["apply"]);
@@ -250,10 +214,11 @@ fn three_plus_two_join_kill_rejoin_tamper_terminate() {
     // kill -9 the first control-plane node (init node, cluster endpoint, first etcd member)
     // while a worker is being added: the worker is admitted by the other JoinServices.
     edit_config(&ws, 3, 3, &base);
-    let (_, victim, _) = pids(&ws)
+    let victim = node_pids(&ws)
         .into_iter()
-        .find(|(n, _, _)| n == "control-plane-0")
-        .unwrap();
+        .find(|n| n.name == "control-plane-0")
+        .unwrap()
+        .process;
     let mut apply = Command::new(BIN)
         .arg("-C")
         .arg(&ws)
@@ -355,11 +320,21 @@ fn three_plus_two_join_kill_rejoin_tamper_terminate() {
     }
 
     // terminate: nothing of the cluster keeps running.
-    let before = pids(&ws);
+    let before = node_pids(&ws);
     ok(&ws, &["terminate", "-y"]);
-    for (name, p, tpm) in before {
-        assert!(!alive(p), "{name} (pid {p}) still runs");
-        assert!(!alive(tpm), "swtpm of {name} (pid {tpm}) still runs");
+    for n in before {
+        assert!(
+            !alive(n.process),
+            "{} (pid {}) still runs",
+            n.name,
+            n.process
+        );
+        assert!(
+            !alive(n.swtpm),
+            "swtpm of {} (pid {}) still runs",
+            n.name,
+            n.swtpm
+        );
     }
     let left = processes_mentioning(&ws.to_string_lossy());
     assert!(left.is_empty(), "left running: {left:#?}");
@@ -375,10 +350,10 @@ fn full_outage_of_three_control_planes_then_recover() {
     let ws = t.path().to_path_buf();
     let _c = Cleanup(ws.clone());
 
-    for (name, pid, _) in pids(&ws) {
-        if name.starts_with("control-plane-") {
+    for n in node_pids(&ws) {
+        if n.control_plane {
             let k = Command::new("kill")
-                .args(["-9", "--", &format!("-{pid}")])
+                .args(["-9", "--", &format!("-{}", n.process)])
                 .status()
                 .unwrap();
             assert!(k.success());

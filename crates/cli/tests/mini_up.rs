@@ -24,9 +24,12 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+mod support;
+
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
+use support::random_base;
 
 const BIN: &str = env!("CARGO_BIN_EXE_constellation");
 const CONFIG_FILE: &str = "constellation-conf.yaml";
@@ -34,9 +37,6 @@ const STATE_FILE: &str = "constellation-state.yaml";
 const MASTER_SECRET_FILE: &str = "constellation-mastersecret.json";
 const ADMIN_CONF_FILE: &str = "constellation-admin.conf";
 const LOCAL_DIR: &str = "constellation-local";
-/// Ports a node binds on its own address (swtpm command + control, Init, KeyService,
-/// JoinService, etcd client + peer, verification service, recovery).
-const NODE_PORTS: [u16; 9] = [2321, 2322, 9000, 9001, 30090, 2379, 2380, 30081, 9999];
 /// How long any single wait may take before the test fails (generous: 2 loaded cores).
 const DEADLINE: Duration = Duration::from_secs(120);
 
@@ -143,38 +143,6 @@ fn cloud(ws: &Path) -> Option<(Value, Vec<CloudNode>)> {
 // ---------------------------------------------------------------------------------------------
 // Workspace
 // ---------------------------------------------------------------------------------------------
-
-fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    // RandomState is seeded from the OS per thread and advanced per instance.
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos(),
-    );
-    h.write_u32(std::process::id());
-    h.finish()
-}
-
-/// A random 127.x.y.1 (x in 100..=249) whose first node addresses have every node port free.
-fn random_base() -> Ipv4Addr {
-    for _ in 0..50 {
-        let r = random_u64();
-        let base = Ipv4Addr::new(127, 100 + (r % 150) as u8, (r >> 8) as u8, 1);
-        let free = (0..3u32).all(|i| {
-            let a = Ipv4Addr::from(u32::from(base) + i);
-            NODE_PORTS
-                .iter()
-                .all(|p| TcpListener::bind(SocketAddrV4::new(a, *p)).is_ok())
-        });
-        if free {
-            return base;
-        }
-    }
-    panic!("no free loopback base address found");
-}
 
 /// A temporary workspace with a `local` config on a random base address. Dropping it
 /// terminates its cluster and kills whatever still names the workspace.

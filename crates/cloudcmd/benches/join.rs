@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use attestation::document::AttestationDocument;
 use attestation::tpm2::{PublicKey, TpmtPublic, TpmtSignature};
-use attestation::{validator_for, ValidatorPolicy, Variant};
+use attestation::{validator_for, Variant};
 use cloudcmd::apply::{apply, ApplyOptions};
 use cluster::{random_base, write_local_config, Cleanup};
 use provider_local::cloud::CloudState;
@@ -152,10 +152,7 @@ fn main() {
     let issuer = tpm::TpmIssuer::new(j.tpm.clone(), Variant::LocalVtpm).unwrap();
     let doc = attestation::Issuer::issue(&issuer, b"user data", &nonce).unwrap();
     let cloud = CloudState::load(&path).unwrap().unwrap();
-    let mut policy = ValidatorPolicy::default();
-    for ak in cloud.trusted_aks() {
-        policy = policy.trust_ak_public(&ak);
-    }
+    let policy = cloud.validator_policy();
     let v = validator_for(Variant::LocalVtpm, cfg.measurements().clone(), policy).unwrap();
     v.validate(&doc, &nonce).unwrap();
     let validate = per_op(2000, || {

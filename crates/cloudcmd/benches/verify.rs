@@ -104,10 +104,7 @@ fn main() {
         measurements::Measurement::enforced(state.cluster_id().unwrap().expected_pcr15().to_vec()),
     )
     .unwrap();
-    let mut policy = attestation::ValidatorPolicy::default();
-    for ak in cloud.trusted_aks() {
-        policy = policy.trust_ak_public(&ak);
-    }
+    let policy = cloud.validator_policy();
     let v = attestation::validator_for(cfg.variant(), m, policy).unwrap();
     v.validate(&doc, &nonce).unwrap();
     let n = 2000u32;

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use attestation::{validator_for, ValidatorPolicy, Variant};
+use attestation::{validator_for, Variant};
 use config::state::State;
 use config::{Config, NodeRole, Provider};
 use proto::init::{init_response, InitRequest};
@@ -356,10 +356,7 @@ async fn init(
     // the attestation keys the local provider recorded.
     let cloud = CloudState::load(&CloudState::path(ws))?
         .context("no local cloud state: run `constellation apply` first")?;
-    let mut policy = ValidatorPolicy::default();
-    for ak in cloud.trusted_aks() {
-        policy = policy.trust_ak_public(&ak);
-    }
+    let policy = cloud.validator_policy();
     let fresh = validator_for(cfg.variant(), cfg.measurements().clone(), policy.clone())?;
     // When resuming, the node may already have taken the lost request: its PCR 15 then holds
     // exactly this cluster's ID (only the measured Bootstrapper extends it, and only on Init
@@ -385,24 +382,16 @@ async fn init(
         "init: connecting to the Bootstrapper at {addr} over attested TLS"
     ));
     let deadline = Instant::now() + opts.init_timeout.unwrap_or(Duration::from_secs(60));
-    let mut backoff = Duration::from_millis(20);
-    let (channel, verified) = loop {
-        match atls::client::connect(&addr, &atls_cfg).await {
-            Ok(c) => break c,
-            Err(e @ atls::Error::PeerRejected(_)) => {
-                return Err(anyhow::Error::new(e).context(format!(
-                    "the node at {addr} failed attestation; nothing secret was sent"
-                )));
-            }
-            Err(e) if Instant::now() < deadline => {
-                tracing::debug!("Bootstrapper not ready yet: {e}");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_millis(500));
-            }
-            Err(e) => {
-                return Err(anyhow::Error::new(e)
-                    .context(format!("the Bootstrapper at {addr} did not answer in time")))
-            }
+    let (channel, verified) = match crate::dial_attested(&addr, &atls_cfg, deadline).await {
+        Ok(c) => c,
+        Err(crate::DialError::Rejected(e)) => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "the node at {addr} failed attestation; nothing secret was sent"
+            )));
+        }
+        Err(crate::DialError::Unreachable(e)) => {
+            return Err(anyhow::Error::new(e)
+                .context(format!("the Bootstrapper at {addr} did not answer in time")))
         }
     };
     let verified = verified.context("internal error: no attestation result for the init node")?;

@@ -38,6 +38,37 @@ impl<F: FnMut(&str)> Progress for F {
     }
 }
 
+/// Why [`dial_attested`] gave up.
+pub(crate) enum DialError {
+    /// The node answered but its attestation was rejected: retrying cannot help.
+    Rejected(atls::Error),
+    /// Nothing usable answered before the deadline (the last error).
+    Unreachable(atls::Error),
+}
+
+/// Dials a node over aTLS until it answers or `deadline` passes (a node that was just started
+/// needs a moment), with backoff from 20 ms doubling to 500 ms. A rejected attestation ends
+/// the attempts at once. Only a verified channel comes back: callers send secrets on it.
+pub(crate) async fn dial_attested(
+    addr: &str,
+    cfg: &atls::client::ClientConfig,
+    deadline: std::time::Instant,
+) -> Result<(tonic::transport::Channel, Option<atls::VerifiedAttestation>), DialError> {
+    let mut backoff = std::time::Duration::from_millis(20);
+    loop {
+        match atls::client::connect(addr, cfg).await {
+            Ok(c) => return Ok(c),
+            Err(e @ atls::Error::PeerRejected(_)) => return Err(DialError::Rejected(e)),
+            Err(e) if std::time::Instant::now() < deadline => {
+                tracing::debug!("{addr} not ready yet: {e}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_millis(500));
+            }
+            Err(e) => return Err(DialError::Unreachable(e)),
+        }
+    }
+}
+
 /// Stops all nodes and TPMs; removes the local cloud, admin credentials and state file.
 pub fn terminate(ws: &Path, progress: &mut dyn Progress) -> anyhow::Result<usize> {
     let n = provider_local::infra::destroy(ws, &mut |m: &str| progress.step(m))?;

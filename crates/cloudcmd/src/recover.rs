@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use attestation::{validator_for, ValidatorPolicy};
+use attestation::validator_for;
 use bootstrapper::state::Phase;
 use config::state::State;
 use config::Config;
@@ -36,12 +36,22 @@ pub struct RecoverOptions {
     pub join_timeout: Option<Duration>,
 }
 
-/// What happened to one control-plane node.
+/// What `recover` did for one control-plane node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecoveryResult {
+    /// Attested, and the master secret was pushed.
+    Recovered,
+    /// Already a member (or on its way back): needed nothing.
+    Member,
+    /// Not running, attestation refused, unreachable, or the node refused the secret.
+    Failed,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeRecovery {
     pub node: String,
-    /// `recovered`, `member` (needed nothing), or `failed`.
-    pub result: &'static str,
+    pub result: RecoveryResult,
     pub detail: Option<String>,
 }
 
@@ -57,7 +67,7 @@ impl RecoverOutcome {
     pub fn recovered(&self) -> usize {
         self.nodes
             .iter()
-            .filter(|n| n.result == "recovered")
+            .filter(|n| n.result == RecoveryResult::Recovered)
             .count()
     }
 }
@@ -100,10 +110,7 @@ pub async fn recover(
     // A node waiting for recovery was just booted: PCR 15 must still be zero.
     let mut m = cfg.measurements().clone();
     m.set(15, Measurement::enforced(vec![0u8; 32]))?;
-    let mut policy = ValidatorPolicy::default();
-    for ak in cloud.trusted_aks() {
-        policy = policy.trust_ak_public(&ak);
-    }
+    let policy = cloud.validator_policy();
     let validator: Arc<dyn attestation::Validator> =
         validator_for(cfg.variant(), m, policy)?.into();
     let atls_cfg = atls::client::ClientConfig::new(None, vec![validator]);
@@ -131,7 +138,7 @@ pub async fn recover(
         if n.running && (member || on_its_way) {
             results.push(NodeRecovery {
                 node: n.name.clone(),
-                result: "member",
+                result: RecoveryResult::Member,
                 detail: None,
             });
             continue;
@@ -139,7 +146,7 @@ pub async fn recover(
         if !n.running {
             results.push(NodeRecovery {
                 node: n.name.clone(),
-                result: "failed",
+                result: RecoveryResult::Failed,
                 detail: Some("not running: run `constellation apply` to restart it, then `constellation recover`".into()),
             });
             continue;
@@ -163,12 +170,12 @@ pub async fn recover(
         let (result, detail) = match r {
             Ok(()) => {
                 progress.step(&format!("recover: {node}: pushed the recovery key"));
-                ("recovered", None)
+                (RecoveryResult::Recovered, None)
             }
             Err(e) => {
                 let msg = format!("{e:#}");
                 progress.step(&format!("recover: {node}: {msg}"));
-                ("failed", Some(msg))
+                (RecoveryResult::Failed, Some(msg))
             }
         };
         results.push(NodeRecovery {
@@ -179,8 +186,14 @@ pub async fn recover(
     }
     results.sort_by(|a, b| a.node.cmp(&b.node));
 
-    let recovered = results.iter().filter(|r| r.result == "recovered").count();
-    let failed: Vec<&NodeRecovery> = results.iter().filter(|r| r.result == "failed").collect();
+    let recovered = results
+        .iter()
+        .filter(|r| r.result == RecoveryResult::Recovered)
+        .count();
+    let failed: Vec<&NodeRecovery> = results
+        .iter()
+        .filter(|r| r.result == RecoveryResult::Failed)
+        .collect();
     if !failed.is_empty() {
         let mut msg = format!(
             "{} control-plane node(s) could not be recovered ({recovered} recovered):",
@@ -218,24 +231,16 @@ async fn push_key(
     kms_uri: &str,
     deadline: Instant,
 ) -> anyhow::Result<()> {
-    let mut backoff = Duration::from_millis(50);
-    let channel = loop {
-        match atls::client::connect(addr, cfg).await {
-            Ok((channel, _)) => break channel,
-            Err(e @ atls::Error::PeerRejected(_)) => {
-                return Err(anyhow::Error::new(e)
-                    .context("the node failed attestation; nothing secret was sent"));
-            }
-            Err(e) if Instant::now() < deadline => {
-                tracing::debug!("recovery server at {addr} not ready: {e}");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-            }
-            Err(e) => {
-                return Err(anyhow::Error::new(e).context(format!(
-                    "no recovery server answered at {addr} (the node may have rejoined through another control-plane node; see `constellation status`)"
-                )))
-            }
+    let channel = match crate::dial_attested(addr, cfg, deadline).await {
+        Ok((channel, _)) => channel,
+        Err(crate::DialError::Rejected(e)) => {
+            return Err(anyhow::Error::new(e)
+                .context("the node failed attestation; nothing secret was sent"));
+        }
+        Err(crate::DialError::Unreachable(e)) => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "no recovery server answered at {addr} (the node may have rejoined through another control-plane node; see `constellation status`)"
+            )))
         }
     };
     let mut client = proto::recoverproto::api_client::ApiClient::new(channel);

@@ -15,7 +15,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use attestation::{validator_for, ValidatorPolicy};
+use attestation::validator_for;
 use config::state::State;
 use config::Config;
 use measurements::{Measurement, Measurements};
@@ -112,10 +112,7 @@ pub async fn verify(ws: &Path, cfg: &Config, opts: &VerifyOptions) -> anyhow::Re
             .map(|(i, m)| (i, Measurement::warn_only(m.expected.clone())))
             .collect(),
     )?;
-    let mut policy = ValidatorPolicy::default();
-    for ak in cloud.trusted_aks() {
-        policy = policy.trust_ak_public(&ak);
-    }
+    let policy = cloud.validator_policy();
     let validator: std::sync::Arc<dyn attestation::Validator> =
         validator_for(cfg.variant(), report_all, policy)?.into();
 

@@ -106,10 +106,7 @@ async fn apply_status_terminate() {
         provider_local::cloud::CloudState::load(&provider_local::cloud::CloudState::path(ws))
             .unwrap()
             .unwrap();
-    let mut policy = attestation::ValidatorPolicy::default();
-    for ak in cloud_state.trusted_aks() {
-        policy = policy.trust_ak_public(&ak);
-    }
+    let policy = cloud_state.validator_policy();
     let mut m = cfg.measurements().clone();
     m.set(
         15,

@@ -8,7 +8,7 @@ use measurements::{Measurement, Measurements, PCR_LEN_SHA256};
 
 use crate::provider::{resolve_kubernetes_version, Provider, DEFAULT_KUBERNETES_VERSION};
 use crate::raw::*;
-use crate::ConfigError;
+use crate::{Config, ConfigError};
 
 /// The default first loopback address of the local provider's nodes. Any 127.x.y.z works on
 /// Linux without set-up; this one stays clear of 127.0.0.1 and 127.0.1.1 (hostname entries).
@@ -151,217 +151,218 @@ fn sev_snp(measurements: Measurements) -> Option<SevSnp> {
     })
 }
 
-/// Builds a new config (what `config generate` writes).
-///
-/// * `attestation`: `None` = the provider's default variant.
-/// * `kubernetes`: `None` = [`DEFAULT_KUBERNETES_VERSION`]; otherwise `vMAJOR.MINOR` or an exact
-///   supported patch.
-/// * `measurements`: the expected measurements of the chosen variant; `None` =
-///   [`default_measurements`].
-///
-/// For `local` and `qemu` the result is a valid [`crate::Config`]. For the clouds, account
-///   fields (region, project, …) are empty and must be filled in before the config validates,
-///   as with the Go CLI.
-///
-/// Node groups: the Go defaults (3 control-plane + 1 worker, CSP instance and disk types), except
-/// `local`: 1 control-plane + 1 worker (cheap enough for any laptop; raise `initialCount` for
-/// more) with `stateDiskSizeGB: 0` (a node's disk is a directory without quota).
-pub fn generate(
-    provider: Provider,
-    attestation: Option<Variant>,
-    kubernetes: Option<&str>,
-    tags: BTreeMap<String, String>,
-    measurements: Option<Measurements>,
-) -> Result<RawConfig, ConfigError> {
-    let variant = attestation.unwrap_or_else(|| provider.default_variant());
-    if !provider.selectable_variants().contains(&variant) {
-        return Err(ConfigError::UnsupportedVariant {
-            provider,
-            variant,
-            allowed: provider
-                .selectable_variants()
-                .iter()
-                .map(|v| v.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-        });
-    }
-    let k8s = match kubernetes {
-        None => DEFAULT_KUBERNETES_VERSION,
-        Some(k) => {
-            resolve_kubernetes_version(k).ok_or_else(|| ConfigError::UnsupportedKubernetes {
-                version: k.to_string(),
-            })?
-        }
-    };
-    let measurements = match measurements {
-        Some(m) => m,
-        None => default_measurements(provider, variant),
-    };
-
-    let mut p = ProviderConfig::default();
-    // (control-plane count, state disk GB, instance type, disk type); one worker everywhere.
-    let (cp_count, disk, instance, disk_type) = match provider {
-        Provider::Local => {
-            p.local = Some(LocalConfig {
-                node_image: String::new(),
-                base_address: DEFAULT_LOCAL_BASE_ADDRESS,
-            });
-            (1, 0, "", "")
-        }
-        Provider::Qemu => {
-            p.qemu = Some(QemuConfig {
-                image_format: ImageFormat::Raw,
-                vcpus: 2,
-                memory: 2048,
-                metadata_api_server: "ghcr.io/edgelesssys/constellation/qemu-metadata-api:v2.24.0"
-                    .to_string(),
-                libvirt_socket: String::new(),
-                libvirt_container_image: "ghcr.io/edgelesssys/constellation/libvirt:v2.24.0"
-                    .to_string(),
-                nvram: "production".to_string(),
-                firmware: String::new(),
-            });
-            (3, 10, "", "")
-        }
-        Provider::Aws => {
-            p.aws = Some(AwsConfig {
-                region: String::new(),
-                zone: String::new(),
-                iam_profile_control_plane: String::new(),
-                iam_profile_worker_nodes: String::new(),
-                deploy_csi_driver: true,
-                use_marketplace_image: false,
-            });
-            (3, 30, "m6a.xlarge", "gp3")
-        }
-        Provider::Azure => {
-            p.azure = Some(AzureConfig {
-                subscription: String::new(),
-                tenant: String::new(),
-                location: String::new(),
-                resource_group: String::new(),
-                user_assigned_identity: String::new(),
-                deploy_csi_driver: true,
-                secure_boot: false,
-                use_marketplace_image: false,
-                app_client_id: None,
-            });
-            let instance = if variant == Variant::AzureTdx {
-                "Standard_DC4es_v5"
-            } else {
-                "Standard_DC4as_v5"
-            };
-            (3, 30, instance, "Premium_LRS")
-        }
-        Provider::Gcp => {
-            p.gcp = Some(GcpConfig {
-                project: String::new(),
-                region: String::new(),
-                zone: String::new(),
-                service_account_key_path: String::new(),
-                iam_service_account_vm: String::new(),
-                deploy_csi_driver: true,
-                use_marketplace_image: false,
-            });
-            (3, 30, "n2d-standard-4", "pd-ssd")
-        }
-        Provider::OpenStack => {
-            p.openstack = Some(OpenStackConfig {
-                cloud: String::new(),
-                clouds_yaml_path: "clouds.yaml".to_string(),
-                availability_zone: String::new(),
-                floating_ip_pool_id: String::new(),
-                stackit_project_id: String::new(),
-                region_name: String::new(),
-                deploy_yawol_load_balancer: true,
-                yawol_image_id: String::new(),
-                yawol_flavor_id: String::new(),
-                deploy_csi_driver: true,
-            });
-            (3, 30, "", "")
-        }
-    };
-
-    let mut a = AttestationConfig::default();
-    match variant {
-        Variant::AwsSevSnp => a.aws_sev_snp = sev_snp(measurements),
-        Variant::GcpSevSnp => a.gcp_sev_snp = sev_snp(measurements),
-        Variant::AwsNitroTpm => a.aws_nitro_tpm = only(measurements),
-        Variant::AzureTrustedLaunch => a.azure_trusted_launch = only(measurements),
-        Variant::GcpSevEs => a.gcp_sev_es = only(measurements),
-        Variant::QemuVtpm => a.qemu_vtpm = only(measurements),
-        Variant::QemuTdx => a.qemu_tdx = only(measurements),
-        Variant::LocalVtpm => a.local_vtpm = only(measurements),
-        Variant::AzureSevSnp => {
-            let mut digest = [0u8; 48];
-            // Invariant: the constant is 96 hex characters (tested).
-            let _ = hex::decode_to_slice(AZURE_DEFAULT_ACCEPTED_KEY_DIGEST, &mut digest);
-            a.azure_sev_snp = Some(AzureSevSnp {
-                measurements,
-                bootloader_version: Tcb::Latest,
-                tee_version: Tcb::Latest,
-                snp_version: Tcb::Latest,
-                microcode_version: Tcb::Latest,
-                firmware_signer_config: FirmwareSignerConfig {
-                    accepted_key_digests: KeyDigests(vec![digest]),
-                    enforcement_policy: EnforcementPolicy::MaaFallback,
-                    maa_url: String::new(),
-                },
-                amd_root_key: String::new(),
-                amd_signing_key: String::new(),
-            })
-        }
-        Variant::AzureTdx => {
-            a.azure_tdx = Some(AzureTdx {
-                measurements,
-                qe_svn: Tcb::Latest,
-                pce_svn: Tcb::Latest,
-                tee_tcb_svn: HexOrLatest::Latest,
-                qe_vendor_id: HexOrLatest::Latest,
-                mr_seam: OptHex(None),
-                xfam: HexOrLatest::Latest,
-                intel_root_key: String::new(),
-            })
-        }
-        Variant::Dummy => {
+impl Config {
+    /// A new config with strong defaults (what `config generate` writes).
+    ///
+    /// * `attestation`: `None` = the provider's default variant (`local` → `local-vtpm`).
+    /// * `kubernetes`: `None` = [`DEFAULT_KUBERNETES_VERSION`]; otherwise `vMAJOR.MINOR` (resolved
+    ///   to the supported patch) or an exact supported patch.
+    /// * `measurements`: expected measurements of the chosen variant; `None` =
+    ///   [`default_measurements`] (the Go system's published values where they exist).
+    ///
+    /// Node groups are the Go defaults (3 control-plane + 1 worker, CSP instance and disk
+    /// types), except `local`: 1 control-plane + 1 worker (cheap enough for any laptop; raise
+    /// `initialCount` for more) with `stateDiskSizeGB: 0` (a node's disk is a directory without
+    /// quota). Returns a [`RawConfig`] because cloud configs need account fields (region,
+    /// project, …) filled in before they validate, as with the Go CLI; `local` and `qemu`
+    /// configs convert into a valid `Config` as generated.
+    pub fn generate(
+        provider: Provider,
+        attestation: Option<Variant>,
+        kubernetes: Option<&str>,
+        tags: BTreeMap<String, String>,
+        measurements: Option<Measurements>,
+    ) -> Result<RawConfig, ConfigError> {
+        let variant = attestation.unwrap_or_else(|| provider.default_variant());
+        if !provider.selectable_variants().contains(&variant) {
             return Err(ConfigError::UnsupportedVariant {
                 provider,
                 variant,
-                allowed: String::new(),
-            })
+                allowed: provider
+                    .selectable_variants()
+                    .iter()
+                    .map(|v| v.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
         }
+        let k8s = match kubernetes {
+            None => DEFAULT_KUBERNETES_VERSION,
+            Some(k) => {
+                resolve_kubernetes_version(k).ok_or_else(|| ConfigError::UnsupportedKubernetes {
+                    version: k.to_string(),
+                })?
+            }
+        };
+        let measurements = match measurements {
+            Some(m) => m,
+            None => default_measurements(provider, variant),
+        };
+
+        let mut p = ProviderConfig::default();
+        // (control-plane count, state disk GB, instance type, disk type); one worker everywhere.
+        let (cp_count, disk, instance, disk_type) = match provider {
+            Provider::Local => {
+                p.local = Some(LocalConfig {
+                    node_image: String::new(),
+                    base_address: DEFAULT_LOCAL_BASE_ADDRESS,
+                });
+                (1, 0, "", "")
+            }
+            Provider::Qemu => {
+                p.qemu = Some(QemuConfig {
+                    image_format: ImageFormat::Raw,
+                    vcpus: 2,
+                    memory: 2048,
+                    metadata_api_server:
+                        "ghcr.io/edgelesssys/constellation/qemu-metadata-api:v2.24.0".to_string(),
+                    libvirt_socket: String::new(),
+                    libvirt_container_image: "ghcr.io/edgelesssys/constellation/libvirt:v2.24.0"
+                        .to_string(),
+                    nvram: "production".to_string(),
+                    firmware: String::new(),
+                });
+                (3, 10, "", "")
+            }
+            Provider::Aws => {
+                p.aws = Some(AwsConfig {
+                    region: String::new(),
+                    zone: String::new(),
+                    iam_profile_control_plane: String::new(),
+                    iam_profile_worker_nodes: String::new(),
+                    deploy_csi_driver: true,
+                    use_marketplace_image: false,
+                });
+                (3, 30, "m6a.xlarge", "gp3")
+            }
+            Provider::Azure => {
+                p.azure = Some(AzureConfig {
+                    subscription: String::new(),
+                    tenant: String::new(),
+                    location: String::new(),
+                    resource_group: String::new(),
+                    user_assigned_identity: String::new(),
+                    deploy_csi_driver: true,
+                    secure_boot: false,
+                    use_marketplace_image: false,
+                    app_client_id: None,
+                });
+                let instance = if variant == Variant::AzureTdx {
+                    "Standard_DC4es_v5"
+                } else {
+                    "Standard_DC4as_v5"
+                };
+                (3, 30, instance, "Premium_LRS")
+            }
+            Provider::Gcp => {
+                p.gcp = Some(GcpConfig {
+                    project: String::new(),
+                    region: String::new(),
+                    zone: String::new(),
+                    service_account_key_path: String::new(),
+                    iam_service_account_vm: String::new(),
+                    deploy_csi_driver: true,
+                    use_marketplace_image: false,
+                });
+                (3, 30, "n2d-standard-4", "pd-ssd")
+            }
+            Provider::OpenStack => {
+                p.openstack = Some(OpenStackConfig {
+                    cloud: String::new(),
+                    clouds_yaml_path: "clouds.yaml".to_string(),
+                    availability_zone: String::new(),
+                    floating_ip_pool_id: String::new(),
+                    stackit_project_id: String::new(),
+                    region_name: String::new(),
+                    deploy_yawol_load_balancer: true,
+                    yawol_image_id: String::new(),
+                    yawol_flavor_id: String::new(),
+                    deploy_csi_driver: true,
+                });
+                (3, 30, "", "")
+            }
+        };
+
+        let mut a = AttestationConfig::default();
+        match variant {
+            Variant::AwsSevSnp => a.aws_sev_snp = sev_snp(measurements),
+            Variant::GcpSevSnp => a.gcp_sev_snp = sev_snp(measurements),
+            Variant::AwsNitroTpm => a.aws_nitro_tpm = only(measurements),
+            Variant::AzureTrustedLaunch => a.azure_trusted_launch = only(measurements),
+            Variant::GcpSevEs => a.gcp_sev_es = only(measurements),
+            Variant::QemuVtpm => a.qemu_vtpm = only(measurements),
+            Variant::QemuTdx => a.qemu_tdx = only(measurements),
+            Variant::LocalVtpm => a.local_vtpm = only(measurements),
+            Variant::AzureSevSnp => {
+                let mut digest = [0u8; 48];
+                // Invariant: the constant is 96 hex characters (tested).
+                let _ = hex::decode_to_slice(AZURE_DEFAULT_ACCEPTED_KEY_DIGEST, &mut digest);
+                a.azure_sev_snp = Some(AzureSevSnp {
+                    measurements,
+                    bootloader_version: Tcb::Latest,
+                    tee_version: Tcb::Latest,
+                    snp_version: Tcb::Latest,
+                    microcode_version: Tcb::Latest,
+                    firmware_signer_config: FirmwareSignerConfig {
+                        accepted_key_digests: KeyDigests(vec![digest]),
+                        enforcement_policy: EnforcementPolicy::MaaFallback,
+                        maa_url: String::new(),
+                    },
+                    amd_root_key: String::new(),
+                    amd_signing_key: String::new(),
+                })
+            }
+            Variant::AzureTdx => {
+                a.azure_tdx = Some(AzureTdx {
+                    measurements,
+                    qe_svn: Tcb::Latest,
+                    pce_svn: Tcb::Latest,
+                    tee_tcb_svn: HexOrLatest::Latest,
+                    qe_vendor_id: HexOrLatest::Latest,
+                    mr_seam: OptHex(None),
+                    xfam: HexOrLatest::Latest,
+                    intel_root_key: String::new(),
+                })
+            }
+            Variant::Dummy => {
+                return Err(ConfigError::UnsupportedVariant {
+                    provider,
+                    variant,
+                    allowed: String::new(),
+                })
+            }
+        }
+
+        let group = |role, initial_count| NodeGroup {
+            role,
+            zone: String::new(),
+            instance_type: instance.to_string(),
+            state_disk_size_gb: disk,
+            state_disk_type: disk_type.to_string(),
+            initial_count,
+        };
+        let node_groups = BTreeMap::from([
+            (
+                CONTROL_PLANE_GROUP.to_string(),
+                group(NodeRole::ControlPlane, cp_count),
+            ),
+            (WORKER_GROUP.to_string(), group(NodeRole::Worker, 1)),
+        ]);
+
+        Ok(RawConfig {
+            version: crate::CONFIG_VERSION.to_string(),
+            image: release_version(),
+            name: DEFAULT_NAME.to_string(),
+            kubernetes_version: k8s.to_string(),
+            microservice_version: release_version(),
+            debug_cluster: false,
+            custom_endpoint: String::new(),
+            internal_load_balancer: false,
+            service_cidr: DEFAULT_SERVICE_CIDR.to_string(),
+            tags,
+            provider: p,
+            node_groups,
+            attestation: a,
+        })
     }
-
-    let group = |role, initial_count| NodeGroup {
-        role,
-        zone: String::new(),
-        instance_type: instance.to_string(),
-        state_disk_size_gb: disk,
-        state_disk_type: disk_type.to_string(),
-        initial_count,
-    };
-    let node_groups = BTreeMap::from([
-        (
-            CONTROL_PLANE_GROUP.to_string(),
-            group(NodeRole::ControlPlane, cp_count),
-        ),
-        (WORKER_GROUP.to_string(), group(NodeRole::Worker, 1)),
-    ]);
-
-    Ok(RawConfig {
-        version: crate::CONFIG_VERSION.to_string(),
-        image: release_version(),
-        name: DEFAULT_NAME.to_string(),
-        kubernetes_version: k8s.to_string(),
-        microservice_version: release_version(),
-        debug_cluster: false,
-        custom_endpoint: String::new(),
-        internal_load_balancer: false,
-        service_cidr: DEFAULT_SERVICE_CIDR.to_string(),
-        tags,
-        provider: p,
-        node_groups,
-        attestation: a,
-    })
 }

@@ -114,6 +114,13 @@ fn measurements(o: &mut Out, indent: usize, variant: Variant, m: &Measurements) 
     }
 }
 
+/// Comment and key of `variant`'s attestation section, then its measurements.
+fn variant_section(o: &mut Out, doc: &str, variant: Variant, m: &Measurements) {
+    o.comment(1, doc);
+    o.key(1, variant.config_key());
+    measurements(o, 2, variant, m);
+}
+
 fn tcb<T: std::fmt::Display>(o: &mut Out, indent: usize, key: &str, v: &Tcb<T>, what: &str) {
     o.field(
         indent,
@@ -488,9 +495,7 @@ fn attestation(o: &mut Out, a: &AttestationConfig) {
     ];
     for (section, variant, doc) in simple {
         if let Some(s) = section {
-            o.comment(1, doc);
-            o.key(1, variant.config_key());
-            measurements(o, 2, variant, &s.measurements);
+            variant_section(o, doc, variant, &s.measurements);
         }
     }
     for (section, variant, doc) in [
@@ -506,9 +511,7 @@ fn attestation(o: &mut Out, a: &AttestationConfig) {
         ),
     ] {
         if let Some(s) = section {
-            o.comment(1, doc);
-            o.key(1, variant.config_key());
-            measurements(o, 2, variant, &s.measurements);
+            variant_section(o, doc, variant, &s.measurements);
             sev_snp_versions(
                 o,
                 2,
@@ -521,9 +524,12 @@ fn attestation(o: &mut Out, a: &AttestationConfig) {
         }
     }
     if let Some(s) = &a.azure_sev_snp {
-        o.comment(1, "Azure SEV-SNP attestation.");
-        o.key(1, Variant::AzureSevSnp.config_key());
-        measurements(o, 2, Variant::AzureSevSnp, &s.measurements);
+        variant_section(
+            o,
+            "Azure SEV-SNP attestation.",
+            Variant::AzureSevSnp,
+            &s.measurements,
+        );
         sev_snp_versions(
             o,
             2,
@@ -566,9 +572,12 @@ fn attestation(o: &mut Out, a: &AttestationConfig) {
         amd_keys(o, 2, &s.amd_root_key, &s.amd_signing_key);
     }
     if let Some(s) = &a.azure_tdx {
-        o.comment(1, "Azure TDX attestation.");
-        o.key(1, Variant::AzureTdx.config_key());
-        measurements(o, 2, Variant::AzureTdx, &s.measurements);
+        variant_section(
+            o,
+            "Azure TDX attestation.",
+            Variant::AzureTdx,
+            &s.measurements,
+        );
         tcb(o, 2, "qeSVN", &s.qe_svn, "quoting enclave SVN");
         tcb(
             o,

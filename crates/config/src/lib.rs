@@ -249,27 +249,55 @@ impl ConfigError {
     }
 }
 
-/// Reads the config file at `path` and parses it with `parse`; content errors name the file.
-fn load_with<T>(
-    path: &Path,
-    parse: impl FnOnce(&str) -> Result<T, ConfigError>,
-) -> Result<T, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| {
+/// The variants every workspace file's error type has (`NotFound`, `Read`, `InFile`), so the
+/// rules for reading a file and naming it in content errors are written once.
+pub(crate) trait FileError: Sized {
+    fn not_found(path: PathBuf) -> Self;
+    fn read(path: PathBuf, source: io::Error) -> Self;
+    fn in_file(path: PathBuf, source: Box<Self>) -> Self;
+
+    /// Error of opening or reading `path`: `NotFound` for a missing file, `Read` otherwise.
+    fn opening(path: &Path, source: io::Error) -> Self {
         if source.kind() == io::ErrorKind::NotFound {
-            ConfigError::NotFound {
-                path: path.to_path_buf(),
-            }
+            Self::not_found(path.to_path_buf())
         } else {
-            ConfigError::Read {
-                path: path.to_path_buf(),
-                source,
+            Self::read(path.to_path_buf(), source)
+        }
+    }
+
+    /// `self`, a content error, wrapped to name the file `path`.
+    fn in_file_at(self, path: &Path) -> Self {
+        Self::in_file(path.to_path_buf(), Box::new(self))
+    }
+}
+
+/// Implements [`FileError`] for error enums with the variants `NotFound { path }`,
+/// `Read { path, source }` and `InFile { path, source }`.
+macro_rules! impl_file_error {
+    ($($t:ty),+ $(,)?) => {$(
+        impl FileError for $t {
+            fn not_found(path: PathBuf) -> Self {
+                Self::NotFound { path }
+            }
+            fn read(path: PathBuf, source: io::Error) -> Self {
+                Self::Read { path, source }
+            }
+            fn in_file(path: PathBuf, source: Box<Self>) -> Self {
+                Self::InFile { path, source }
             }
         }
-    })?;
-    parse(&text).map_err(|e| ConfigError::InFile {
-        path: path.to_path_buf(),
-        source: Box::new(e),
-    })
+    )+};
+}
+
+impl_file_error!(ConfigError, state::StateError, secret::SecretFileError);
+
+/// Reads the text file at `path` and parses it with `parse`; content errors name the file.
+pub(crate) fn load_with<T, E: FileError>(
+    path: &Path,
+    parse: impl FnOnce(&str) -> Result<T, E>,
+) -> Result<T, E> {
+    let text = std::fs::read_to_string(path).map_err(|source| E::opening(path, source))?;
+    parse(&text).map_err(|e| e.in_file_at(path))
 }
 
 impl RawConfig {
@@ -370,28 +398,7 @@ impl Config {
         load_with(path, Self::from_yaml)
     }
 
-    /// A new config with strong defaults (what `config generate` writes).
-    ///
-    /// * `attestation`: `None` = the provider's default variant (`local` → `local-vtpm`).
-    /// * `kubernetes`: `None` = [`DEFAULT_KUBERNETES_VERSION`]; otherwise `vMAJOR.MINOR` (resolved
-    ///   to the supported patch) or an exact supported patch.
-    /// * `measurements`: expected measurements of the chosen variant; `None` =
-    ///   [`default_measurements`] (the Go system's published values where they exist).
-    ///
-    /// Node groups are the Go defaults (3 control-plane + 1 worker, CSP instance and disk
-    /// types), except `local`: 1 control-plane + 1 worker with `stateDiskSizeGB: 0` (a node's
-    /// disk is a directory). Returns a [`RawConfig`] because cloud configs need account fields
-    /// (region, project, …) filled in before they validate, as with the Go CLI; `local` and
-    /// `qemu` configs convert into a valid `Config` as generated.
-    pub fn generate(
-        provider: Provider,
-        attestation: Option<Variant>,
-        kubernetes: Option<&str>,
-        tags: BTreeMap<String, String>,
-        measurements: Option<Measurements>,
-    ) -> Result<RawConfig, ConfigError> {
-        defaults::generate(provider, attestation, kubernetes, tags, measurements)
-    }
+    // `Config::generate` is in `defaults.rs`, next to the defaults it writes.
 
     pub fn raw(&self) -> &RawConfig {
         &self.raw

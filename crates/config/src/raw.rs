@@ -497,68 +497,64 @@ impl<'de> Deserialize<'de> for EnforcementPolicy {
     }
 }
 
+/// `variant`'s section of the [`AttestationConfig`] `$a`, mapped to its measurements: `$as` is
+/// `as_ref`, or `as_mut` followed by `mut`. The variant -> section table for both accessors.
+macro_rules! section_measurements {
+    ($a:expr, $variant:expr, $as:ident $(, $mut:tt)?) => {{
+        use attestation::Variant as V;
+        match $variant {
+            V::AwsSevSnp => $a.aws_sev_snp.$as().map(|s| &$($mut)? s.measurements),
+            V::AwsNitroTpm => $a.aws_nitro_tpm.$as().map(|s| &$($mut)? s.measurements),
+            V::AzureSevSnp => $a.azure_sev_snp.$as().map(|s| &$($mut)? s.measurements),
+            V::AzureTdx => $a.azure_tdx.$as().map(|s| &$($mut)? s.measurements),
+            V::AzureTrustedLaunch => {
+                $a.azure_trusted_launch.$as().map(|s| &$($mut)? s.measurements)
+            }
+            V::GcpSevEs => $a.gcp_sev_es.$as().map(|s| &$($mut)? s.measurements),
+            V::GcpSevSnp => $a.gcp_sev_snp.$as().map(|s| &$($mut)? s.measurements),
+            V::QemuVtpm => $a.qemu_vtpm.$as().map(|s| &$($mut)? s.measurements),
+            V::QemuTdx => $a.qemu_tdx.$as().map(|s| &$($mut)? s.measurements),
+            V::LocalVtpm => $a.local_vtpm.$as().map(|s| &$($mut)? s.measurements),
+            V::Dummy => None,
+        }
+    }};
+}
+
 impl AttestationConfig {
+    /// Every section's variant, in the order of the struct's fields (and of error messages).
+    const SECTIONS: [attestation::Variant; 10] = {
+        use attestation::Variant as V;
+        [
+            V::AwsSevSnp,
+            V::AwsNitroTpm,
+            V::AzureSevSnp,
+            V::AzureTdx,
+            V::AzureTrustedLaunch,
+            V::GcpSevEs,
+            V::GcpSevSnp,
+            V::QemuVtpm,
+            V::QemuTdx,
+            V::LocalVtpm,
+        ]
+    };
+
     /// The sections that are set, with their variant.
     pub fn set_variants(&self) -> Vec<attestation::Variant> {
-        use attestation::Variant as V;
-        let mut out = Vec::new();
-        let present = [
-            (self.aws_sev_snp.is_some(), V::AwsSevSnp),
-            (self.aws_nitro_tpm.is_some(), V::AwsNitroTpm),
-            (self.azure_sev_snp.is_some(), V::AzureSevSnp),
-            (self.azure_tdx.is_some(), V::AzureTdx),
-            (self.azure_trusted_launch.is_some(), V::AzureTrustedLaunch),
-            (self.gcp_sev_es.is_some(), V::GcpSevEs),
-            (self.gcp_sev_snp.is_some(), V::GcpSevSnp),
-            (self.qemu_vtpm.is_some(), V::QemuVtpm),
-            (self.qemu_tdx.is_some(), V::QemuTdx),
-            (self.local_vtpm.is_some(), V::LocalVtpm),
-        ];
-        for (set, v) in present {
-            if set {
-                out.push(v);
-            }
-        }
-        out
+        // Every section has measurements, so a section is set iff its measurements are.
+        Self::SECTIONS
+            .into_iter()
+            .filter(|&v| self.measurements(v).is_some())
+            .collect()
     }
 
     /// The measurements of `variant`'s section, if that section is set.
     pub fn measurements(&self, variant: attestation::Variant) -> Option<&Measurements> {
-        use attestation::Variant as V;
-        match variant {
-            V::AwsSevSnp => self.aws_sev_snp.as_ref().map(|s| &s.measurements),
-            V::AwsNitroTpm => self.aws_nitro_tpm.as_ref().map(|s| &s.measurements),
-            V::AzureSevSnp => self.azure_sev_snp.as_ref().map(|s| &s.measurements),
-            V::AzureTdx => self.azure_tdx.as_ref().map(|s| &s.measurements),
-            V::AzureTrustedLaunch => self.azure_trusted_launch.as_ref().map(|s| &s.measurements),
-            V::GcpSevEs => self.gcp_sev_es.as_ref().map(|s| &s.measurements),
-            V::GcpSevSnp => self.gcp_sev_snp.as_ref().map(|s| &s.measurements),
-            V::QemuVtpm => self.qemu_vtpm.as_ref().map(|s| &s.measurements),
-            V::QemuTdx => self.qemu_tdx.as_ref().map(|s| &s.measurements),
-            V::LocalVtpm => self.local_vtpm.as_ref().map(|s| &s.measurements),
-            V::Dummy => None,
-        }
+        section_measurements!(self, variant, as_ref)
     }
 
     /// Mutable measurements of `variant`'s section, if that section is set.
     pub fn measurements_mut(&mut self, variant: attestation::Variant) -> Option<&mut Measurements> {
-        use attestation::Variant as V;
-        match variant {
-            V::AwsSevSnp => self.aws_sev_snp.as_mut().map(|s| &mut s.measurements),
-            V::AwsNitroTpm => self.aws_nitro_tpm.as_mut().map(|s| &mut s.measurements),
-            V::AzureSevSnp => self.azure_sev_snp.as_mut().map(|s| &mut s.measurements),
-            V::AzureTdx => self.azure_tdx.as_mut().map(|s| &mut s.measurements),
-            V::AzureTrustedLaunch => self
-                .azure_trusted_launch
-                .as_mut()
-                .map(|s| &mut s.measurements),
-            V::GcpSevEs => self.gcp_sev_es.as_mut().map(|s| &mut s.measurements),
-            V::GcpSevSnp => self.gcp_sev_snp.as_mut().map(|s| &mut s.measurements),
-            V::QemuVtpm => self.qemu_vtpm.as_mut().map(|s| &mut s.measurements),
-            V::QemuTdx => self.qemu_tdx.as_mut().map(|s| &mut s.measurements),
-            V::LocalVtpm => self.local_vtpm.as_mut().map(|s| &mut s.measurements),
-            V::Dummy => None,
-        }
+        section_measurements!(self, variant, as_mut, mut)
     }
 }
 

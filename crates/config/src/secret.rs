@@ -20,6 +20,7 @@ use serde::Deserialize;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::atomic::{self, WriteError};
+use crate::FileError as _;
 
 /// File name of the master secret in a workspace.
 pub const MASTER_SECRET_FILE: &str = "constellation-mastersecret.json";
@@ -114,18 +115,8 @@ pub fn encode(secret: &MasterSecret) -> Zeroizing<String> {
 
 /// Reads the master secret file at `path`.
 pub fn read(path: &Path) -> Result<LoadedSecret, SecretFileError> {
-    let mut file = std::fs::File::open(path).map_err(|source| {
-        if source.kind() == io::ErrorKind::NotFound {
-            SecretFileError::NotFound {
-                path: path.to_path_buf(),
-            }
-        } else {
-            SecretFileError::Read {
-                path: path.to_path_buf(),
-                source,
-            }
-        }
-    })?;
+    let mut file =
+        std::fs::File::open(path).map_err(|source| SecretFileError::opening(path, source))?;
     let read_err = |source| SecretFileError::Read {
         path: path.to_path_buf(),
         source,
@@ -137,10 +128,7 @@ pub fn read(path: &Path) -> Result<LoadedSecret, SecretFileError> {
         .take(64 * 1024)
         .read_to_end(&mut buf)
         .map_err(read_err)?;
-    let secret = decode(&buf).map_err(|e| SecretFileError::InFile {
-        path: path.to_path_buf(),
-        source: Box::new(e),
-    })?;
+    let secret = decode(&buf).map_err(|e| e.in_file_at(path))?;
     let mode = meta.permissions().mode();
     let warning = (atomic::group_other_bits(&meta) != 0).then(|| PermissionWarning {
         path: path.to_path_buf(),

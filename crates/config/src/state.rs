@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use zeroize::Zeroize;
 
 use crate::atomic::{self, WriteError};
-use crate::{parse_yaml, ParseError, Violation, Violations};
+use crate::{load_with, parse_yaml, push, ParseError, Violation, Violations};
 
 /// File name of the state in a workspace.
 pub const STATE_FILE: &str = "constellation-state.yaml";
@@ -244,14 +244,6 @@ pub enum StateError {
     Write(#[from] WriteError),
 }
 
-fn v(out: &mut Vec<Violation>, path: &str, message: impl Into<String>) {
-    out.push(Violation {
-        path: path.to_string(),
-        message: message.into(),
-        line: None,
-    });
-}
-
 impl State {
     /// A fresh state (`version: v1`, everything else empty).
     pub fn new() -> Self {
@@ -280,22 +272,7 @@ impl State {
 
     /// Reads and parses `path`.
     pub fn load(path: &Path) -> Result<Self, StateError> {
-        let text = std::fs::read_to_string(path).map_err(|source| {
-            if source.kind() == io::ErrorKind::NotFound {
-                StateError::NotFound {
-                    path: path.to_path_buf(),
-                }
-            } else {
-                StateError::Read {
-                    path: path.to_path_buf(),
-                    source,
-                }
-            }
-        })?;
-        Self::from_yaml(&text).map_err(|e| StateError::InFile {
-            path: path.to_path_buf(),
-            source: Box::new(e),
-        })
+        load_with(path, Self::from_yaml)
     }
 
     /// Atomically writes (creates or replaces) the state file, mode 0600.
@@ -326,7 +303,7 @@ impl State {
     pub fn check_pre_init(&self) -> Result<(), Violations> {
         let mut out = self.infrastructure_violations();
         if self.cluster_values != ClusterValues::default() {
-            v(
+            push(
                 &mut out,
                 "clusterValues",
                 "must be empty before the cluster is initialized",
@@ -343,14 +320,14 @@ impl State {
     pub fn check_post_init(&self) -> Result<(), Violations> {
         let mut out = self.infrastructure_violations();
         if self.cluster_values.cluster_id.0.len() != keys::CLUSTER_ID_LEN {
-            v(
+            push(
                 &mut out,
                 "clusterValues.clusterID",
                 "must be 32 bytes of hex",
             );
         }
         if self.cluster_values.measurement_salt.is_empty() {
-            v(&mut out, "clusterValues.measurementSalt", "required");
+            push(&mut out, "clusterValues.measurementSalt", "required");
         }
         if out.is_empty() {
             Ok(())
@@ -363,17 +340,17 @@ impl State {
         let mut out = Vec::new();
         let i = &self.infrastructure;
         if i.uid.is_empty() {
-            v(&mut out, "infrastructure.uid", "required");
+            push(&mut out, "infrastructure.uid", "required");
         }
         if i.name.is_empty() {
-            v(&mut out, "infrastructure.name", "required");
+            push(&mut out, "infrastructure.name", "required");
         }
         for (path, val) in [
             ("infrastructure.clusterEndpoint", &i.cluster_endpoint),
             ("infrastructure.inClusterEndpoint", &i.in_cluster_endpoint),
         ] {
             if !valid_endpoint(val) {
-                v(
+                push(
                     &mut out,
                     path,
                     format!("{val:?} is not an IP address or DNS name"),
@@ -381,7 +358,7 @@ impl State {
             }
         }
         if !valid_cidr(&i.ip_cidr_node) {
-            v(
+            push(
                 &mut out,
                 "infrastructure.ipCidrNode",
                 format!("{:?} is not a CIDR", i.ip_cidr_node),

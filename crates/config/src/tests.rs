@@ -31,6 +31,11 @@ fn all_combinations() -> Vec<(Provider, Variant)> {
     out
 }
 
+/// The config `config generate <provider>` writes (default variant, Kubernetes and tags).
+fn generated(provider: Provider) -> RawConfig {
+    Config::generate(provider, None, None, BTreeMap::new(), None).unwrap()
+}
+
 #[test]
 fn generated_configs_roundtrip() {
     for (p, v) in all_combinations() {
@@ -65,7 +70,7 @@ fn generated_configs_roundtrip() {
 
 #[test]
 fn local_defaults() {
-    let raw = Config::generate(Provider::Local, None, None, BTreeMap::new(), None).unwrap();
+    let raw = generated(Provider::Local);
     let c = Config::try_from(raw).unwrap();
     assert_eq!(c.variant(), Variant::LocalVtpm);
     assert_eq!(c.kubernetes_version(), DEFAULT_KUBERNETES_VERSION);
@@ -122,9 +127,7 @@ fn generate_rejects_bad_choices() {
 }
 
 fn local_yaml() -> String {
-    Config::generate(Provider::Local, None, None, BTreeMap::new(), None)
-        .unwrap()
-        .to_yaml()
+    generated(Provider::Local).to_yaml()
 }
 
 fn line_of(yaml: &str, needle: &str) -> usize {
@@ -316,8 +319,8 @@ fn violations() {
 
 #[test]
 fn structural_violations() {
-    let local = Config::generate(Provider::Local, None, None, BTreeMap::new(), None).unwrap();
-    let qemu = Config::generate(Provider::Qemu, None, None, BTreeMap::new(), None).unwrap();
+    let local = generated(Provider::Local);
+    let qemu = generated(Provider::Qemu);
 
     let mut two = local.clone();
     two.provider.qemu = qemu.provider.qemu.clone();
@@ -350,7 +353,7 @@ fn structural_violations() {
 
 #[test]
 fn set_measurements_keeps_validity() {
-    let raw = Config::generate(Provider::Local, None, None, BTreeMap::new(), None).unwrap();
+    let raw = generated(Provider::Local);
     let mut c = Config::try_from(raw).unwrap();
     assert!(c.set_measurements(Measurements::default()).is_err());
     let mut m = BTreeMap::new();
@@ -365,9 +368,7 @@ fn set_measurements_keeps_validity() {
 /// The SNP/TDX extras: `latest`, numbers, legacy forms, limits.
 #[test]
 fn attestation_extras() {
-    let aws = Config::generate(Provider::Aws, None, None, BTreeMap::new(), None)
-        .unwrap()
-        .to_yaml();
+    let aws = generated(Provider::Aws).to_yaml();
     let y = aws.replace("bootloaderVersion: latest", "bootloaderVersion: 3");
     let r = RawConfig::from_yaml(&y).unwrap();
     assert_eq!(
@@ -388,9 +389,7 @@ fn attestation_extras() {
     .unwrap_err();
     assert!(e.to_string().contains("\"latest\" or a number"), "{e}");
 
-    let az = Config::generate(Provider::Azure, None, None, BTreeMap::new(), None)
-        .unwrap()
-        .to_yaml();
+    let az = generated(Provider::Azure).to_yaml();
     let y = az.replace("enforcementPolicy: maaFallback", "enforcementPolicy: true");
     let r = RawConfig::from_yaml(&y).unwrap();
     let fsc = r.attestation.azure_sev_snp.unwrap().firmware_signer_config;
@@ -465,10 +464,10 @@ fn locate_keys() {
 fn write_new_never_overwrites() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join(CONFIG_FILE);
-    let raw = Config::generate(Provider::Local, None, None, BTreeMap::new(), None).unwrap();
+    let raw = generated(Provider::Local);
     raw.write_new(&p).unwrap();
     let before = std::fs::read(&p).unwrap();
-    let other = Config::generate(Provider::Qemu, None, None, BTreeMap::new(), None).unwrap();
+    let other = generated(Provider::Qemu);
     assert!(matches!(
         other.write_new(&p),
         Err(ConfigError::Write(WriteError::AlreadyExists { .. }))

@@ -189,6 +189,17 @@ impl CloudState {
             .filter_map(|h| hex::decode(h).ok())
             .collect()
     }
+
+    /// The `local-vtpm` validators' policy: trust exactly the attestation keys this provider
+    /// recorded when it created each node's TPM (as a cloud's shielded-VM API vouches for its
+    /// vTPMs).
+    pub fn validator_policy(&self) -> attestation::ValidatorPolicy {
+        self.trusted_aks()
+            .iter()
+            .fold(attestation::ValidatorPolicy::default(), |p, ak| {
+                p.trust_ak_public(ak)
+            })
+    }
 }
 
 #[cfg(test)]
