@@ -38,6 +38,7 @@ pub mod gce;
 pub mod insecure_dummy;
 pub mod insecure_software_tpm;
 pub mod quote;
+pub mod snp;
 pub mod tpm2;
 pub mod vtpm;
 
@@ -343,6 +344,30 @@ pub fn validator_for(
     }
 }
 
+/// One failed check of hardware evidence: which check, what was expected, what was found.
+/// Shared by the SEV-SNP and TDX verifiers and printed by `constellation attestation verify`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, thiserror::Error)]
+#[error("{check}: expected {expected}, got {actual}")]
+pub struct Reason {
+    pub check: &'static str,
+    pub expected: String,
+    pub actual: String,
+}
+
+impl Reason {
+    pub fn new(
+        check: &'static str,
+        expected: impl fmt::Display,
+        actual: impl fmt::Display,
+    ) -> Self {
+        Self {
+            check,
+            expected: expected.to_string(),
+            actual: actual.to_string(),
+        }
+    }
+}
+
 /// Validation failures. Messages name what did not match; they are for the local log and for
 /// the owner's CLI. Services answer unauthenticated peers with a generic error instead.
 #[derive(Debug, thiserror::Error)]
@@ -367,8 +392,16 @@ pub enum ValidationError {
     UserDataMismatch { expected: String, got: String },
     #[error("{}", format_mismatches(.0))]
     Measurements(Vec<Mismatch>),
+    /// Hardware evidence (SEV-SNP, TDX) was refused; every failed check is listed.
+    #[error("{}", format_reasons(.0))]
+    Refused(Vec<Reason>),
     #[error("{0}")]
     Other(String),
+}
+
+fn format_reasons(r: &[Reason]) -> String {
+    let list: Vec<String> = r.iter().map(|r| r.to_string()).collect();
+    format!("evidence refused: {}", list.join("; "))
 }
 
 fn format_mismatches(m: &[Mismatch]) -> String {
