@@ -137,6 +137,11 @@ impl AmdRoots {
         Ok(Self { keys })
     }
 
+    /// Trusts exactly these `(product, RSA public key as PKCS#1 DER)` pairs.
+    pub fn from_keys(keys: Vec<(Product, Vec<u8>)>) -> Self {
+        Self { keys }
+    }
+
     /// The trusted key for `product`.
     pub fn key(&self, product: Product) -> Option<&[u8]> {
         self.keys
