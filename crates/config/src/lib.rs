@@ -32,6 +32,7 @@ mod provider;
 pub mod raw;
 pub mod secret;
 pub mod state;
+mod validation;
 
 pub use atomic::WriteError;
 pub use defaults::{
