@@ -169,4 +169,36 @@ mod tests {
         assert!(a.snp_validation(Variant::AwsSevSnp, 0).unwrap().is_none());
         assert!(a.snp_validation(Variant::QemuVtpm, 0).unwrap().is_none());
     }
+
+    /// `config generate` writes Go's default roots; they are the pinned ARK-Milan and the
+    /// Intel SGX Root CA, and the generated SNP sections trust exactly ARK-Milan.
+    #[test]
+    fn generated_defaults_carry_the_go_root_keys() {
+        use sha2::{Digest, Sha256};
+        let ark = snp::parse_certs(crate::GO_DEFAULT_AMD_ROOT_KEY.as_bytes()).unwrap();
+        assert_eq!(ark.len(), 1);
+        assert_eq!(
+            hex::encode(Sha256::digest(&ark[0].der)),
+            snp::roots::ARK_MILAN_SHA256
+        );
+        let (_, pem) =
+            x509_parser::pem::parse_x509_pem(crate::GO_DEFAULT_INTEL_ROOT_KEY.as_bytes()).unwrap();
+        let cert = pem.parse_x509().unwrap();
+        assert_eq!(cert.subject().to_string(), cert.issuer().to_string());
+        assert!(cert.subject().to_string().contains("Intel SGX Root CA"));
+        for (p, v) in [
+            (crate::Provider::Aws, Variant::AwsSevSnp),
+            (crate::Provider::Gcp, Variant::GcpSevSnp),
+            (crate::Provider::Azure, Variant::AzureSevSnp),
+        ] {
+            let c = crate::Config::generate(p, Some(v), None, Default::default(), None).unwrap();
+            let back = crate::RawConfig::from_yaml(&c.to_yaml()).unwrap();
+            let s = back
+                .attestation
+                .snp_validation(v, 1_750_000_000)
+                .unwrap()
+                .unwrap();
+            assert_eq!(s.roots.products(), [snp::Product::Milan], "{p}/{v}");
+        }
+    }
 }
