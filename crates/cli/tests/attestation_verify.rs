@@ -534,3 +534,150 @@ fn fetch_fills_in_the_amd_certificates_and_caches_them() {
         .iter()
         .any(|w| w["check"] == "collateral-fetch"));
 }
+
+/// A Go-format `aws-sev-snp` document checked with the policy of a real config file: the
+/// config's `amdRootKey`/`amdSigningKey` (here the stand-in AMD hierarchy's ARK and ASVK), its
+/// minimum versions and its measurements. The document is made here: quote by a fixed test RSA
+/// AK, report and VLEK by `attestation::insecure_snp`.
+#[test]
+fn document_with_the_policy_of_a_config() {
+    use attestation::cloud::{rsa_spki_der, SnpInstanceInfo};
+    use attestation::document::{Attestation, AttestationDocument, Pcrs, Quote, HASH_SHA256};
+    use attestation::insecure_snp::InsecureSnpSigner;
+    use attestation::snp::{Product, SigningKey, Tcb};
+    use attestation::tpm2::{HashAlg, Scheme, SigScheme, TpmsAttest, TpmtPublic, TpmtSignature};
+    use ring::signature::{RsaKeyPair, RsaPublicKeyComponents};
+    use sha2::{Digest, Sha512};
+
+    let ws = tempfile::tempdir().unwrap();
+    let o = Command::new(BIN)
+        .arg("-C")
+        .arg(ws.path())
+        .args(["config", "generate", "aws", "-a", "aws-sev-snp"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let cfg_path = ws.path().join("constellation-conf.yaml");
+    let yaml = std::fs::read_to_string(&cfg_path)
+        .unwrap()
+        .replace("region: \"\"", "region: eu-central-1")
+        .replace("zone: \"\"", "zone: eu-central-1a")
+        .replace("iamProfileControlPlane: \"\"", "iamProfileControlPlane: cp")
+        .replace("iamProfileWorkerNodes: \"\"", "iamProfileWorkerNodes: w");
+    let cfg = config::Config::from_yaml(&yaml).unwrap();
+
+    // The node: PCRs as the config expects, an RSA AK, a VLEK-signed report binding the AK.
+    let key = RsaKeyPair::from_pkcs8(include_bytes!(
+        "../../attestation/tests/data/test-rsa2048-ak.pk8"
+    ))
+    .unwrap();
+    let n = RsaPublicKeyComponents::<Vec<u8>>::from(key.public()).n;
+    let ak = TpmtPublic::ak_template_rsa(
+        Scheme::WithHash {
+            scheme: 0x0014,
+            hash: 0x000B,
+        },
+        n.clone(),
+    );
+    let mut pcrs: std::collections::BTreeMap<u32, Vec<u8>> =
+        (0..24).map(|i| (i, vec![0u8; 32])).collect();
+    for (i, m) in cfg.measurements().iter() {
+        pcrs.insert(i, m.expected.clone());
+    }
+    let tcb = Tcb {
+        fmc: None,
+        bootloader: 4,
+        tee: 0,
+        snp: 22,
+        microcode: 0xD9,
+    };
+    let signer = InsecureSnpSigner::new(Product::Milan, SigningKey::Vlek, tcb).unwrap();
+    let mut rd = [0u8; 64];
+    rd.copy_from_slice(&Sha512::digest(rsa_spki_der(&n, 65537)));
+    let info = SnpInstanceInfo {
+        report_signer: Some(InsecureSnpSigner::pem(&signer.leaf_der).into_bytes()),
+        attestation_report: Some(signer.report(&rd, 1 << 16, 0).unwrap()),
+        ..Default::default()
+    }
+    .to_json();
+    let nonce = b"verify nonce";
+    let tpm_nonce = attestation::make_tpm_nonce(&info, &attestation::make_extra_data(b"ud", nonce));
+    let attest = TpmsAttest::sha256_quote(ak.name(), tpm_nonce.to_vec(), &pcrs).encode();
+    let mut sig = vec![0; key.public().modulus_len()];
+    key.sign(
+        &ring::signature::RSA_PKCS1_SHA256,
+        &ring::rand::SystemRandom::new(),
+        &attest,
+        &mut sig,
+    )
+    .unwrap();
+    let doc = AttestationDocument {
+        attestation: Attestation {
+            ak_pub: ak.encode(),
+            quotes: vec![Quote {
+                quote: attest,
+                raw_sig: TpmtSignature::Rsa {
+                    scheme: SigScheme::RsaSsa,
+                    hash: HashAlg::Sha256,
+                    sig,
+                }
+                .encode(),
+                pcrs: Pcrs {
+                    hash: HASH_SHA256,
+                    pcrs,
+                },
+            }],
+            ..Default::default()
+        },
+        instance_info: Some(info),
+        user_data: b"ud".to_vec(),
+    };
+    let doc_path = ws.path().join("doc.json");
+    std::fs::write(&doc_path, doc.to_json()).unwrap();
+
+    let with_keys = |yaml: &str, root: &[u8], ask: &[u8]| -> String {
+        let pem = |d: &[u8]| serde_json::to_string(&InsecureSnpSigner::pem(d)).unwrap();
+        yaml.lines()
+            .map(|l| match l.trim_start() {
+                t if t.starts_with("amdRootKey:") => format!("    amdRootKey: {}", pem(root)),
+                t if t.starts_with("amdSigningKey:") => format!("    amdSigningKey: {}", pem(ask)),
+                _ => l.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let verify = |yaml: String| {
+        std::fs::write(&cfg_path, yaml).unwrap();
+        run(&[
+            "--format",
+            "document",
+            "--evidence",
+            s(&doc_path),
+            "--nonce",
+            &hex::encode(nonce),
+            "-c",
+            s(&cfg_path),
+            "--at",
+            "2025-06-01T00:00:00Z",
+        ])
+    };
+    // The config's amdRootKey is the stand-in ARK: genuine.
+    let (code, j, err) = verify(with_keys(&yaml, &signer.ark_der, &signer.ask_der));
+    assert_eq!(code, 0, "{j} {err}");
+    assert_eq!(j["claims"]["snp"]["signing_key"], "VLEK");
+    // The Go default amdRootKey (AMD's real ARK-Milan) does not vouch for it.
+    let (code, j, _) = verify(with_keys(
+        &yaml,
+        &attestation::snp::parse_certs(config::GO_DEFAULT_AMD_ROOT_KEY.as_bytes()).unwrap()[0].der,
+        &signer.ask_der,
+    ));
+    assert_eq!((code, checks(&j)), (1, vec!["snp-cert-chain".to_string()]));
+    // A minimum microcode version above the report's.
+    let strict = with_keys(&yaml, &signer.ark_der, &signer.ask_der)
+        .replace("microcodeVersion: latest", "microcodeVersion: 220");
+    let (code, j, _) = verify(strict);
+    assert_eq!(
+        (code, checks(&j)),
+        (1, vec!["snp-minimum-launch-tcb".to_string()])
+    );
+}
