@@ -672,6 +672,33 @@ fn document_with_the_policy_of_a_config() {
         &signer.ask_der,
     ));
     assert_eq!((code, checks(&j)), (1, vec!["snp-cert-chain".to_string()]));
+    // A debug-enabled guest's report, with the same config: refused by default.
+    std::fs::write(
+        &cfg_path,
+        with_keys(&yaml, &signer.ark_der, &signer.ask_der),
+    )
+    .unwrap();
+    let dbg = ws.path().join("debug.bin");
+    std::fs::write(&dbg, signer.report(&rd, (1 << 16) | (1 << 19), 0).unwrap()).unwrap();
+    let vlek = ws.path().join("vlek.pem");
+    std::fs::write(&vlek, InsecureSnpSigner::pem(&signer.leaf_der)).unwrap();
+    let (code, j, _) = run(&[
+        "--format",
+        "snp-report",
+        "--evidence",
+        s(&dbg),
+        "--cert",
+        s(&vlek),
+        "-c",
+        s(&cfg_path),
+        "--at",
+        "2025-06-01T00:00:00Z",
+    ]);
+    assert_eq!(
+        (code, checks(&j)),
+        (1, vec!["snp-policy-debug".to_string()])
+    );
+    assert_eq!(j["claims"]["snp"]["policy_debug"], true);
     // A minimum microcode version above the report's.
     let strict = with_keys(&yaml, &signer.ark_der, &signer.ask_der)
         .replace("microcodeVersion: latest", "microcodeVersion: 220");
