@@ -356,7 +356,7 @@ async fn init(
     // the attestation keys the local provider recorded.
     let cloud = CloudState::load(&CloudState::path(ws))?
         .context("no local cloud state: run `constellation apply` first")?;
-    let policy = cloud.validator_policy();
+    let policy = crate::validator_policy(cfg, &cloud)?;
     let fresh = validator_for(cfg.variant(), cfg.measurements().clone(), policy.clone())?;
     // When resuming, the node may already have taken the lost request: its PCR 15 then holds
     // exactly this cluster's ID (only the measured Bootstrapper extends it, and only on Init

@@ -27,6 +27,22 @@ pub const STATE_FILE: &str = "constellation-state.yaml";
 pub const MASTER_SECRET_FILE: &str = "constellation-mastersecret.json";
 pub const ADMIN_CONF_FILE: &str = "constellation-admin.conf";
 
+/// The validator policy of the CLI's own checks: the attestation keys the provider recorded,
+/// plus the config's SEV-SNP settings of its variant (`amdRootKey`, `amdSigningKey`, minimum
+/// versions, `firmwareSignerConfig`).
+pub fn validator_policy(
+    cfg: &config::Config,
+    cloud: &provider_local::cloud::CloudState,
+) -> anyhow::Result<attestation::ValidatorPolicy> {
+    let from_config = cfg
+        .validator_policy(None)
+        .map_err(|r| anyhow::anyhow!("the config's attestation section: {r}"))?;
+    Ok(attestation::ValidatorPolicy {
+        snp: from_config.snp,
+        ..cloud.validator_policy()
+    })
+}
+
 /// Progress lines for long work (the CLI prints them; tests collect them).
 pub trait Progress {
     fn step(&mut self, msg: &str);

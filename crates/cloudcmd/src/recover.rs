@@ -110,7 +110,7 @@ pub async fn recover(
     // A node waiting for recovery was just booted: PCR 15 must still be zero.
     let mut m = cfg.measurements().clone();
     m.set(15, Measurement::enforced(vec![0u8; 32]))?;
-    let policy = cloud.validator_policy();
+    let policy = crate::validator_policy(cfg, &cloud)?;
     let validator: Arc<dyn attestation::Validator> =
         validator_for(cfg.variant(), m, policy)?.into();
     let atls_cfg = atls::client::ClientConfig::new(None, vec![validator]);

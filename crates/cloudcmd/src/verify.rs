@@ -112,7 +112,7 @@ pub async fn verify(ws: &Path, cfg: &Config, opts: &VerifyOptions) -> anyhow::Re
             .map(|(i, m)| (i, Measurement::warn_only(m.expected.clone())))
             .collect(),
     )?;
-    let policy = cloud.validator_policy();
+    let policy = crate::validator_policy(cfg, &cloud)?;
     let validator: std::sync::Arc<dyn attestation::Validator> =
         validator_for(cfg.variant(), report_all, policy)?.into();
 
