@@ -42,6 +42,8 @@ pub mod check {
     pub const REPORTED_TCB: &str = "snp-reported-tcb";
     pub const CHIP_ID: &str = "snp-chip-id";
     pub const COMMITTED_TCB: &str = "snp-committed-tcb";
+    pub const CURRENT_TCB: &str = "snp-current-tcb";
+    pub const FIRMWARE_VERSION: &str = "snp-firmware-version";
     pub const MINIMUM_LAUNCH_TCB: &str = "snp-minimum-launch-tcb";
     pub const MINIMUM_TCB: &str = "snp-minimum-tcb";
     pub const DEBUG: &str = "snp-policy-debug";
@@ -464,7 +466,11 @@ pub fn verify_report(
             reported.to_string(),
         ));
     }
-    if signing_key == SigningKey::Vcek && !report.mask_chip_key() {
+    // As go-sev-guest: no chip-ID check when the chip ID is masked (all zero, e.g. on AWS).
+    if signing_key == SigningKey::Vcek
+        && !report.mask_chip_key()
+        && report.chip_id.iter().any(|&b| b != 0)
+    {
         let hwid = leaf.hwid.as_deref().unwrap_or_default();
         // Turin VCEKs carry an 8-byte hardware ID, the prefix of the 64-byte chip ID.
         let expected = if hwid.len() < 64 {
@@ -611,6 +617,38 @@ impl SnpPolicy {
                     }
                 ),
                 committed.to_string(),
+            );
+        }
+        // The certificate's TCB (= reported_tcb, checked in verify_report) ≤ current_tcb.
+        let reported = v.reported_tcb();
+        if !current.at_least(&reported) {
+            refuse(
+                check::CURRENT_TCB,
+                format!("reported (certificate) TCB ≤ current_tcb ({current})"),
+                reported.to_string(),
+            );
+        }
+        // Firmware build and API version: committed ≤ current (provisional) or equal.
+        let (cur_b, cur_min, cur_maj) = r.current_version;
+        let (com_b, com_min, com_maj) = r.committed_version;
+        let (cur_v, com_v) = ((cur_maj, cur_min), (com_maj, com_min));
+        let version_ok = if self.permit_provisional_firmware {
+            com_b <= cur_b && com_v <= cur_v
+        } else {
+            com_b == cur_b && com_v == cur_v
+        };
+        if !version_ok {
+            refuse(
+                check::FIRMWARE_VERSION,
+                format!(
+                    "committed firmware {} current {cur_maj}.{cur_min} build {cur_b}",
+                    if self.permit_provisional_firmware {
+                        "≤"
+                    } else {
+                        "="
+                    }
+                ),
+                format!("{com_maj}.{com_min} build {com_b}"),
             );
         }
         if !v.launch_tcb().at_least(&self.minimum_launch_tcb) {
