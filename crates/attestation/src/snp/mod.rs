@@ -50,6 +50,7 @@ pub mod check {
     pub const MIGRATION_AGENT: &str = "snp-policy-migration-agent";
     pub const SMT: &str = "snp-policy-smt";
     pub const POLICY_RESERVED: &str = "snp-policy-reserved-bit";
+    pub const CXL: &str = "snp-policy-cxl";
     pub const VMPL: &str = "snp-vmpl";
     pub const ID_KEY_DIGEST: &str = "snp-id-key-digest";
     pub const REPORT_DATA: &str = "snp-report-data";
@@ -585,6 +586,20 @@ impl SnpPolicy {
                 check::SMT,
                 "guest policy without SMT (bit 16)".into(),
                 format!("policy {:#x} allows SMT", r.policy),
+            );
+        }
+        if r.policy & report::policy_bits::CXL_ALLOW != 0 {
+            refuse(
+                check::CXL,
+                "guest policy without CXL_ALLOW (bit 21)".into(),
+                format!("policy {:#x} allows CXL-attached memory", r.policy),
+            );
+        }
+        if r.policy & report::policy_bits::RESERVED_MBZ != 0 {
+            refuse(
+                check::POLICY_RESERVED,
+                "guest policy bits 26..63 zero (reserved)".into(),
+                format!("policy {:#x}", r.policy),
             );
         }
         if r.policy & report::policy_bits::RESERVED_ONE == 0 {

@@ -119,6 +119,9 @@ pub mod policy_bits {
     pub const MIGRATE_MA: u64 = 1 << 18;
     pub const DEBUG: u64 = 1 << 19;
     pub const SINGLE_SOCKET: u64 = 1 << 20;
+    pub const CXL_ALLOW: u64 = 1 << 21;
+    /// Bits 26..63 are reserved and must be zero (ABI 1.57: bit 25 = PAGE_SWAP_DISABLE).
+    pub const RESERVED_MBZ: u64 = !((1 << 26) - 1);
 }
 
 /// A parsed report. Keeps the raw bytes for the signature check.
