@@ -267,7 +267,8 @@ fn stop_unrecorded(node: &NodeRecord, tpm: bool, programs: bool) {
 pub fn address_range_free(base: Ipv4Addr, count: u32) -> bool {
     (0..count).all(|i| {
         let a = Ipv4Addr::from(u32::from(base).saturating_add(i));
-        std::iter::once(tpm::swtpm::DEFAULT_PORT)
+        [tpm::swtpm::DEFAULT_PORT, tpm::swtpm::DEFAULT_PORT + 1]
+            .into_iter()
             .chain(node_ports(Role::ControlPlane).iter().copied())
             .all(|p| check_free(a, p).is_ok())
     })
