@@ -155,6 +155,24 @@ pub async fn apply(
         attestation_config: None,
     };
 
+    // ---- attestationconfig: the config's expected measurements become the cluster's before
+    // any node is created, so that new nodes are checked against them. With no control plane
+    // running (an outage), it runs after the infrastructure phase restarted them. ----
+    let mut attestation_config_pending = false;
+    if state.cluster_id().is_some() && !opts.skip_attestation_config {
+        let cp_running = CloudState::load(&CloudState::path(ws))?.is_some_and(|c| {
+            c.nodes
+                .iter()
+                .any(|n| n.role == Role::ControlPlane && n.process.is_some_and(|p| p.is_alive()))
+        });
+        if cp_running {
+            let t = Instant::now();
+            outcome.attestation_config = push_attestation_config(ws, cfg, opts, progress).await?;
+            timings.push(("attestationconfig".to_string(), t.elapsed()));
+        } else {
+            attestation_config_pending = true;
+        }
+    }
     // ---- infrastructure ----
     if !opts.skip_infrastructure {
         let t = Instant::now();
@@ -232,9 +250,8 @@ pub async fn apply(
         outcome.initialized_now = true;
         timings.push(("init".to_string(), t.elapsed()));
     }
-    // ---- attestationconfig: the config's expected measurements become the cluster's (before
-    // the join wait: nodes joining now are checked against them) ----
-    if outcome.cluster_id.is_some() && !opts.skip_attestation_config && !outcome.initialized_now {
+    // ---- attestationconfig, when no control plane ran before the infrastructure phase ----
+    if attestation_config_pending && outcome.cluster_id.is_some() {
         let t = Instant::now();
         outcome.attestation_config = push_attestation_config(ws, cfg, opts, progress).await?;
         timings.push(("attestationconfig".to_string(), t.elapsed()));
