@@ -309,13 +309,13 @@ async fn remove_surplus(
             // The current cloud (without the nodes removed so far) says whom to talk to.
             let now = CloudState::load(&CloudState::path(ws))?
                 .context("the local cloud state disappeared")?;
-            let store = crate::cluster_store::connect(ws, &now).await?;
+            let store = crate::cluster_store::connect_except(ws, &now, Some(&node.name)).await?;
+            store.delete_node(&node.name).await?;
             if node.role == Role::ControlPlane
                 && crate::cluster_store::remove_member(&store, &node.name, node.address).await?
             {
                 progress.step(&format!("infrastructure: {} left etcd", node.name));
             }
-            store.delete_node(&node.name).await?;
         }
         let ws2 = ws.to_path_buf();
         let name = node.name.clone();
@@ -338,8 +338,22 @@ async fn push_attestation_config(
 ) -> anyhow::Result<Option<AttestationConfigChange>> {
     let cloud =
         CloudState::load(&CloudState::path(ws))?.context("the local cloud state disappeared")?;
-    let store = crate::cluster_store::connect(ws, &cloud).await?;
-    let mut join = crate::cluster_store::join_config(&store).await?;
+    // The cluster's state may be unreachable (its control plane waits for `recover`): then
+    // the phase says so and is done by a later apply; it never passes silently.
+    let read = async {
+        let store = crate::cluster_store::connect(ws, &cloud).await?;
+        let join = crate::cluster_store::join_config(&store).await?;
+        anyhow::Ok((store, join))
+    };
+    let (store, mut join) = match read.await {
+        Ok(r) => r,
+        Err(e) => {
+            progress.step(&format!(
+                "attestationconfig: not checked, the cluster's state is unreachable ({e:#}); run `constellation apply` again once the control plane is back"
+            ));
+            return Ok(None);
+        }
+    };
     let want = cfg.measurements();
     if &join.measurements == want {
         return Ok(None);

@@ -16,12 +16,22 @@ use crate::ADMIN_CONF_FILE;
 
 /// Connects to the etcd members of the cluster's running control-plane nodes.
 pub async fn connect(ws: &Path, cloud: &CloudState) -> anyhow::Result<Store> {
+    connect_except(ws, cloud, None).await
+}
+
+/// As [`connect`], but never through the member of node `except` (one that is being removed).
+pub async fn connect_except(
+    ws: &Path,
+    cloud: &CloudState,
+    except: Option<&str>,
+) -> anyhow::Result<Store> {
     let creds = AdminCredentials::load(&ws.join(ADMIN_CONF_FILE))
         .with_context(|| format!("the owner's credentials {}", crate::shown(ADMIN_CONF_FILE)))?;
     let endpoints: Vec<String> = cloud
         .nodes
         .iter()
         .filter(|n| n.role == Role::ControlPlane && n.process.is_some_and(|p| p.is_alive()))
+        .filter(|n| Some(n.name.as_str()) != except)
         .map(|n| format!("https://{}:{PORT_ETCD_CLIENT}", n.address))
         .collect();
     if endpoints.is_empty() {
