@@ -1396,6 +1396,19 @@ fn busy_range_then_changed_base_address_takes_effect() {
         "{}",
         text(&o.stderr)
     );
+    // Nor can the image (until upgrades exist), nor the name.
+    for (from, to, field) in [
+        ("image: v", "image: v9.9.", "`image`"),
+        ("name: ", "name: renamed", "`name`"),
+    ] {
+        let changed = cfg.replacen(from, to, 1);
+        assert_ne!(changed, cfg, "{from}");
+        std::fs::write(&path, &changed).unwrap();
+        let o = ws.run(&["apply"]);
+        assert!(!o.status.success());
+        let err = text(&o.stderr);
+        assert!(err.contains(&format!("{field} cannot change")), "{err}");
+    }
     std::fs::write(&path, cfg).unwrap();
     ws.terminate_and_check_clean();
 }

@@ -205,6 +205,8 @@ pub async fn apply(
             .collect();
         let wanted = provider_local::infra::Wanted {
             name: cfg.name().to_string(),
+            image_version: cfg.raw().image.clone(),
+            image_configured: cfg.local().is_some_and(|l| !l.node_image.is_empty()),
             variant: cfg.variant(),
             base_address: local.base_address,
             groups,

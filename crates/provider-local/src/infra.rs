@@ -76,6 +76,11 @@ const INIT_SECRET_BCRYPT_COST: u32 = 10;
 #[derive(Debug, Clone)]
 pub struct Wanted {
     pub name: String,
+    /// The config's `image` (a version); nodes run the bundle in [`Wanted::image`].
+    pub image_version: String,
+    /// Whether the config names its node image bundle (`provider.local.nodeImage`) rather than
+    /// the one built from this installation.
+    pub image_configured: bool,
     pub variant: Variant,
     pub base_address: Ipv4Addr,
     /// (group name, role, count)
@@ -125,6 +130,21 @@ pub fn check_unchangeable(state: &CloudState, wanted: &Wanted) -> Result<(), Inf
             field: "provider.local.baseAddress",
             have: state.base_address.to_string(),
             want: wanted.base_address.to_string(),
+        });
+    }
+    // Until upgrades exist, the image of a running cluster stays what it was created with.
+    if let Some(have) = state.image.as_ref().filter(|i| **i != wanted.image_version) {
+        return Err(InfraError::Unchangeable {
+            field: "image",
+            have: have.clone(),
+            want: wanted.image_version.clone(),
+        });
+    }
+    if wanted.image_configured && state.image_dir != wanted.image.dir {
+        return Err(InfraError::Unchangeable {
+            field: "provider.local.nodeImage",
+            have: state.image_dir.display().to_string(),
+            want: wanted.image.dir.display().to_string(),
         });
     }
     Ok(())
@@ -309,6 +329,8 @@ pub fn apply(
                 // range was found taken) and under the new name.
                 s.base_address = wanted.base_address;
                 s.name = wanted.name.clone();
+                s.image = Some(wanted.image_version.clone());
+                s.image_dir = wanted.image.dir.clone();
                 s.nodes.clear();
                 s.save(&path)?;
                 progress(&format!(
@@ -328,6 +350,7 @@ pub fn apply(
                 image_dir: wanted.image.dir.clone(),
                 init_secret_hash: bcrypt::hash(init_secret, INIT_SECRET_BCRYPT_COST)?,
                 base_address: wanted.base_address,
+                image: Some(wanted.image_version.clone()),
                 nodes: vec![],
             };
             s.save(&path)?;
@@ -496,4 +519,64 @@ pub fn destroy(workspace: &Path, progress: Progress<'_>) -> Result<usize, InfraE
         source: e,
     })?;
     Ok(state.nodes.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(name: &str, role: Role, group: &str) -> NodeRecord {
+        NodeRecord {
+            name: name.into(),
+            role,
+            group: group.into(),
+            address: Ipv4Addr::new(127, 20, 0, 1),
+            dir: PathBuf::from("/n").join(name),
+            ak_public: None,
+            swtpm: None,
+            process: None,
+        }
+    }
+
+    #[test]
+    fn surplus_takes_the_highest_indices_of_each_shrunk_group() {
+        let state = CloudState {
+            version: "v1".into(),
+            uid: "u".into(),
+            name: "c".into(),
+            variant: "local-vtpm".into(),
+            image_dir: "/img".into(),
+            init_secret_hash: String::new(),
+            base_address: Ipv4Addr::new(127, 20, 0, 1),
+            image: None,
+            nodes: vec![
+                rec("control-plane-0", Role::ControlPlane, "cp"),
+                rec("control-plane-10", Role::ControlPlane, "cp"),
+                rec("control-plane-2", Role::ControlPlane, "cp"),
+                rec("worker-0", Role::Worker, "w"),
+                rec("worker-1", Role::Worker, "w"),
+            ],
+        };
+        let names = |groups: &[(String, Role, u32)]| -> Vec<String> {
+            surplus(&state, groups)
+                .into_iter()
+                .map(|n| n.name)
+                .collect()
+        };
+        let g = |cp: u32, w: u32| {
+            vec![
+                ("cp".to_string(), Role::ControlPlane, cp),
+                ("w".to_string(), Role::Worker, w),
+            ]
+        };
+        assert_eq!(names(&g(3, 2)), Vec::<String>::new());
+        assert_eq!(names(&g(1, 2)), ["control-plane-10", "control-plane-2"]);
+        assert_eq!(names(&g(3, 0)), ["worker-1", "worker-0"]);
+        // A group the config no longer names is left alone; a larger count removes nothing.
+        assert_eq!(
+            names(&[("w".to_string(), Role::Worker, 5)]),
+            Vec::<String>::new()
+        );
+        assert!(!ever_started(&state));
+    }
 }
