@@ -55,6 +55,8 @@ pin() { # pin MODULE_DIR MODULE_PATH -> version required in that go.mod
 K8S_VERSION=$(pin kubernetes k8s.io/kubernetes)
 ETCD_VERSION=$(pin etcd go.etcd.io/etcd/server/v3)
 COREDNS_VERSION=$(pin coredns github.com/coredns/coredns)
+[ "$(pin etcd go.etcd.io/etcd/etcdctl/v3)" = "$ETCD_VERSION" ] ||
+  die "third_party/etcd/go.mod pins etcdctl and the etcd server at different versions"
 [[ "$K8S_VERSION" =~ ^v([0-9]+)\.([0-9]+)\.[0-9]+$ ]] || die "unexpected Kubernetes pin '$K8S_VERSION'"
 K8S_MAJOR=${BASH_REMATCH[1]}
 K8S_MINOR=${BASH_REMATCH[2]}
@@ -169,10 +171,38 @@ done
 [ ! -e "$DEST" ] || rm -rf "$DEST" # incomplete (manifest or a binary missing): rebuild it
 
 TMP=$(mktemp -d "$BASE/.tmp-$KEY.XXXXXX")
+# The compiler runs in the background and the script waits for it, so that a signal is handled at
+# once (bash runs traps only between commands), stops the compiler and removes the temporary folder.
+CHILD=""
+stop_tree() { # stop_tree PID: pause it, end its descendants, then it (the pids this script started)
+  local c
+  kill -STOP "$1" 2>/dev/null || return 0
+  for c in $(pgrep -P "$1" 2>/dev/null); do stop_tree "$c"; done
+  kill -TERM "$1" 2>/dev/null
+  kill -CONT "$1" 2>/dev/null || true
+}
+run() { # run CMD...: in the background, wait for it, return its status
+  "$@" &
+  CHILD=$!
+  local rc=0
+  wait "$CHILD" || rc=$?
+  CHILD=""
+  return "$rc"
+}
 cleanup() { rm -rf "$TMP"; }
+on_signal() {
+  say "interrupted; stopping the build and removing $TMP"
+  if [ -n "$CHILD" ]; then
+    stop_tree "$CHILD"
+    wait "$CHILD" 2>/dev/null || true
+  fi
+  exit 130
+}
 trap cleanup EXIT
-trap 'say "interrupted; removing $TMP"; exit 130' INT TERM HUP
-mkdir -p "$TMP/bin"
+trap on_signal INT TERM HUP
+chmod 755 "$TMP" # mktemp made it 0700; the key folder is for every user of this cache
+mkdir -p "$TMP/bin" "$TMP/gotmp"
+export GOTMPDIR="$TMP/gotmp" # the compiler's work files go with the temporary folder
 
 # --- modules (the only step that needs the Go module proxy) -------------------------------------
 say "cache: $BASE; GOMODCACHE=$GOMODCACHE; GOCACHE=$GOCACHE"
@@ -217,7 +247,7 @@ for entry in "${BINARIES[@]}"; do
   esac
   say "[$i/$total] building $name $(version_of "$name") ($pkg)"
   t0=$SECONDS
-  (cd "$TP/$mod" && go build -trimpath -ldflags "$ld" -o "$TMP/bin/$name" "$pkg") ||
+  run go -C "$TP/$mod" build -trimpath -ldflags "$ld" -o "$TMP/bin/$name" "$pkg" ||
     die "building $name failed (see the compiler output above); nothing was added to $BASE"
   smoke "$TMP/bin" "$entry"
   say "[$i/$total] $name built in $((SECONDS - t0)) s, $(($(stat -c %s "$TMP/bin/$name") / 1048576)) MiB"
@@ -237,12 +267,15 @@ done
   echo "go $GO_VERSION"
   echo "build_date $BUILD_DATE"
   echo "build_seconds $((SECONDS - start_all))"
-  for m in kubernetes etcd coredns; do
-    grep -E "^(k8s.io/kubernetes|go.etcd.io/etcd/server/v3|go.etcd.io/etcd/etcdctl/v3|github.com/coredns/coredns) v[^ ]* h1:" \
-      "$TP/$m/go.sum" | sed 's/^/module /'
+  # the source of each binary: the pinned module and its checksum (go.sum), no git metadata
+  for pair in kubernetes:k8s.io/kubernetes etcd:go.etcd.io/etcd/server/v3 \
+    etcd:go.etcd.io/etcd/etcdctl/v3 coredns:github.com/coredns/coredns; do
+    m=${pair%%:*} path=${pair#*:}
+    grep -F "$path $(pin "$m" "$path") h1:" "$TP/$m/go.sum" | sed 's/^/module /'
   done
 } >"$TMP/build-info"
 
+rmdir "$TMP/gotmp"
 chmod a-w "$TMP/bin"/* # the files, not the folder: a later rebuild can still remove it
 mv -T "$TMP" "$DEST" # same filesystem: atomic; DEST does not exist (removed above, under the lock)
 trap - EXIT
