@@ -38,6 +38,7 @@ pub mod gce;
 pub mod insecure_dummy;
 pub mod insecure_software_tpm;
 pub mod quote;
+pub mod tdx;
 pub mod tpm2;
 pub mod vtpm;
 
