@@ -90,18 +90,6 @@ pub(crate) fn verify_chain(
     let n = certs.len();
     for (i, cert) in certs.iter().enumerate() {
         let w = position(i, n);
-        let (nb, na) = (
-            cert.validity().not_before.timestamp(),
-            cert.validity().not_after.timestamp(),
-        );
-        if now < nb || now > na {
-            return Err(TdxError::Expired {
-                what: format!("{chain} {w} certificate ({})", cert.subject()),
-                now: fmt_unix(now),
-                not_before: fmt_unix(nb),
-                not_after: fmt_unix(na),
-            });
-        }
         let issuer = certs.get(i + 1).unwrap_or(cert);
         if cert.issuer().as_raw() != issuer.subject().as_raw() {
             return Err(fail(format!(
@@ -129,6 +117,18 @@ pub(crate) fn verify_chain(
                 "{w} certificate's signature does not verify with the key of {}",
                 issuer.subject()
             )));
+        }
+        let (nb, na) = (
+            cert.validity().not_before.timestamp(),
+            cert.validity().not_after.timestamp(),
+        );
+        if now < nb || now > na {
+            return Err(TdxError::Expired {
+                what: format!("{chain} {w} certificate ({})", cert.subject()),
+                now: fmt_unix(now),
+                not_before: fmt_unix(nb),
+                not_after: fmt_unix(na),
+            });
         }
     }
     let root = ec_key(&certs[n - 1]);

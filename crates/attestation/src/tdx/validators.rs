@@ -251,6 +251,9 @@ pub fn runtime_data_ak(
             hex::encode(&report_data[..32])
         )));
     }
+    if let Some(ec) = ec_jwk_ak(runtime_data)? {
+        return Ok(ec);
+    }
     // Only the runtime-data accessors of `HclReport` are used; no hardware report here.
     let hcl = HclReport {
         report_type: REPORT_TYPE_TDX,
@@ -259,6 +262,55 @@ pub fn runtime_data_ak(
     };
     hcl.ak_public_key()
         .map_err(|e| ValidationError::UntrustedKey(format!("HCL runtime data: {e}")))
+}
+
+/// An `HCLAkPub` given as a P-256 JWK (`kty "EC"`, `crv "P-256"`, `x`, `y`). Azure's HCL
+/// names an RSA AK; a P-256 AK is the other key form the vTPM quote check supports (and the
+/// one the software TPM used in tests has). `None` when the key is not an EC JWK.
+fn ec_jwk_ak(runtime_data: &[u8]) -> Result<Option<PublicKey>, ValidationError> {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let bad = |m: String| ValidationError::UntrustedKey(format!("HCL runtime data: {m}"));
+    let json: serde_json::Value =
+        serde_json::from_slice(runtime_data).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let Some(jwk) = json
+        .get("keys")
+        .and_then(|k| k.as_array())
+        .and_then(|keys| {
+            keys.iter()
+                .find(|k| k.get("kid").and_then(|v| v.as_str()) == Some("HCLAkPub"))
+        })
+    else {
+        return Ok(None);
+    };
+    if jwk.get("kty").and_then(|v| v.as_str()) != Some("EC") {
+        return Ok(None);
+    }
+    if jwk.get("crv").and_then(|v| v.as_str()) != Some("P-256") {
+        return Err(bad(
+            "HCLAkPub is an EC key on a curve other than P-256".into()
+        ));
+    }
+    let coord = |name: &str| -> Result<Vec<u8>, ValidationError> {
+        let s = jwk
+            .get(name)
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| bad(format!("HCLAkPub has no \"{name}\"")))?;
+        let v = URL_SAFE_NO_PAD
+            .decode(s)
+            .map_err(|e| bad(format!("HCLAkPub \"{name}\": {e}")))?;
+        if v.len() != 32 {
+            return Err(bad(format!(
+                "HCLAkPub \"{name}\" has {} bytes, not 32",
+                v.len()
+            )));
+        }
+        Ok(v)
+    };
+    Ok(Some(PublicKey::Ecc {
+        curve: crate::tpm2::EccCurve::NistP256,
+        x: coord("x")?,
+        y: coord("y")?,
+    }))
 }
 
 impl Validator for AzureTdxValidator {
