@@ -101,14 +101,37 @@ pub(crate) fn uint(t: &Tlv<'_>, what: &str) -> Result<u32, String> {
         .fold(0u32, |acc, &b| (acc << 8) | u32::from(b)))
 }
 
-/// The `tbsCertList` (signed part) of a DER CRL, and the CRL's total length.
-pub(crate) fn crl_tbs(der: &[u8]) -> Result<&[u8], String> {
-    let (outer, rest) = expect(der, TAG_SEQUENCE, "CRL")?;
+/// `AlgorithmIdentifier { ecdsa-with-SHA256 }` in its one DER encoding (no parameters).
+pub(crate) const ECDSA_WITH_SHA256: [u8; 12] = [
+    0x30, 0x0A, 0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x04, 0x03, 0x02,
+];
+
+/// Splits a signed X.509 structure (certificate or CRL: `SEQUENCE { tbs, signatureAlgorithm,
+/// signatureValue }`) into the signed bytes and the DER signature, requiring exactly
+/// ecdsa-with-SHA256, a BIT STRING without unused bits, and no trailing bytes. Byte-exact on
+/// purpose: the outer algorithm is not covered by the signature, so only its one encoding is
+/// accepted.
+pub(crate) fn signed_parts(der: &[u8]) -> Result<(&[u8], &[u8]), String> {
+    let (outer, rest) = expect(der, TAG_SEQUENCE, "signed structure")?;
     if !rest.is_empty() {
-        return Err(format!("{} bytes after the CRL", rest.len()));
+        return Err(format!("{} bytes after the signed structure", rest.len()));
     }
-    let (tbs, _) = expect(outer.value, TAG_SEQUENCE, "CRL tbsCertList")?;
-    Ok(tbs.raw)
+    let (tbs, rest) = expect(outer.value, TAG_SEQUENCE, "signed part")?;
+    let (alg, rest) = tlv(rest)?;
+    if alg.raw != ECDSA_WITH_SHA256 {
+        return Err(format!(
+            "signature algorithm {} is not ecdsa-with-SHA256",
+            hex::encode(alg.raw)
+        ));
+    }
+    let (sig, rest) = expect(rest, 0x03, "signature value")?;
+    if !rest.is_empty() {
+        return Err(format!("{} bytes after the signature value", rest.len()));
+    }
+    match sig.value.split_first() {
+        Some((0, sig)) => Ok((tbs.raw, sig)),
+        _ => Err("signature BIT STRING has unused bits".into()),
+    }
 }
 
 const BEGIN: &str = "-----BEGIN CERTIFICATE-----";

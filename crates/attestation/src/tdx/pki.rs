@@ -102,17 +102,17 @@ pub(crate) fn verify_chain(
         if !matches!(issuer.basic_constraints(), Ok(Some(bc)) if bc.value.ca) {
             return Err(fail(format!("issuer {} is not a CA", issuer.subject())));
         }
-        if cert.signature_algorithm.algorithm != OID_SIG_ECDSA_WITH_SHA256 {
+        let (tbs, sig) =
+            der::signed_parts(&ders[i]).map_err(|e| fail(format!("{w} certificate: {e}")))?;
+        if cert.signature_algorithm.algorithm != OID_SIG_ECDSA_WITH_SHA256
+            || cert.tbs_certificate.signature.algorithm != OID_SIG_ECDSA_WITH_SHA256
+        {
             return Err(fail(format!(
                 "{w} certificate is signed with {}, not ecdsa-with-SHA256",
                 cert.signature_algorithm.algorithm.to_id_string()
             )));
         }
-        if !ecdsa_asn1_ok(
-            ec_key(issuer),
-            cert.tbs_certificate.as_ref(),
-            &cert.signature_value.data,
-        ) {
+        if !ecdsa_asn1_ok(ec_key(issuer), tbs, sig) {
             return Err(fail(format!(
                 "{w} certificate's signature does not verify with the key of {}",
                 issuer.subject()
@@ -160,13 +160,15 @@ impl Crl {
         now: i64,
     ) -> Result<Self, TdxError> {
         let fail = |reason: String| TdxError::Crl { crl: name, reason };
-        let tbs = der::crl_tbs(der).map_err(fail)?;
+        let (tbs, sig) = der::signed_parts(der).map_err(fail)?;
         let (rest, crl) = CertificateRevocationList::from_der(der)
             .map_err(|e| fail(format!("does not parse: {e}")))?;
         if !rest.is_empty() {
             return Err(fail(format!("{} trailing bytes", rest.len())));
         }
-        if crl.signature_algorithm.algorithm != OID_SIG_ECDSA_WITH_SHA256 {
+        if crl.signature_algorithm.algorithm != OID_SIG_ECDSA_WITH_SHA256
+            || crl.tbs_cert_list.signature.algorithm != OID_SIG_ECDSA_WITH_SHA256
+        {
             return Err(fail(format!(
                 "signed with {}, not ecdsa-with-SHA256",
                 crl.signature_algorithm.algorithm.to_id_string()
@@ -178,7 +180,7 @@ impl Crl {
                 crl.issuer()
             )));
         }
-        if !ecdsa_asn1_ok(issuer_key, tbs, &crl.signature_value.data) {
+        if !ecdsa_asn1_ok(issuer_key, tbs, sig) {
             return Err(fail(
                 "signature does not verify with the issuer's key".into(),
             ));
