@@ -496,3 +496,41 @@ fn azure_tdx_validator_end_to_end() {
         Err(ValidationError::Malformed(_))
     ));
 }
+
+#[test]
+fn validator_for_builds_tdx_validators_only_with_collateral() {
+    use attestation::{validator_for, ValidatorPolicy};
+    let pki = TestIntel::new();
+    let mut rd = [0u8; 64];
+    rd[..32].copy_from_slice(&make_extra_data(USER_DATA, NONCE));
+    let (q, c) = pki.quote(&Options {
+        report_data: rd,
+        ..Options::default()
+    });
+    let doc = serde_json::to_vec(&QemuTdxDocument {
+        raw_quote: q,
+        user_data: USER_DATA.to_vec(),
+    })
+    .unwrap();
+    for variant in [Variant::QemuTdx, Variant::AzureTdx] {
+        let err = validator_for(variant, tdx_measurements(false), ValidatorPolicy::default())
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("collateral"), "{err}");
+    }
+    let policy = ValidatorPolicy {
+        tdx: policy(&pki),
+        tdx_collateral: Some(Arc::new(c)),
+        now: Some(NOW),
+        ..ValidatorPolicy::default()
+    };
+    let v = validator_for(Variant::QemuTdx, tdx_measurements(false), policy.clone()).unwrap();
+    assert_eq!(v.variant(), Variant::QemuTdx);
+    v.validate(&doc, NONCE).unwrap();
+    let v = validator_for(Variant::AzureTdx, tdx_measurements(false), policy).unwrap();
+    assert_eq!(v.variant(), Variant::AzureTdx);
+    assert!(matches!(
+        v.validate(&doc, NONCE),
+        Err(ValidationError::Malformed(_))
+    ));
+}

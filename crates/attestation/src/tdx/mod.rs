@@ -41,7 +41,10 @@ pub use pki::PckExtension;
 pub use quote::{
     Header, QeReport, Quote, TdReport, HEADER_LEN, INTEL_QE_VENDOR_ID, QE_REPORT_LEN, TD_REPORT_LEN,
 };
-pub use validators::{AzureTdxInstanceInfo, AzureTdxValidator, QemuTdxDocument, QemuTdxValidator};
+pub use validators::{
+    quote_fmspc, runtime_data_ak, tdx_measurements, AzureTdxInstanceInfo, AzureTdxValidator,
+    CollateralSource, QemuTdxDocument, QemuTdxValidator,
+};
 
 use collateral::{hex_field, IsvSvn, QeIdentity, TcbInfo, TcbLevel};
 use pki::{ec_key, ecdsa_fixed_ok, Crl};
