@@ -534,3 +534,103 @@ fn validator_for_builds_tdx_validators_only_with_collateral() {
         Err(ValidationError::Malformed(_))
     ));
 }
+
+/// Trustee-layout Azure TDX evidence from the stand-in PKI and the fixed test RSA AK.
+fn azure_evidence(pki: &TestIntel, nonce: &[u8], tamper: &str) -> (Vec<u8>, Collateral) {
+    use attestation::tpm2::TpmsAttest;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use ring::signature::{RsaKeyPair, RsaPublicKeyComponents};
+    use sha2::{Digest, Sha256};
+    let key = RsaKeyPair::from_pkcs8(include_bytes!("data/test-rsa2048-ak.pk8")).unwrap();
+    let c = RsaPublicKeyComponents::<Vec<u8>>::from(key.public());
+    let runtime = serde_json::json!({"keys": [{"kid": "HCLAkPub", "kty": "RSA",
+        "e": URL_SAFE_NO_PAD.encode(&c.e), "n": URL_SAFE_NO_PAD.encode(&c.n)}]})
+    .to_string();
+    let mut rd = [0u8; 64];
+    rd[..32].copy_from_slice(&Sha256::digest(runtime.as_bytes()));
+    let (td_quote, col) = pki.quote(&Options {
+        report_data: rd,
+        ..Options::default()
+    });
+    let mut hcl = vec![0u8; 0x4D4];
+    hcl[..4].copy_from_slice(b"HCLA");
+    hcl[0x20 + 128..0x20 + 192].copy_from_slice(&rd);
+    if tamper == "tdreport" {
+        hcl[0x20 + 190] ^= 1;
+    }
+    hcl[0x4C0 + 8..0x4C0 + 12].copy_from_slice(&4u32.to_le_bytes());
+    hcl[0x4C0 + 16..0x4C0 + 20].copy_from_slice(&(runtime.len() as u32).to_le_bytes());
+    hcl.extend(runtime.as_bytes());
+    if tamper == "runtime" {
+        let n = hcl.len();
+        hcl[n - 3] ^= 1;
+    }
+    let pcrs: BTreeMap<u32, Vec<u8>> = (0..24).map(|i| (i, vec![i as u8; 32])).collect();
+    // The qualified signer (the AK's TPM name) is not checked by this layout's verifier.
+    let attest = TpmsAttest::sha256_quote(vec![0; 34], nonce.to_vec(), &pcrs).encode();
+    let mut sig = vec![0; key.public().modulus_len()];
+    key.sign(
+        &ring::signature::RSA_PKCS1_SHA256,
+        &ring::rand::SystemRandom::new(),
+        &attest,
+        &mut sig,
+    )
+    .unwrap();
+    if tamper == "signature" {
+        sig[7] ^= 1;
+    }
+    let evidence = serde_json::json!({
+        "tpm_quote": {"signature": hex::encode(&sig), "message": hex::encode(&attest),
+                      "pcrs": pcrs.values().map(hex::encode).collect::<Vec<_>>()},
+        "hcl_report": URL_SAFE_NO_PAD.encode(&hcl),
+        "td_quote": URL_SAFE_NO_PAD.encode(&td_quote),
+    });
+    (serde_json::to_vec(&evidence).unwrap(), col)
+}
+
+#[test]
+fn azure_tdx_evidence_layout_verifies_and_names_each_failure() {
+    use attestation::tdx::{verify_azure_tdx_evidence, AzureTdxEvidence, AzureTdxEvidenceError};
+    let pki = TestIntel::new();
+    let nonce = b"challenge";
+    let (json, col) = azure_evidence(&pki, nonce, "");
+    let e = AzureTdxEvidence::from_json(&json).unwrap();
+    let claims = verify_azure_tdx_evidence(&e, &col, NOW, &policy(&pki), Some(nonce)).unwrap();
+    assert_eq!(claims.tpm_nonce, nonce);
+    assert_eq!(claims.tdx.tcb_status, TcbStatus::UpToDate);
+    assert_eq!(claims.pcrs.len(), 24);
+    assert_eq!(claims.to_json()["ak"]["bits"], 2048);
+    // Without a nonce the quote's is reported; with another one it is refused.
+    verify_azure_tdx_evidence(&e, &col, NOW, &policy(&pki), None).unwrap();
+    assert!(matches!(
+        verify_azure_tdx_evidence(&e, &col, NOW, &policy(&pki), Some(b"other")),
+        Err(AzureTdxEvidenceError::Nonce { .. })
+    ));
+    assert!(matches!(
+        verify_azure_tdx_evidence(&e, &col, NOW, &TdxPolicy::default(), Some(nonce)),
+        Err(AzureTdxEvidenceError::Tdx(TdxError::UntrustedRoot { .. }))
+    ));
+    let mut pcrs = e.clone();
+    pcrs.pcrs.get_mut(&7).unwrap()[0] ^= 1;
+    assert!(matches!(
+        verify_azure_tdx_evidence(&pcrs, &col, NOW, &policy(&pki), Some(nonce)),
+        Err(AzureTdxEvidenceError::TpmQuote(_))
+    ));
+    for (tamper, check) in [
+        ("tdreport", "binding"),
+        ("runtime", "runtime"),
+        ("signature", "vTPM quote"),
+    ] {
+        let (json, col) = azure_evidence(&pki, nonce, tamper);
+        let e = AzureTdxEvidence::from_json(&json).unwrap();
+        let err = verify_azure_tdx_evidence(&e, &col, NOW, &policy(&pki), Some(nonce)).unwrap_err();
+        assert!(err.to_string().contains(check), "{tamper}: {err}");
+    }
+    for junk in [&b"{}"[..], b"[]", b"{\"tpm_quote\":{}}"] {
+        assert!(matches!(
+            AzureTdxEvidence::from_json(junk),
+            Err(AzureTdxEvidenceError::Malformed(_))
+        ));
+    }
+}

@@ -24,6 +24,7 @@
 //! Time: every window is checked against the caller's `now` (unix seconds); nothing reads
 //! the clock, so expired collateral verifies only when the caller says "verify as of then".
 
+mod azure_evidence;
 mod collateral;
 mod der;
 mod pki;
@@ -36,6 +37,9 @@ use std::fmt;
 use sha2::{Digest, Sha256};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+pub use azure_evidence::{
+    verify_azure_tdx_evidence, AzureTdxEvidence, AzureTdxEvidenceClaims, AzureTdxEvidenceError,
+};
 pub use collateral::{Collateral, TcbStatus, MAX_COLLATERAL_LEN};
 pub use pki::PckExtension;
 pub use quote::{
