@@ -74,7 +74,12 @@ impl TdxCheck {
         })
     }
 
-    fn verify(&self, raw: &[u8], policy: &TdxPolicy) -> Result<TdxClaims, ValidationError> {
+    /// The claims and SHA-256 of the quote's attestation key.
+    fn verify(
+        &self,
+        raw: &[u8],
+        policy: &TdxPolicy,
+    ) -> Result<(TdxClaims, [u8; 32]), ValidationError> {
         let quote = Quote::parse(raw).map_err(tdx_error)?;
         let fmspc = quote_fmspc(&quote).map_err(tdx_error)?;
         let collateral = self.collateral.collateral(fmspc).map_err(|e| {
@@ -83,7 +88,8 @@ impl TdxCheck {
                 hex::encode_upper(fmspc)
             ))
         })?;
-        verify(&quote, &collateral, self.now(), policy).map_err(tdx_error)
+        let claims = verify(&quote, &collateral, self.now(), policy).map_err(tdx_error)?;
+        Ok((claims, Sha256::digest(quote.attestation_key).into()))
     }
 }
 
@@ -180,19 +186,18 @@ impl Validator for QemuTdxValidator {
         let mut expected = [0u8; 64];
         expected[..32].copy_from_slice(&make_extra_data(&doc.user_data, nonce));
         policy.report_data = Some(expected);
-        let claims = self.check.verify(&doc.raw_quote, &policy)?;
+        let (claims, att_key) = self.check.verify(&doc.raw_quote, &policy)?;
         let pcrs = tdx_measurements(&claims);
         let cmp = self.measurements.compare(&pcrs);
         if !cmp.errors.is_empty() {
             return Err(ValidationError::Measurements(cmp.errors));
         }
-        let quote = Quote::parse(&doc.raw_quote).map_err(tdx_error)?;
         Ok(VerifiedAttestation::new(
             Variant::QemuTdx,
             doc.user_data,
             pcrs,
             cmp.warnings,
-            Sha256::digest(quote.attestation_key).into(),
+            att_key,
         ))
     }
 }
@@ -230,7 +235,7 @@ impl AzureTdxValidator {
     ) -> Result<(PublicKey, TdxClaims), ValidationError> {
         let info: AzureTdxInstanceInfo = serde_json::from_slice(instance_info)
             .map_err(|e| ValidationError::Malformed(format!("azure-tdx InstanceInfo JSON: {e}")))?;
-        let claims = self
+        let (claims, _) = self
             .check
             .verify(&info.attestation_report, &self.check.policy)?;
         let ak = runtime_data_ak(&info.runtime_data, &claims.td_report.report_data)?;
