@@ -13,7 +13,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprint!("{}", cli::error::render(&e));
-            ExitCode::FAILURE
+            ExitCode::from(cli::error::exit_code(&e))
         }
     }
 }

@@ -167,6 +167,115 @@ pub enum TdxError {
     },
 }
 
+/// The check names of [`TdxError::reason`] (as printed by `constellation attestation verify`).
+pub mod check {
+    pub const QUOTE_FORMAT: &str = "tdx-quote-format";
+    pub const COLLATERAL_FORMAT: &str = "tdx-collateral-format";
+    pub const CERT_CHAIN: &str = "tdx-cert-chain";
+    pub const ROOT: &str = "tdx-root";
+    pub const VALIDITY: &str = "tdx-validity";
+    pub const CRL: &str = "tdx-crl";
+    pub const REVOCATION: &str = "tdx-revocation";
+    pub const QE_REPORT_SIGNATURE: &str = "tdx-qe-report-signature";
+    pub const QE_BINDING: &str = "tdx-qe-binding";
+    pub const QUOTE_SIGNATURE: &str = "tdx-quote-signature";
+    pub const COLLATERAL_SIGNATURE: &str = "tdx-collateral-signature";
+    pub const PLATFORM: &str = "tdx-platform";
+    pub const QE_IDENTITY: &str = "tdx-qe-identity";
+    pub const TCB_INFO: &str = "tdx-tcb-info";
+    pub const TCB_STATUS: &str = "tdx-tcb-status";
+    pub const DEBUG: &str = "tdx-debug";
+    pub const POLICY: &str = "tdx-policy";
+    pub const MEASUREMENT: &str = "tdx-measurement";
+    pub const REPORT_DATA: &str = "tdx-report-data";
+}
+
+impl TdxError {
+    /// The name of the check that failed (one of [`check`]).
+    pub fn check(&self) -> &'static str {
+        match self {
+            TdxError::Quote(_) => check::QUOTE_FORMAT,
+            TdxError::Collateral(_) => check::COLLATERAL_FORMAT,
+            TdxError::Chain { .. } => check::CERT_CHAIN,
+            TdxError::UntrustedRoot { .. } => check::ROOT,
+            TdxError::Expired { .. } => check::VALIDITY,
+            TdxError::Crl { .. } => check::CRL,
+            TdxError::Revoked { .. } => check::REVOCATION,
+            TdxError::QeReportSignature => check::QE_REPORT_SIGNATURE,
+            TdxError::QeBinding { .. } => check::QE_BINDING,
+            TdxError::QuoteSignature => check::QUOTE_SIGNATURE,
+            TdxError::CollateralSignature { .. } => check::COLLATERAL_SIGNATURE,
+            TdxError::PlatformMismatch { .. } => check::PLATFORM,
+            TdxError::QeIdentity(_) => check::QE_IDENTITY,
+            TdxError::TcbInfo(_) => check::TCB_INFO,
+            TdxError::TcbStatus { .. } => check::TCB_STATUS,
+            TdxError::Debug { .. } => check::DEBUG,
+            TdxError::Policy { .. } => check::POLICY,
+            TdxError::Measurement { .. } => check::MEASUREMENT,
+            TdxError::ReportData { .. } => check::REPORT_DATA,
+        }
+    }
+
+    /// The failure as a [`crate::Reason`]: check, expected, actual.
+    pub fn reason(&self) -> crate::Reason {
+        use crate::Reason;
+        let c = self.check();
+        match self {
+            TdxError::UntrustedRoot {
+                chain,
+                expected,
+                actual,
+            } => Reason::new(c, format!("{chain} ending in {expected}"), actual),
+            TdxError::Expired {
+                what,
+                now,
+                not_before,
+                not_after,
+            } => Reason::new(
+                c,
+                format!("{what} valid at {now}"),
+                format!("valid {not_before} to {not_after}"),
+            ),
+            TdxError::QeBinding { bound, computed } => Reason::new(
+                c,
+                format!("QE report data = SHA-256(attestation key ‖ QE auth data) = {computed}"),
+                bound,
+            ),
+            TdxError::PlatformMismatch {
+                field,
+                pck,
+                tcb_info,
+            } => Reason::new(
+                c,
+                format!("{field} {pck} (PCK certificate)"),
+                format!("TCB info for {tcb_info}"),
+            ),
+            TdxError::TcbStatus {
+                status, accepted, ..
+            } => Reason::new(
+                c,
+                format!("one of {accepted}"),
+                format!("{status} ({self})"),
+            ),
+            TdxError::Debug { td_attributes } => {
+                Reason::new(c, "TD_ATTRIBUTES.DEBUG clear", td_attributes)
+            }
+            TdxError::Policy {
+                field,
+                expected,
+                actual,
+            } => Reason::new(c, format!("{field} {expected}"), actual),
+            TdxError::Measurement {
+                register,
+                expected,
+                actual,
+            } => Reason::new(c, format!("{register} = {expected}"), actual),
+            TdxError::ReportData { expected, actual } => Reason::new(c, expected, actual),
+            other => Reason::new(c, "a genuine, current TDX quote", other),
+        }
+    }
+}
+
 /// What [`verify`] accepts beyond genuineness (Go's `azureTDX` config fields, plus
 /// measurements and report data).
 #[derive(Debug, Clone, PartialEq, Eq)]

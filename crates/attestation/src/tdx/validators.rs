@@ -25,7 +25,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 use super::{der, verify, Collateral, PckExtension, Quote, TdxClaims, TdxError, TdxPolicy};
 use crate::azure_hcl::{HclReport, REPORT_TYPE_TDX};
 use crate::tpm2::PublicKey;
-use crate::vtpm::validate_vtpm;
+use crate::vtpm::{validate_vtpm, TrustOutcome};
 use crate::{
     make_extra_data, Measurements, ValidationError, Validator, Variant, VerifiedAttestation,
 };
@@ -93,12 +93,13 @@ impl TdxCheck {
     }
 }
 
-/// Maps a TDX failure onto the validator error kinds (the message keeps the check's name).
+/// Maps a TDX failure onto the validator error kinds: malformed input, the nonce binding, or
+/// a refusal naming the check.
 pub(crate) fn tdx_error(e: TdxError) -> ValidationError {
     match e {
         TdxError::Quote(_) | TdxError::Collateral(_) => ValidationError::Malformed(e.to_string()),
         TdxError::ReportData { .. } => ValidationError::NonceMismatch,
-        other => ValidationError::UntrustedKey(format!("TDX: {other}")),
+        other => ValidationError::Refused(vec![other.reason()]),
     }
 }
 
@@ -192,13 +193,10 @@ impl Validator for QemuTdxValidator {
         if !cmp.errors.is_empty() {
             return Err(ValidationError::Measurements(cmp.errors));
         }
-        Ok(VerifiedAttestation::new(
-            Variant::QemuTdx,
-            doc.user_data,
-            pcrs,
-            cmp.warnings,
-            att_key,
-        ))
+        Ok(
+            VerifiedAttestation::new(Variant::QemuTdx, doc.user_data, pcrs, cmp.warnings, att_key)
+                .with_evidence(Vec::new(), claims.to_json()),
+        )
     }
 }
 
@@ -323,29 +321,20 @@ impl Validator for AzureTdxValidator {
         Variant::AzureTdx
     }
     fn validate(&self, doc: &[u8], nonce: &[u8]) -> Result<VerifiedAttestation, ValidationError> {
-        // The instance info is read here; `validate_vtpm` decodes the document again (with its
-        // size cap) and binds the instance info into the TPM nonce.
-        let instance_info = (doc.len() <= crate::document::MAX_DOCUMENT_LEN)
-            .then(|| crate::document::AttestationDocument::from_json(doc).ok())
-            .flatten()
-            .and_then(|d| d.instance_info);
-        validate_vtpm(
-            Variant::AzureTdx,
-            doc,
-            nonce,
-            &self.measurements,
-            |_, ak| {
-                let info = instance_info.as_deref().ok_or_else(|| {
-                    ValidationError::Malformed("azure-tdx document has no InstanceInfo".into())
-                })?;
-                let (trusted, _) = self.trusted_ak(info)?;
-                if trusted != ak.public_key() {
-                    return Err(ValidationError::UntrustedKey(
-                        "the document's AK is not the HCLAkPub the TD quote vouches for".into(),
-                    ));
-                }
-                Ok(())
-            },
-        )
+        validate_vtpm(Variant::AzureTdx, doc, nonce, &self.measurements, |t| {
+            let info = t.doc.instance_info.as_deref().ok_or_else(|| {
+                ValidationError::Malformed("azure-tdx document has no InstanceInfo".into())
+            })?;
+            let (trusted, claims) = self.trusted_ak(info)?;
+            if trusted != t.ak.public_key() {
+                return Err(ValidationError::UntrustedKey(
+                    "the document's AK is not the HCLAkPub the TD quote vouches for".into(),
+                ));
+            }
+            Ok(TrustOutcome {
+                warnings: Vec::new(),
+                claims: claims.to_json(),
+            })
+        })
     }
 }

@@ -2,9 +2,10 @@
 
 use std::path::Path;
 
-use crate::args::{Command, ConfigCommand, MiniCommand};
+use crate::args::{AttestationCommand, Command, ConfigCommand, MiniCommand};
 
 pub mod apply;
+pub mod attestation_verify;
 pub mod config_fetch_measurements;
 pub mod config_generate;
 pub mod mini;
@@ -44,6 +45,7 @@ pub fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Terminate(a) => terminate::run(ws, a.yes),
         Command::Verify(a) => verify::run(ws, &a),
         Command::Recover(a) => recover::run(ws, &a),
+        Command::Attestation(AttestationCommand::Verify(a)) => attestation_verify::run(&a),
     }
 }
 
