@@ -61,8 +61,13 @@ pub enum AttestationCommand {
 }
 
 const ATTESTATION_VERIFY_LONG: &str = "Verify captured attestation evidence offline, without contacting any node or service.\n\n\
-Formats: snp-report (raw 1184-byte SEV-SNP report or its base64), azure-snp-vtpm (JSON: tpm_quote, hcl_report, vcek), \
-gce-vtpm (go-tpm-tools attestation protobuf), document (a node's attestation document; variant from -c or --variant).\n\
+Formats: snp-report (raw 1184-byte SEV-SNP report or its base64), tdx-quote (raw Intel TDX quote v4 or its base64; \
+needs --collateral), azure-snp-vtpm (JSON: tpm_quote, hcl_report, vcek), azure-tdx-vtpm (JSON: tpm_quote, hcl_report, \
+td_quote; needs --collateral), gce-vtpm (go-tpm-tools attestation protobuf), document (a node's attestation document; \
+variant from -c or --variant; TDX variants need --collateral).\n\
+TDX collateral (--collateral) is the JSON of Intel PCS data: pck_crl_issuer_chain, root_ca_crl, pck_crl, \
+tcb_info_issuer_chain, tcb_info, tcb_info_signature, qe_identity_issuer_chain, qe_identity, qe_identity_signature; \
+the TCB status (UpToDate, SWHardeningNeeded, OutOfDate, ...) is among the claims.\n\
 Certificates (--cert, PEM or DER, repeatable) supply what the evidence lacks: AMD ASK/ARK or VCEK, GCE AK CA certificates. \
 --at fixes the verification time (RFC 3339); several real certificates have expired since capture. \
 Without -c, the Go system's defaults for the variant apply (debug forbidden, SMT allowed, VMPL 0; minimum versions \
@@ -71,7 +76,8 @@ Exit status: 0 genuine and within policy, 1 refused, 2 usage error.";
 
 #[derive(Debug, Args)]
 pub struct AttestationVerifyArgs {
-    /// Evidence format: snp-report, azure-snp-vtpm, gce-vtpm, document.
+    /// Evidence format: snp-report, tdx-quote, azure-snp-vtpm, azure-tdx-vtpm, gce-vtpm,
+    /// document.
     #[arg(long, value_name = "FORMAT")]
     pub format: String,
     /// The evidence file.
@@ -80,7 +86,8 @@ pub struct AttestationVerifyArgs {
     /// Certificates (PEM or DER; repeat the flag).
     #[arg(long = "cert", value_name = "PEM")]
     pub certs: Vec<PathBuf>,
-    /// Collateral file (format-specific; for SEV-SNP more certificates).
+    /// Collateral file (format-specific; for SEV-SNP more certificates, for TDX the JSON with
+    /// TCB info, QE identity, CRLs and their issuer chains).
     #[arg(long, value_name = "FILE")]
     pub collateral: Option<PathBuf>,
     /// The nonce the evidence must bind, as hex.
