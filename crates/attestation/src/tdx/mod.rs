@@ -282,7 +282,8 @@ impl TdxError {
 pub struct TdxPolicy {
     /// The trusted root's public key (`intelRootKey`); default [`INTEL_SGX_ROOT_CA_KEY`].
     pub root_key: Vec<u8>,
-    /// TCB statuses accepted (`Revoked` never is). Default: `UpToDate`, `SWHardeningNeeded`.
+    /// TCB statuses accepted (`Revoked` never is). Default: `UpToDate` only, as Go's
+    /// verifier (go-tdx-guest) requires of platform and QE when it checks collateral.
     pub accepted_tcb_statuses: BTreeSet<TcbStatus>,
     /// `qeSVN`: minimum header QE SVN.
     pub min_qe_svn: u16,
@@ -309,9 +310,7 @@ impl Default for TdxPolicy {
     fn default() -> Self {
         Self {
             root_key: INTEL_SGX_ROOT_CA_KEY.to_vec(),
-            accepted_tcb_statuses: [TcbStatus::UpToDate, TcbStatus::SWHardeningNeeded]
-                .into_iter()
-                .collect(),
+            accepted_tcb_statuses: [TcbStatus::UpToDate].into_iter().collect(),
             min_qe_svn: 0,
             min_pce_svn: 0,
             min_tee_tcb_svn: [0; 16],
