@@ -197,6 +197,77 @@ pub fn tdx_collateral(data: &[u8]) {
     }
 }
 
+/// Unix time the SEV-SNP targets verify at (2025-06-01; inside every seed's validity).
+pub const SNP_NOW: i64 = 1_748_736_000;
+
+/// The stand-in AMD hierarchy (Milan, VCEK) the SEV-SNP targets trust; its reports are the
+/// seeds, so mutations reach the signature, TCB and policy checks.
+pub fn snp_signer() -> &'static attestation::insecure_snp::InsecureSnpSigner {
+    use attestation::insecure_snp::InsecureSnpSigner;
+    use attestation::snp::{Product, SigningKey, Tcb};
+    static S: OnceLock<InsecureSnpSigner> = OnceLock::new();
+    S.get_or_init(|| {
+        let tcb = Tcb {
+            fmc: None,
+            bootloader: 3,
+            tee: 0,
+            snp: 8,
+            microcode: 115,
+        };
+        // Invariant: the built-in test key and a fresh P-384 key always work.
+        InsecureSnpSigner::new(Product::Milan, SigningKey::Vcek, tcb)
+            .unwrap_or_else(|e| panic!("stand-in AMD hierarchy: {e}"))
+    })
+}
+
+/// An SEV-SNP report: parse, then the full verification with the stand-in chain and the
+/// policy; a parsed report is exactly 1184 bytes.
+pub fn snp_report(data: &[u8]) {
+    use attestation::snp;
+    let Ok(r) = snp::parse_report(data) else {
+        return;
+    };
+    assert_eq!(r.bytes().len(), data.len());
+    let s = snp_signer();
+    let _ = r.signing_key();
+    let _ = r.cpuid_product();
+    if let Ok(v) = snp::verify_report(&r, &s.certs(), &s.roots(), SNP_NOW) {
+        let _ = snp::SnpPolicy::default().check(&v);
+        let _ = v.claims();
+    }
+    let _ = snp::check_report_data(&r, &[0u8; 32]);
+}
+
+/// AMD certificates (PEM bundles or DER): parse, classify, check signatures and validity.
+pub fn snp_certs(data: &[u8]) {
+    use attestation::snp;
+    if let Ok(certs) = snp::parse_certs(data) {
+        for c in &certs {
+            let _ = c.product();
+            let _ = c.verify_signed_by(&c.public_key);
+            let _ = c.valid_at(SNP_NOW);
+            let _ = c.spl.tcb();
+        }
+    }
+    let _ = snp::AmdRoots::from_ark_pem(data, SNP_NOW);
+}
+
+/// Go's `snp.InstanceInfo` JSON (aws/azure/gcp-sev-snp): decode and verify with the stand-in
+/// roots, as the cloud validators do before looking at the quote.
+pub fn snp_instance_info(data: &[u8]) {
+    use attestation::cloud::{verify_snp_instance, Collateral, SnpInstanceInfo, SnpValidation};
+    let Ok(info) = serde_json::from_slice::<SnpInstanceInfo>(data) else {
+        return;
+    };
+    let s = snp_signer();
+    let v = SnpValidation {
+        roots: s.roots(),
+        ..Default::default()
+    };
+    let _ = verify_snp_instance(&info, &v, &Collateral::default(), SNP_NOW, Some(&[1u8; 32]));
+    let _ = verify_snp_instance(&info, &v, &Collateral::default(), SNP_NOW, None);
+}
+
 /// `constellation-conf.yaml`: the strict schema parse, the emitter (a comment on every key),
 /// and the rules of a valid config.
 pub fn config_yaml(data: &[u8]) {

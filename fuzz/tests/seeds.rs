@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 
 type Target = fn(&[u8]);
 
-const TARGETS: [(&str, Target); 13] = [
+const TARGETS: [(&str, Target); 16] = [
     ("tpms_attest", attestation_fuzz::tpms_attest),
     ("tpmt_public", attestation_fuzz::tpmt_public),
     ("tpmt_signature", attestation_fuzz::tpmt_signature),
@@ -33,6 +33,9 @@ const TARGETS: [(&str, Target); 13] = [
     ("state_yaml", attestation_fuzz::state_yaml),
     ("master_secret", attestation_fuzz::master_secret),
     ("image_measurements", attestation_fuzz::image_measurements),
+    ("snp_report", attestation_fuzz::snp_report),
+    ("snp_certs", attestation_fuzz::snp_certs),
+    ("snp_instance_info", attestation_fuzz::snp_instance_info),
 ];
 
 fn shared(rel: &str) -> Option<Vec<u8>> {
@@ -162,6 +165,7 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     }
     out.extend(file_seeds());
     out.extend(tdx_seeds());
+    out.extend(snp_seeds());
     if let Some(ev) = shared("azure-snp-vtpm/evidence-v2.json") {
         let v: serde_json::Value = serde_json::from_slice(&ev).unwrap();
         let h = v["hcl_report"].as_str().unwrap().trim_end_matches('=');
@@ -217,6 +221,49 @@ fn tdx_seeds() -> Vec<(&'static str, Vec<u8>)> {
         attestation::tdx::verify(&quote, &col, attestation_fuzz::TDX_SEED_TIME, &policy).unwrap();
         out.push(("tdx_collateral", pair(&q, &c)));
         out.push(("tdx_quote", q));
+    }
+    out
+}
+
+/// SEV-SNP seeds: stand-in reports and chains (they verify, so mutations reach every check),
+/// Go `snp.InstanceInfo` JSON, and the shared real reports and AMD certificates.
+fn snp_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    use attestation::cloud::{AzureInstanceInfo, SnpInstanceInfo};
+    use attestation::insecure_snp::InsecureSnpSigner;
+    let s = attestation_fuzz::snp_signer();
+    let report = s.report(&[1u8; 64], 1 << 16, 0).unwrap();
+    let roots = s.roots();
+    let parsed = attestation::snp::parse_report(&report).unwrap();
+    attestation::snp::verify_report(&parsed, &s.certs(), &roots, attestation_fuzz::SNP_NOW)
+        .unwrap();
+    let pem = |d: &[u8]| InsecureSnpSigner::pem(d).into_bytes();
+    let info = SnpInstanceInfo {
+        report_signer: Some(pem(&s.leaf_der)),
+        cert_chain: Some([pem(&s.ask_der), pem(&s.ark_der)].concat()),
+        attestation_report: Some(report.clone()),
+        azure: Some(AzureInstanceInfo {
+            runtime_data: Some(b"{}".to_vec()),
+            maa_token: String::new(),
+        }),
+        gcp: None,
+    };
+    let mut out = vec![
+        ("snp_report", report),
+        ("snp_certs", s.leaf_der.clone()),
+        ("snp_certs", [pem(&s.ask_der), pem(&s.ark_der)].concat()),
+        ("snp_instance_info", info.to_json()),
+    ];
+    if let Some(b) = shared("snp-azure-milan/attestation.bin") {
+        out.push(("snp_report", b[..1184].to_vec()));
+    }
+    for f in [
+        "snp-azure-milan/vcek.cert",
+        "snp-azure-milan/certchain.pem",
+        "amd-roots/ask_ark_turin_vlek.pem",
+    ] {
+        if let Some(b) = shared(f) {
+            out.push(("snp_certs", b));
+        }
     }
     out
 }

@@ -110,6 +110,15 @@ pub struct AttestationVerifyArgs {
         default_value = "text"
     )]
     pub output: String,
+    /// Fetch missing AMD certificates (VCEK, ASK/ASVK, ARK) from AMD's key distribution service (cached).
+    #[arg(long)]
+    pub fetch: bool,
+    /// Key distribution service URL for --fetch.
+    #[arg(long, value_name = "URL", default_value = crate::kds::KDS_URL)]
+    pub kds_url: String,
+    /// Cache folder for --fetch (default: ~/.cache/constellation/kds).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

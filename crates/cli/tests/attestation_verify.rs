@@ -389,3 +389,148 @@ fn usage_errors_exit_2() {
         (1, vec!["snp-report-format".to_string()])
     );
 }
+
+/// A minimal HTTP/1.1 file server on 127.0.0.1:0 for the KDS fetcher; counts requests; stopped
+/// and joined on drop.
+struct Kds {
+    addr: std::net::SocketAddr,
+    hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Kds {
+    fn start(files: std::collections::HashMap<String, Vec<u8>>) -> Self {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (hits2, stop2) = (hits.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stop2.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(mut s) = stream else { continue };
+                let mut req = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&req).into_owned();
+                let path = text
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or("/")
+                    .trim_start_matches('/')
+                    .to_string();
+                hits2.fetch_add(1, Ordering::SeqCst);
+                let _ = match files.get(&path) {
+                    Some(body) => write!(
+                        s,
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    )
+                    .and_then(|_| s.write_all(body)),
+                    None => write!(
+                        s,
+                        "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    ),
+                };
+            }
+        });
+        Self {
+            addr,
+            hits,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Kds {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = std::net::TcpStream::connect(self.addr);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// `--fetch`: the VCEK and the ASK/ARK chain come from a (local) key distribution service, then
+/// from the cache without it.
+#[test]
+fn fetch_fills_in_the_amd_certificates_and_caches_them() {
+    let Some(t) = snp() else { return };
+    let report = std::fs::read(&t.report).unwrap();
+    let chip = hex::encode(&report[0x1A0..0x1E0]);
+    let files = std::collections::HashMap::from([
+        (
+            format!("vcek/v1/Milan/{chip}?blSPL=2&teeSPL=0&snpSPL=6&ucodeSPL=93"),
+            std::fs::read(&t.vcek).unwrap(),
+        ),
+        (
+            "vcek/v1/Milan/cert_chain".to_string(),
+            std::fs::read(&t.chain).unwrap(),
+        ),
+    ]);
+    let cache = tempfile::tempdir().unwrap();
+    let kds = Kds::start(files);
+    let url = format!("http://{}", kds.addr);
+    let args = |url: &str| {
+        vec![
+            "--format".to_string(),
+            "snp-report".into(),
+            "--evidence".into(),
+            s(&t.report).into(),
+            "--at".into(),
+            AT.into(),
+            "--fetch".into(),
+            "--kds-url".into(),
+            url.into(),
+            "--cache-dir".into(),
+            s(cache.path()).into(),
+        ]
+    };
+    let a = args(&url);
+    let (code, j, err) = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, 0, "{j} {err}");
+    assert_eq!(kds.hits.load(std::sync::atomic::Ordering::SeqCst), 2);
+    drop(kds);
+    // A port nothing listens on (just released by this test).
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    // Served from the cache: no service needed.
+    let a = args(&closed);
+    let (code, j, err) = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, 0, "{j} {err}");
+    // Without the service and the cache: refused for the missing VCEK, the fetch failure shown.
+    let empty = tempfile::tempdir().unwrap();
+    let (code, j, _) = run(&[
+        "--format",
+        "snp-report",
+        "--evidence",
+        s(&t.report),
+        "--at",
+        AT,
+        "--fetch",
+        "--kds-url",
+        &closed,
+        "--cache-dir",
+        s(empty.path()),
+    ]);
+    assert_eq!((code, checks(&j)), (1, vec!["snp-cert-chain".to_string()]));
+    assert!(j["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|w| w["check"] == "collateral-fetch"));
+}

@@ -120,6 +120,33 @@ impl AttestationConfig {
     }
 }
 
+impl crate::Config {
+    /// The config's part of a validator policy for its variant: the SEV-SNP settings of its
+    /// section (trusted AKs and cloud collateral are the caller's). `now` (Unix seconds) fixes
+    /// the validation time; `None` = the system clock at each validation.
+    pub fn validator_policy(
+        &self,
+        now: Option<i64>,
+    ) -> Result<attestation::ValidatorPolicy, Reason> {
+        let at = now.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0)
+        });
+        let snp = self
+            .raw()
+            .attestation
+            .snp_validation(self.variant(), at)?
+            .unwrap_or_default();
+        Ok(attestation::ValidatorPolicy {
+            snp,
+            now,
+            ..Default::default()
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

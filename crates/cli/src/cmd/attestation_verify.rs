@@ -89,6 +89,8 @@ pub struct Inputs {
     pub now: i64,
     pub config: Option<Config>,
     pub variant: Option<Variant>,
+    /// Fetch missing AMD certificates (`--fetch`).
+    pub kds: Option<crate::kds::Kds>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -151,6 +153,13 @@ pub fn run(a: &AttestationVerifyArgs) -> anyhow::Result<()> {
         now,
         config,
         variant,
+        kds: a.fetch.then(|| {
+            let cache = a
+                .cache_dir
+                .clone()
+                .unwrap_or_else(crate::kds::Kds::default_cache);
+            crate::kds::Kds::new(&a.kds_url, &cache)
+        }),
     };
     let report = verify(&a.format, &evidence, &inputs)?;
     let text = if a.output == "json" {
@@ -290,6 +299,27 @@ fn snp_validation(inputs: &Inputs, variant: Variant, report: &mut EvidenceReport
     }
 }
 
+/// With `--fetch`: adds the certificates `report_bytes` needs that `certs` lacks, from AMD KDS.
+fn fetch_missing(
+    report_bytes: &[u8],
+    certs: &mut Vec<AmdCert>,
+    inputs: &Inputs,
+    report: &mut EvidenceReport,
+) {
+    let (Some(kds), Ok(r)) = (&inputs.kds, snp::Report::parse(report_bytes)) else {
+        return;
+    };
+    let (more, warnings) = kds.missing_certs(&r, certs);
+    for w in warnings {
+        report.warnings.push(Reason::new(
+            "collateral-fetch",
+            "AMD certificates from the key distribution service",
+            w,
+        ));
+    }
+    certs.extend(more);
+}
+
 /// Verifies a parsed SNP report with certificates and policy; records claims and reasons.
 fn check_snp(
     report_bytes: &[u8],
@@ -345,7 +375,8 @@ fn snp_report(evidence: &[u8], inputs: &Inputs) -> EvidenceReport {
         .or(inputs.config.as_ref().map(Config::variant))
         .unwrap_or(Variant::Dummy);
     let v = snp_validation(inputs, variant, &mut report);
-    let certs = amd_certs(inputs, &mut report);
+    let mut certs = amd_certs(inputs, &mut report);
+    fetch_missing(&bytes, &mut certs, inputs, &mut report);
     if let Some(verified) = check_snp(&bytes, &certs, &v, inputs.now, &mut report) {
         match &inputs.nonce {
             Some(n) => {
@@ -475,6 +506,7 @@ fn azure_snp_vtpm(evidence: &[u8], inputs: &Inputs) -> EvidenceReport {
         Ok(c) => certs.extend(c),
         Err(r) => report.refuse(r),
     }
+    fetch_missing(hcl.hw_report, &mut certs, inputs, &mut report);
     if check_snp(hcl.hw_report, &certs, &v, inputs.now, &mut report).is_none() {
         return report;
     }
