@@ -247,3 +247,13 @@ fn qemu_tdx_document_binds_user_data_and_nonce() {
     let (code, _, err) = run(&args);
     assert_eq!(code, 2, "{err}");
 }
+
+/// Go's default `intelRootKey` (written by `config generate`) is the root the TDX verifier
+/// pins.
+#[test]
+fn go_default_intel_root_key_is_the_pinned_root() {
+    let p = attestation::tdx::TdxPolicy::default()
+        .with_root_certificate(config::GO_DEFAULT_INTEL_ROOT_KEY.as_bytes())
+        .unwrap();
+    assert_eq!(p.root_key, attestation::tdx::INTEL_SGX_ROOT_CA_KEY.to_vec());
+}
