@@ -1,9 +1,51 @@
 #!/usr/bin/env bash
 # Installs what the project needs on Debian 12, idempotently: only missing packages are
-# installed, and apt's lists are refreshed only when something is missing.
+# installed, and apt's lists are refreshed only when something is missing. Afterwards it checks
+# that every file and tool the build and the tests use is really there (a package can be
+# installed and still lack a file: `protobuf-compiler` without its Recommends lacks the
+# protobuf well-known types), and fails naming what is missing.
+#   scripts/install-deps.sh           install what is missing, then check
+#   scripts/install-deps.sh --check   only check (exit 1 naming what is missing)
+# Then it builds (once, into a cache outside the repository; seconds when cached) the pinned
+# Kubernetes, etcd 3.6 and CoreDNS binaries with scripts/install-kubernetes.sh: about 23 minutes
+# on 2 cores the first time, which needs Go >= 1.26 and the Go module proxy.
 set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
 
-PKGS=(swtpm swtpm-tools libtss2-dev etcd-server etcd-client protobuf-compiler pkg-config gcc)
+# swtpm, swtpm-tools: the nodes' software TPMs (swtpm, swtpm_setup)
+# libtss2-dev, pkg-config, gcc: the TPM software stack the `tpm` crate links (tss2-esys)
+# etcd-server, etcd-client: the control plane's replicated state (etcd, etcdctl)
+# protobuf-compiler, libprotobuf-dev: protoc and google/protobuf/*.proto for the etcd client's build
+PKGS=(swtpm swtpm-tools libtss2-dev etcd-server etcd-client protobuf-compiler libprotobuf-dev pkg-config gcc)
+
+check() {
+  local missing=()
+  for tool in swtpm swtpm_setup etcd etcdctl protoc pkg-config cc; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("program $tool")
+  done
+  for f in /usr/include/google/protobuf/descriptor.proto /usr/include/google/protobuf/empty.proto; do
+    [ -f "$f" ] || missing+=("file $f (package libprotobuf-dev)")
+  done
+  if command -v pkg-config >/dev/null 2>&1; then
+    for lib in tss2-esys tss2-tctildr tss2-mu; do
+      pkg-config --exists "$lib" || missing+=("pkg-config library $lib (package libtss2-dev)")
+    done
+  fi
+  command -v cargo >/dev/null 2>&1 || missing+=("cargo (install the Rust toolchain with rustup first)")
+  command -v go >/dev/null 2>&1 || missing+=("go (Go >= 1.26, for the Kubernetes binaries)")
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "install-deps: missing after installation:" >&2
+    printf '  %s\n' "${missing[@]}" >&2
+    echo "install-deps: run scripts/install-deps.sh as root (or with sudo) on Debian 12" >&2
+    return 1
+  fi
+  echo "install-deps: all build and test prerequisites present" >&2
+}
+
+if [ "${1:-}" = "--check" ]; then
+  check
+  exit $?
+fi
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -16,7 +58,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-if ! command -v cargo >/dev/null 2>&1; then
-  echo "cargo not found: install the Rust toolchain (rustup) first" >&2
-  exit 1
-fi
+check
+# The Kubernetes binaries: built once per pin (nice: the build takes both cores for a while).
+kube_bin="$(nice -n 10 "$here/install-kubernetes.sh")"
+for b in kube-apiserver kube-controller-manager kube-scheduler kubelet kubeadm kube-proxy kubectl etcd etcdctl coredns; do
+  [ -x "$kube_bin/$b" ] || { echo "install-deps: $kube_bin/$b is missing after the build" >&2; exit 1; }
+done
+echo "install-deps: Kubernetes binaries in $kube_bin" >&2

@@ -14,6 +14,7 @@ use std::sync::OnceLock;
 use attestation::azure_hcl::HclReport;
 use attestation::eventlog::EventLog;
 use attestation::gce;
+use attestation::tdx;
 use attestation::tpm2::{HashAlg, PcrSelectionList, TpmsAttest, TpmtPublic, TpmtSignature};
 use attestation::{
     AkFingerprint, InsecureTrustAnyAkValidator, LocalVtpmValidator, Measurement, Measurements,
@@ -140,6 +141,59 @@ pub fn azure_hcl(data: &[u8]) {
         let _ = r.ak_public_key();
         let _ = r.user_data();
         assert_eq!(r.report_data().len(), 64);
+    }
+}
+
+/// A TDX quote: the strict v4 parser, the accessors the validators use, and the PCK chain,
+/// CRL and signature checks against empty collateral (refused, never a panic).
+pub fn tdx_quote(data: &[u8]) {
+    let Ok(q) = tdx::Quote::parse(data) else {
+        return;
+    };
+    assert_eq!(q.signed.len(), tdx::HEADER_LEN + tdx::TD_REPORT_LEN);
+    assert_eq!(q.qe_report_raw.len(), tdx::QE_REPORT_LEN);
+    let _ = tdx::quote_fmspc(&q);
+    let empty = tdx::Collateral {
+        pck_crl_issuer_chain: String::new(),
+        root_ca_crl: Vec::new(),
+        pck_crl: Vec::new(),
+        tcb_info_issuer_chain: String::new(),
+        tcb_info: String::new(),
+        tcb_info_signature: Vec::new(),
+        qe_identity_issuer_chain: String::new(),
+        qe_identity: String::new(),
+        qe_identity_signature: Vec::new(),
+    };
+    assert!(tdx::verify(&q, &empty, TDX_SEED_TIME, &tdx::TdxPolicy::default()).is_err());
+}
+
+/// 2025-06-20T10:16:03Z, inside the windows of the captured TDX collateral (the seed).
+pub const TDX_SEED_TIME: i64 = 1_750_414_563;
+
+/// TDX collateral: `u32 LE quote length ‖ quote ‖ collateral JSON`. The JSON decoder must
+/// round-trip, and the whole verification (chains, CRLs, signatures, TCB info and QE identity
+/// decoding, TCB status) runs on the pair; whatever verifies must carry an accepted status.
+pub fn tdx_collateral(data: &[u8]) {
+    let Some((len, rest)) = data.split_first_chunk::<4>() else {
+        return;
+    };
+    let len = u32::from_le_bytes(*len) as usize;
+    let (quote, json) = rest.split_at(len.min(rest.len()));
+    let Ok(c) = tdx::Collateral::from_json(json) else {
+        return;
+    };
+    assert_eq!(
+        tdx::Collateral::from_json(&c.to_json()).ok().as_ref(),
+        Some(&c),
+        "collateral does not round-trip"
+    );
+    let Ok(q) = tdx::Quote::parse(quote) else {
+        return;
+    };
+    let policy = tdx::TdxPolicy::default();
+    if let Ok(claims) = tdx::verify(&q, &c, TDX_SEED_TIME, &policy) {
+        assert!(policy.accepted_tcb_statuses.contains(&claims.tcb_status));
+        let _ = claims.to_json();
     }
 }
 

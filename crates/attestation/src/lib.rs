@@ -19,7 +19,8 @@
 //! [`validator_for`]; [`gce`] and [`azure_hcl`] read captured cloud evidence (GCE protobuf +
 //! AK certificate chain, Azure HCL report) and are the building blocks for those variants'
 //! validators, which additionally need cloud APIs. [`insecure_software_tpm`] and
-//! [`insecure_dummy`] issue documents without a TPM, for tests only.
+//! [`insecure_dummy`] issue documents without a TPM, for tests only. [`tdx`] verifies Intel
+//! TDX DCAP quotes with their collateral and holds the `qemu-tdx` and `azure-tdx` validators.
 
 #![forbid(unsafe_code)]
 
@@ -41,6 +42,7 @@ pub mod insecure_snp;
 pub mod insecure_software_tpm;
 pub mod quote;
 pub mod snp;
+pub mod tdx;
 pub mod tpm2;
 pub mod vtpm;
 
@@ -305,6 +307,11 @@ impl VerifiedAttestation {
 pub struct ValidatorPolicy {
     /// `local-vtpm`: the attestation keys the local provider recorded for its nodes.
     pub trusted_aks: std::collections::BTreeSet<AkFingerprint>,
+    /// TDX variants (`azure-tdx`, `qemu-tdx`): the config's `intelRootKey`, `qeSVN`, `pceSVN`,
+    /// `teeTCBSVN`, `qeVendorID`, `mrSeam`, `xfam` and the accepted TCB statuses.
+    pub tdx: tdx::TdxPolicy,
+    /// TDX collateral (Intel PCS TCB info, QE identity, CRLs) for the quotes' platforms.
+    pub tdx_collateral: Option<std::sync::Arc<dyn tdx::CollateralSource>>,
     /// SEV-SNP variants: the config's AMD root/signing keys, minimum versions and ID-key policy.
     pub snp: cloud::SnpValidation,
     /// Cloud collateral (VCEK/ASK, cloud-vouched AKs, Trusted-Launch roots, EC2 image data).
@@ -339,8 +346,10 @@ pub struct UnsupportedVariant {
 ///
 /// `local-vtpm` → [`LocalVtpmValidator`] with `policy.trusted_aks`; `qemu-vtpm` →
 /// [`InsecureTrustAnyAkValidator`]; `dummy` → [`insecure_dummy::InsecureDummyValidator`]
-/// (both insecure, as in the Go system). Cloud variants need cloud APIs or collateral services
-/// to decide AK trust and are refused here.
+/// (both insecure, as in the Go system). `azure-tdx` → [`tdx::AzureTdxValidator`] and
+/// `qemu-tdx` → [`tdx::QemuTdxValidator`] with `policy.tdx`, `policy.tdx_collateral` (refused
+/// without collateral) and `policy.now`; the other cloud variants → [`cloud::CloudValidator`]
+/// with `policy.snp`, `policy.collateral` and `policy.now`.
 pub fn validator_for(
     variant: Variant,
     measurements: Measurements,
@@ -370,14 +379,29 @@ pub fn validator_for(
             variant,
             reason: "not a cloud variant",
         }),
-        Variant::AzureTdx => Err(UnsupportedVariant {
-            variant,
-            reason: "TDX quotes need Intel PCS collateral",
-        }),
-        Variant::QemuTdx => Err(UnsupportedVariant {
-            variant,
-            reason: "TDX quotes need Intel PCS collateral",
-        }),
+        Variant::AzureTdx | Variant::QemuTdx => {
+            let Some(collateral) = policy.tdx_collateral else {
+                return Err(UnsupportedVariant {
+                    variant,
+                    reason: "TDX quotes need collateral (Intel PCS TCB info, QE identity, CRLs); none was given",
+                });
+            };
+            Ok(if variant == Variant::AzureTdx {
+                Box::new(tdx::AzureTdxValidator::new(
+                    measurements,
+                    policy.tdx,
+                    collateral,
+                    policy.now,
+                ))
+            } else {
+                Box::new(tdx::QemuTdxValidator::new(
+                    measurements,
+                    policy.tdx,
+                    collateral,
+                    policy.now,
+                ))
+            })
+        }
     }
 }
 

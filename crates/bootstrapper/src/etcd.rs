@@ -107,9 +107,19 @@ impl Store {
         let ca = std::fs::read(&pki.ca).context("reading the cluster CA certificate")?;
         let cert = std::fs::read(&pki.cert).context("reading the node certificate")?;
         let key = zeroize::Zeroizing::new(std::fs::read(&pki.key).context("reading the node key")?);
+        Self::connect_pem(endpoints, &ca, &cert, &key).await
+    }
+
+    /// Connects with a certificate and key given as PEM (the owner's admin credentials).
+    pub async fn connect_pem(
+        endpoints: &[String],
+        ca: &[u8],
+        cert: &[u8],
+        key: &[u8],
+    ) -> anyhow::Result<Self> {
         let tls = TlsOptions::new()
             .ca_certificate(Certificate::from_pem(ca))
-            .identity(Identity::from_pem(cert, &*key));
+            .identity(Identity::from_pem(cert, key));
         let opts = ConnectOptions::new()
             .with_tls(tls)
             .with_connect_timeout(Duration::from_secs(2))
@@ -168,6 +178,17 @@ impl Store {
     pub async fn put_node(&self, entry: &NodeEntry) -> anyhow::Result<()> {
         self.put_json(&format!("{PREFIX_NODES}{}", entry.name), entry)
             .await
+    }
+
+    /// Removes a node from the registry (the node was removed from the cluster).
+    pub async fn delete_node(&self, name: &str) -> anyhow::Result<()> {
+        let key = format!("{PREFIX_NODES}{name}");
+        self.client
+            .clone()
+            .delete(key.as_str(), None)
+            .await
+            .with_context(|| format!("deleting {key} from etcd"))?;
+        Ok(())
     }
 }
 

@@ -144,8 +144,21 @@ pub async fn serve(
     let refresh = {
         let store = store.clone();
         tokio::spawn(async move {
+            // An etcd watch delivers the owner's changes at once; the periodic read is the
+            // fallback when the watch cannot be set up or breaks.
+            let mut watch = store.client().watch(KEY_JOIN_CONFIG, None).await.ok();
             loop {
-                tokio::time::sleep(CONFIG_REFRESH).await;
+                match watch.as_mut() {
+                    Some(stream) => {
+                        tokio::select! {
+                            m = stream.message() => if !matches!(m, Ok(Some(_))) {
+                                watch = None;
+                            },
+                            () = tokio::time::sleep(CONFIG_REFRESH) => {}
+                        }
+                    }
+                    None => tokio::time::sleep(CONFIG_REFRESH).await,
+                }
                 match store.get_json::<JoinConfig>(KEY_JOIN_CONFIG).await {
                     Ok(Some(c)) => {
                         *measurements

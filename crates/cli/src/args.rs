@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
     long_about = None
 )]
 pub struct Cli {
-    /// Workspace folder (config, state, secrets); default: the current folder.
+    /// Workspace folder (config, state, secrets); default: the current folder. It must exist.
     #[arg(short = 'C', long = "workspace", global = true, value_name = "DIR")]
     pub workspace: Option<PathBuf>,
     /// Debug logging on stderr.
@@ -48,9 +48,103 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Stop every node and TPM and remove the infrastructure state and admin credentials (keeps config and master secret).
     Terminate(TerminateArgs),
+    /// Work with the state file (constellation-state.yaml).
+    #[command(subcommand)]
+    State(StateCommand),
+    /// Print a shell completion script: `source <(constellation completion bash)`.
+    #[command(long_about = COMPLETION_LONG)]
+    Completion(CompletionArgs),
     /// Check attestation evidence offline (debug a refused node).
     #[command(subcommand)]
     Attestation(AttestationCommand),
+}
+
+const COMPLETION_LONG: &str = "\
+Print a shell completion script for bash, zsh or fish.
+
+  bash:  source <(constellation completion bash)       (or save it in /etc/bash_completion.d/)
+  zsh:   constellation completion zsh > \"${fpath[1]}/_constellation\"
+  fish:  constellation completion fish > ~/.config/fish/completions/constellation.fish";
+
+#[derive(Debug, Args)]
+pub struct CompletionArgs {
+    /// The shell: bash, zsh or fish.
+    #[arg(value_enum, value_name = "SHELL")]
+    pub shell: CompletionShell,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// Rebuild a lost or damaged constellation-state.yaml from the running cluster.
+    #[command(long_about = STATE_REBUILD_LONG)]
+    Rebuild(StateRebuildArgs),
+}
+
+const STATE_REBUILD_LONG: &str = "\
+Rebuild a lost or damaged constellation-state.yaml from the running cluster.
+
+The state file records the cluster ID and the measurement salt. Without it, apply and status
+cannot tell that the nodes belong to an initialized cluster, so apply refuses to do anything.
+This command reads the cluster ID each node reports and the measurement salt from a
+control-plane node, checks that your master secret (constellation-mastersecret.json) derives
+exactly that cluster ID from that salt, then asks every node for a fresh attestation and checks
+it against the config's measurements and that cluster ID (PCR 15). Only then does it write the
+state file (the old one, if damaged, is kept as constellation-state.yaml.damaged).
+
+Restoring the state file from a backup works too: it is not secret (it holds the init secret,
+used only once to initialize, and values anyone in the cluster knows).";
+
+#[derive(Debug, Args)]
+pub struct StateRebuildArgs {
+    /// Replace a state file that exists but cannot be read (it is kept as .damaged).
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Output formats of `status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StatusOutput {
+    /// A table for people.
+    Table,
+    /// Everything, as JSON, for scripts.
+    Json,
+}
+
+/// Output formats of `verify`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum VerifyOutput {
+    /// A table for people.
+    Table,
+    /// The full report, as JSON.
+    Json,
+    /// Each node's attestation document, one JSON per line.
+    Raw,
+}
+
+/// The phases of `apply`, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Phase {
+    /// Create missing nodes, restart stopped ones, remove surplus ones.
+    Infrastructure,
+    /// Initialize the cluster through the first control-plane node's Bootstrapper.
+    Init,
+    /// Push the config's expected measurements to the cluster's join configuration.
+    Attestationconfig,
+    /// Accepted for scripts written for the Go CLI; nothing to skip in this build.
+    Certsans,
+    /// Accepted for scripts written for the Go CLI; nothing to skip in this build.
+    Helm,
+    /// Accepted for scripts written for the Go CLI; nothing to skip in this build.
+    Image,
+    /// Accepted for scripts written for the Go CLI; nothing to skip in this build.
+    K8s,
 }
 
 #[derive(Debug, Subcommand)]
@@ -61,8 +155,13 @@ pub enum AttestationCommand {
 }
 
 const ATTESTATION_VERIFY_LONG: &str = "Verify captured attestation evidence offline, without contacting any node or service.\n\n\
-Formats: snp-report (raw 1184-byte SEV-SNP report or its base64), azure-snp-vtpm (JSON: tpm_quote, hcl_report, vcek), \
-gce-vtpm (go-tpm-tools attestation protobuf), document (a node's attestation document; variant from -c or --variant).\n\
+Formats: snp-report (raw 1184-byte SEV-SNP report or its base64), tdx-quote (raw Intel TDX quote v4 or its base64; \
+needs --collateral), azure-snp-vtpm (JSON: tpm_quote, hcl_report, vcek), azure-tdx-vtpm (JSON: tpm_quote, hcl_report, \
+td_quote; needs --collateral), gce-vtpm (go-tpm-tools attestation protobuf), document (a node's attestation document; \
+variant from -c or --variant; TDX variants need --collateral).\n\
+TDX collateral (--collateral) is the JSON of Intel PCS data: pck_crl_issuer_chain, root_ca_crl, pck_crl, \
+tcb_info_issuer_chain, tcb_info, tcb_info_signature, qe_identity_issuer_chain, qe_identity, qe_identity_signature; \
+the TCB status (UpToDate, SWHardeningNeeded, OutOfDate, ...) is among the claims.\n\
 Certificates (--cert, PEM or DER, repeatable) supply what the evidence lacks: AMD ASK/ARK or VCEK, GCE AK CA certificates. \
 --at fixes the verification time (RFC 3339); several real certificates have expired since capture. \
 Without -c, the Go system's defaults for the variant apply (debug forbidden, SMT allowed, VMPL 0; minimum versions \
@@ -71,7 +170,8 @@ Exit status: 0 genuine and within policy, 1 refused, 2 usage error.";
 
 #[derive(Debug, Args)]
 pub struct AttestationVerifyArgs {
-    /// Evidence format: snp-report, azure-snp-vtpm, gce-vtpm, document.
+    /// Evidence format: snp-report, tdx-quote, azure-snp-vtpm, azure-tdx-vtpm, gce-vtpm,
+    /// document.
     #[arg(long, value_name = "FORMAT")]
     pub format: String,
     /// The evidence file.
@@ -80,7 +180,8 @@ pub struct AttestationVerifyArgs {
     /// Certificates (PEM or DER; repeat the flag).
     #[arg(long = "cert", value_name = "PEM")]
     pub certs: Vec<PathBuf>,
-    /// Collateral file (format-specific; for SEV-SNP more certificates).
+    /// Collateral file (format-specific; for SEV-SNP more certificates, for TDX the JSON with
+    /// TCB info, QE identity, CRLs and their issuer chains).
     #[arg(long, value_name = "FILE")]
     pub collateral: Option<PathBuf>,
     /// The nonce the evidence must bind, as hex.
@@ -163,17 +264,18 @@ pub struct FetchMeasurementsArgs {
 
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
-    /// Phases to skip, comma separated: infrastructure, init.
-    #[arg(long, value_delimiter = ',')]
-    pub skip_phases: Vec<String>,
-    /// Do not ask for confirmation.
+    /// Phases to skip, comma separated.
+    #[arg(long, value_delimiter = ',', value_enum, value_name = "PHASE")]
+    pub skip_phases: Vec<Phase>,
+    /// Do not ask before changing the running cluster (new expected measurements, fewer nodes);
+    /// without it, apply shows the change and asks, and refuses when it cannot ask (no terminal).
     #[arg(short, long)]
     pub yes: bool,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum MiniCommand {
-    /// Generate a `local` config if there is none, then apply it.
+    /// Generate a `local` config if there is none (on a free loopback range), then apply it.
     Up,
     /// Terminate the local cluster and remove its master secret.
     Down(TerminateArgs),
@@ -181,9 +283,9 @@ pub enum MiniCommand {
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// Output format: `table` or `json`.
-    #[arg(short, long, default_value = "table")]
-    pub output: String,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value = "table")]
+    pub output: StatusOutput,
 }
 
 const RECOVER_LONG: &str = "\
@@ -214,7 +316,8 @@ Every expected PCR is reported with its expected and actual value.
 
 Examples:
   constellation verify                          every node of the workspace's cluster
-  constellation verify -e 127.20.0.2            one node (port 30081 by default)
+  constellation verify -e control-plane-0       one node, by name
+  constellation verify -e 127.20.0.2            one node, by address (port 30081 by default)
   constellation verify -o json                  the full report, for scripts
   constellation verify --cluster-id <64 hex>    against a cluster ID you hold yourself
 
@@ -229,20 +332,20 @@ pub struct RecoverArgs {
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// One node to verify: HOST or HOST:PORT (default port 30081). Default: every node of the cluster.
-    #[arg(short = 'e', long = "node-endpoint", value_name = "HOST[:PORT]")]
+    /// One node to verify: its name (see `constellation status`), HOST or HOST:PORT (default port 30081). Default: every node of the cluster.
+    #[arg(short = 'e', long = "node-endpoint", value_name = "NODE|HOST[:PORT]")]
     pub node_endpoint: Option<String>,
-    /// The cluster ID to expect in PCR 15 (64 hex digits). Default: the one in constellation-state.yaml.
-    #[arg(long = "cluster-id", value_name = "HEX")]
+    /// The cluster ID to expect in PCR 15: 64 hex digits or base64. Default: the one in constellation-state.yaml.
+    #[arg(long = "cluster-id", value_name = "ID")]
     pub cluster_id: Option<String>,
-    /// Output format: `table`, `json` (the full report), or `raw` (each node's attestation document, one JSON per line).
-    #[arg(short, long, default_value = "table")]
-    pub output: String,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value = "table")]
+    pub output: VerifyOutput,
 }
 
 #[derive(Debug, Args)]
 pub struct TerminateArgs {
-    /// Do not ask for confirmation.
+    /// Do not ask for confirmation (without it, terminate asks, and refuses when it cannot ask).
     #[arg(short, long)]
     pub yes: bool,
 }

@@ -98,12 +98,54 @@ fn image_hint(e: &ImageError) -> Option<String> {
     })
 }
 
+fn workspace_hint(e: &cloudcmd::workspace::WorkspaceError) -> String {
+    use cloudcmd::workspace::WorkspaceError as W;
+    match e {
+        W::StateMissing { state, .. } => format!(
+            "the nodes keep running; restore {state} from a backup, or rebuild it with `constellation state rebuild` (it checks the nodes against your master secret first)"
+        ),
+        W::StateUnreadable { state, cluster_running: true, .. } => format!(
+            "the nodes keep running; restore {state} from a backup, or rebuild it with `constellation state rebuild --force` (the damaged file is kept)"
+        ),
+        W::StateUnreadable { state, .. } => {
+            format!("fix {state} (the cause is above), or restore it from a backup")
+        }
+        W::ConflictingClusterIds { .. } => {
+            "check each node with `constellation status`; this workspace should hold one cluster".into()
+        }
+        W::MasterSecretMissing { path } => format!(
+            "restore {path} from your backup; apply changes nothing without it"
+        ),
+        W::MasterSecretUnreadable { path, .. } => {
+            format!("restore {path} from your backup (the cluster keeps running)")
+        }
+        W::MasterSecretExposed { path, .. } => format!(
+            "restrict it with `chmod 600 {path}`, then re-run; treat the secret as leaked if others could read it"
+        ),
+        W::MasterSecretForeign { path, .. } => format!(
+            "{path} is from another cluster: restore this cluster's master secret from your backup"
+        ),
+        W::AdminCredentialsMissing { path } => format!(
+            "restore {path} from your backup; the cluster keeps running"
+        ),
+    }
+}
+
+fn infra_hint(e: &provider_local::infra::InfraError) -> Option<String> {
+    use provider_local::infra::InfraError as I;
+    Some(match e {
+        I::AddressInUse { .. } => "another cluster or program uses these loopback addresses: terminate it, or set provider.local.baseAddress to a free 127.x.y.z (it takes effect as long as no node was started); `constellation mini up` in a new folder picks a free range by itself".into(),
+        I::Unchangeable { field, .. } => format!(
+            "set `{field}` back in constellation-conf.yaml; to change it, terminate the cluster and create a new one"
+        ),
+        I::VariantChanged { .. } => "set the attestation variant back in constellation-conf.yaml; to change it, terminate the cluster and create a new one".into(),
+        _ => return None,
+    })
+}
+
 /// Hints recognised by message, for errors of crates without typed errors here.
 fn message_hint(err: &anyhow::Error) -> Option<String> {
     let s = format!("{err:#}");
-    if s.contains("in use by another program") {
-        return Some("another cluster may use these loopback addresses: terminate it, or set provider.local.baseAddress to a free 127.x.y.z".into());
-    }
     if s.contains(&format!("PCR 15: expected {}, got", "00".repeat(32))) {
         return Some("the node already belongs to a cluster (PCR 15 is set): an earlier apply was probably interrupted while the node initialized; `constellation terminate -y`, then `constellation apply`, starts over (the master secret is kept)".into());
     }
@@ -118,6 +160,24 @@ pub fn hint_for(err: &anyhow::Error) -> Option<String> {
     for e in err.chain() {
         if let Some(h) = e.downcast_ref::<Hinted>() {
             return Some(h.hint.clone());
+        }
+        if let Some(w) = e.downcast_ref::<cloudcmd::workspace::WorkspaceError>() {
+            return Some(workspace_hint(w));
+        }
+        if let Some(i) = e.downcast_ref::<provider_local::infra::InfraError>() {
+            if let Some(h) = infra_hint(i) {
+                return Some(h);
+            }
+        }
+        if let Some(a) = e.downcast_ref::<cloudcmd::apply::ApplyError>() {
+            return Some(match a {
+                cloudcmd::apply::ApplyError::NotConfirmed { .. } => {
+                    "run `constellation apply` on a terminal to answer, or pass -y to accept".into()
+                }
+                cloudcmd::apply::ApplyError::NoControlPlaneLeft { .. } => {
+                    "keep initialCount of the control-plane group at 1 or more".into()
+                }
+            });
         }
     }
     if let Some(h) = message_hint(err) {

@@ -20,7 +20,9 @@ pub mod cmd;
 pub mod error;
 pub mod fetch;
 pub mod image;
+pub mod interrupt;
 pub mod kds;
+pub mod lock;
 
 use anyhow::Context as _;
 
@@ -41,10 +43,29 @@ pub fn init_tracing(debug: bool) {
 /// Runs one parsed command line.
 pub fn run(args: Cli) -> anyhow::Result<()> {
     if let Some(ws) = &args.workspace {
-        std::fs::create_dir_all(ws)
-            .with_context(|| format!("creating workspace {}", ws.display()))?;
+        // Never create it: a typo in -C must not leave a new, empty workspace behind.
+        match std::fs::metadata(ws) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(error::with_hint(
+                    anyhow::anyhow!("workspace {} is not a folder", ws.display()),
+                    "point -C at the folder that holds constellation-conf.yaml",
+                ))
+            }
+            Err(e) => {
+                return Err(error::with_hint(
+                    anyhow::Error::new(e)
+                        .context(format!("workspace {} does not exist", ws.display())),
+                    format!(
+                        "create it first (mkdir -p {}), or check the path given to -C",
+                        ws.display()
+                    ),
+                ))
+            }
+        }
         std::env::set_current_dir(ws)
             .with_context(|| format!("entering workspace {}", ws.display()))?;
+        cloudcmd::set_display_workspace(ws);
         tracing::debug!(workspace = %ws.display(), "entered workspace");
     }
     cmd::dispatch(args.command)

@@ -42,7 +42,11 @@ fn vectors() -> Option<PathBuf> {
     if p.is_dir() {
         Some(p)
     } else {
-        eprintln!("skipping: {} is absent", p.display());
+        // Written to the real stderr (not captured by the test harness): a skip must be visible.
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            format!("SKIPPED (test vectors absent): {} is absent\n", p.display()).as_bytes(),
+        );
         None
     }
 }
@@ -479,4 +483,110 @@ fn fetch_measurements_without_config() {
         err.contains("hint: run `constellation config generate local` first"),
         "{err}"
     );
+}
+
+/// `-C` with a folder that does not exist is an error that creates nothing.
+#[test]
+fn workspace_must_exist_and_is_never_created() {
+    let t = tempfile::tempdir().unwrap();
+    let missing = t.path().join("no/such/ws");
+    for args in [
+        &["status"][..],
+        &["config", "generate", "local"],
+        &["mini", "up"],
+    ] {
+        let o = constellation(&missing, args);
+        assert!(!o.status.success(), "{args:?}");
+        assert!(stderr(&o).contains("does not exist"), "{}", stderr(&o));
+        assert!(stderr(&o).contains("mkdir -p"), "{}", stderr(&o));
+        assert!(!t.path().join("no").exists(), "{args:?} created a folder");
+    }
+}
+
+/// Usage errors (exit 2) for values clap knows: output formats, phases, completion shells.
+#[test]
+fn bad_values_are_usage_errors() {
+    let t = tempfile::tempdir().unwrap();
+    for args in [
+        &["status", "-o", "yaml"][..],
+        &["verify", "-o", "xml"],
+        &["apply", "--skip-phases", "infrastructure,bogus"],
+        &["completion", "tcsh"],
+    ] {
+        let o = constellation(t.path(), args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains("possible values"), "{}", stderr(&o));
+    }
+    let help = stdout(&constellation(t.path(), &["apply", "--help"]));
+    for phase in ["infrastructure", "init", "attestationconfig"] {
+        assert!(help.contains(phase), "{help}");
+    }
+}
+
+/// `completion bash|zsh|fish` prints a script; bash accepts the bash one.
+#[test]
+fn completion_scripts() {
+    let t = tempfile::tempdir().unwrap();
+    let o = constellation(t.path(), &["completion", "bash"]);
+    assert!(o.status.success());
+    let script = t.path().join("c.bash");
+    std::fs::write(&script, &o.stdout).unwrap();
+    let check = Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(stdout(&o).contains("constellation"));
+    for shell in ["zsh", "fish"] {
+        let o = constellation(t.path(), &["completion", shell]);
+        assert!(o.status.success() && !o.stdout.is_empty(), "{shell}");
+    }
+}
+
+/// A closed pipe ends the command quietly (no panic message), as `status -o json | head -c1`.
+#[test]
+fn closed_stdout_pipe_is_quiet() {
+    let t = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .arg("-C")
+        .arg(t.path())
+        .args(["completion", "bash"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read one byte, then close the pipe while the script (tens of KiB) is still being written.
+    let mut out = child.stdout.take().unwrap();
+    let mut one = [0u8; 1];
+    out.read_exact(&mut one).unwrap();
+    drop(out);
+    let o = child.wait_with_output().unwrap();
+    let err = stderr(&o);
+    assert!(
+        !err.contains("panicked") && !err.contains("Broken pipe"),
+        "{err}"
+    );
+}
+
+/// `terminate` and `mini down` in a folder without a cluster say so and fail; nothing is removed.
+#[test]
+fn terminate_without_a_cluster_fails() {
+    let t = tempfile::tempdir().unwrap();
+    write_local_config(t.path());
+    let before = config_bytes(t.path());
+    for args in [&["terminate", "-y"][..], &["mini", "down", "-y"]] {
+        let o = constellation(t.path(), args);
+        assert!(!o.status.success(), "{args:?}");
+        assert!(
+            stderr(&o).contains("no cluster in this workspace"),
+            "{}",
+            stderr(&o)
+        );
+    }
+    assert_eq!(config_bytes(t.path()), before);
 }

@@ -393,3 +393,81 @@ fn full_outage_of_three_control_planes_then_recover() {
     assert!(out.contains("5/5 attested and joined"), "{out}");
     ok(&ws, &["verify"]);
 }
+
+/// Scaling down and up again (issue: "a 3-control-plane cluster scaled down to 1 and back to 3
+/// keeps its data"): each removed control plane leaves etcd first, so the one left keeps a
+/// quorum; the key written before is readable after the cluster grew back to three members.
+#[test]
+fn three_control_planes_down_to_one_and_back_keeps_data() {
+    let (t, base) = applied_cluster(3, 1);
+    let ws = t.path().to_path_buf();
+    let _c = Cleanup(ws.clone());
+    let cp0 = base.clone();
+    etcdctl(&ws, &cp0, &["put", "/test/kept", "written-before-scaling"]);
+    assert_eq!(etcd_members(&ws, &cp0).len(), 3);
+
+    // Without -y and without a terminal, removing nodes is refused and nothing changes.
+    edit_config(&ws, 1, 0, &base);
+    let o = run(&ws, &["apply"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(err.contains("not confirmed") && err.contains("-y"), "{err}");
+    assert_eq!(status(&ws)["nodes"].as_array().unwrap().len(), 4);
+
+    let out = ok(&ws, &["apply", "-y"]);
+    let removed = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Removed nodes: "))
+        .unwrap_or_else(|| panic!("no removed nodes printed:\n{out}"));
+    for n in ["control-plane-1", "control-plane-2", "worker-0"] {
+        assert!(removed.contains(n), "{removed}");
+    }
+    let st = status(&ws);
+    assert_all_joined(&st, 1);
+    let members = etcd_members(&ws, &cp0);
+    assert_eq!(members.len(), 1, "{members:?}");
+    assert_eq!(
+        String::from_utf8(etcdctl(
+            &ws,
+            &cp0,
+            &["get", "/test/kept", "--print-value-only"]
+        ))
+        .unwrap()
+        .trim(),
+        "written-before-scaling"
+    );
+    assert!(!registry_keys(&ws, &cp0).contains("control-plane-1"));
+
+    // Never below one control plane.
+    edit_config(&ws, 0, 0, &base);
+    let o = run(&ws, &["apply", "-y"]);
+    assert!(!o.status.success());
+    assert_eq!(status(&ws)["nodes"].as_array().unwrap().len(), 1);
+
+    // Back to three: two new control planes join etcd one after the other.
+    edit_config(&ws, 3, 1, &base);
+    let out = ok(&ws, &["apply"]);
+    assert!(out.contains("4/4 attested and joined"), "{out}");
+    assert_all_joined(&status(&ws), 4);
+    let members = etcd_members(&ws, &cp0);
+    assert_eq!(members.len(), 3, "{members:?}");
+    assert!(members.iter().all(|(_, learner)| !learner), "{members:?}");
+    for m in &members {
+        let addr = node(&status(&ws), &m.0)["address"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            String::from_utf8(etcdctl(
+                &ws,
+                &addr,
+                &["get", "/test/kept", "--print-value-only"]
+            ))
+            .unwrap()
+            .trim(),
+            "written-before-scaling",
+            "read through {}",
+            m.0
+        );
+    }
+}

@@ -723,12 +723,22 @@ fn interrupted_apply_completes_on_rerun() {
     let mut run = Running::start(&ws, &["apply"]);
     run.wait_for_line("infrastructure: started control-plane-0");
     let (status, lines) = run.kill(Signal::SIGINT);
+    // The first Ctrl-C stops apply cleanly: exit status 130, the command to re-run named, and
+    // no temporary file left in the workspace.
     assert_eq!(
-        status.signal(),
-        Some(Signal::SIGINT as i32),
-        "apply was not interrupted ({status}):\n{}",
+        status.code(),
+        Some(130),
+        "apply was not interrupted cleanly ({status}):\n{}",
         lines.join("\n")
     );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("run `constellation apply` again")),
+        "{}",
+        lines.join("\n")
+    );
+    assert_eq!(temp_files(ws.path()), Vec::<PathBuf>::new());
     assert_eq!(ws.state_cluster_id(), None);
     let secret_1 = std::fs::read(ws.file(MASTER_SECRET_FILE)).ok();
 
@@ -1117,5 +1127,323 @@ fn apply_killed_during_init_rpc_completes_on_rerun() {
     let up = ws.ok(&["apply"]);
     let id = printed_cluster_id(&up.stdout);
     assert_eq!(tpm_pcr15(ws.base), expected_pcr15(&id));
+    ws.terminate_and_check_clean();
+}
+
+/// Pids of every node process and TPM, to check that a refused command stopped nothing.
+fn pids(ws: &Workspace) -> Vec<Proc> {
+    ws.cloud_nodes()
+        .iter()
+        .flat_map(|n| [n.process, n.swtpm])
+        .flatten()
+        .collect()
+}
+
+/// Temporary files an atomic write left behind (`.<name>.tmp-…`), anywhere in the workspace.
+fn temp_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![];
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(temp_files(&p));
+        } else if e.file_name().to_string_lossy().contains(".tmp-") {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// The state file is lost (then damaged) while a 1+1 cluster runs: `status` still says the
+/// cluster is initialized, `apply` refuses (naming how to restore) and stops nothing, and
+/// `state rebuild` restores it after checking the master secret and every node.
+#[test]
+fn lost_or_damaged_state_file_never_leads_to_init_or_terminate() {
+    let ws = Workspace::new();
+    let up = ws.ok(&["mini", "up"]);
+    let id = printed_cluster_id(&up.stdout);
+    let before = pids(&ws);
+    let state_bytes = std::fs::read(ws.file(STATE_FILE)).unwrap();
+
+    std::fs::remove_file(ws.file(STATE_FILE)).unwrap();
+    let st = ws.status_json();
+    assert_eq!(st["initialized"], true, "{st:#}");
+    assert_eq!(st["state_file"], "missing");
+    assert_eq!(st["cluster_id"].as_str(), Some(id.as_str()));
+    let table = text(&ws.ok(&["status"]).stdout);
+    assert!(!table.contains("Initialized: no"), "{table}");
+
+    let o = ws.run(&["apply"]);
+    let err = text(&o.stderr);
+    assert!(
+        !o.status.success(),
+        "apply succeeded without the state file:\n{err}"
+    );
+    assert!(
+        err.contains("refusing to initialize again") && err.contains(&id),
+        "{err}"
+    );
+    assert!(
+        err.contains("state rebuild"),
+        "no way to restore named:\n{err}"
+    );
+    assert!(
+        !err.contains("terminate"),
+        "a destructive step is suggested:\n{err}"
+    );
+    assert!(!ws.file(STATE_FILE).exists(), "apply wrote a state file");
+    assert!(before.iter().all(Proc::alive), "apply stopped a node");
+    assert_eq!(tpm_pcr15(ws.base), expected_pcr15(&id));
+
+    let rebuilt = ws.ok(&["state", "rebuild"]);
+    assert!(
+        text(&rebuilt.stdout).contains(&id),
+        "{}",
+        text(&rebuilt.stdout)
+    );
+    assert_eq!(ws.state_cluster_id().as_deref(), Some(id.as_str()));
+    assert_eq!(mode(&ws.file(STATE_FILE)), 0o600);
+
+    // Damaged: refused the same way; rebuild needs --force and keeps the damaged copy.
+    std::fs::write(ws.file(STATE_FILE), b"version: v1\ninfrastructure: [\n").unwrap();
+    let o = ws.run(&["apply"]);
+    let err = text(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("state rebuild --force"), "{err}");
+    assert!(!ws.run(&["state", "rebuild"]).status.success());
+    ws.ok(&["state", "rebuild", "--force"]);
+    assert!(ws.file(&format!("{STATE_FILE}.damaged")).exists());
+    assert_eq!(ws.state_cluster_id().as_deref(), Some(id.as_str()));
+    let again = ws.ok(&["apply"]);
+    assert_eq!(printed_cluster_id(&again.stdout), id);
+    assert!(before.iter().all(Proc::alive), "a node was restarted");
+    drop(state_bytes);
+    ws.terminate_and_check_clean();
+}
+
+/// The owner's files of an initialized cluster are checked by `apply` against the cluster ID:
+/// a missing, corrupt, world-readable or foreign master secret and missing admin credentials
+/// each fail with a clear error, and nothing changes.
+#[test]
+fn apply_checks_the_owners_files_against_the_cluster() {
+    let ws = Workspace::new();
+    let up = ws.ok(&["mini", "up"]);
+    let id = printed_cluster_id(&up.stdout);
+    let before = pids(&ws);
+    let secret = ws.file(MASTER_SECRET_FILE);
+    let good = std::fs::read(&secret).unwrap();
+    let foreign = {
+        let m = keys::MasterSecret::generate().unwrap();
+        config::secret::encode(&m).as_bytes().to_vec()
+    };
+    type Breaker<'a> = Box<dyn Fn() + 'a>;
+    let cases: Vec<(&str, Breaker, &str)> = vec![
+        (
+            "missing",
+            Box::new(|| std::fs::remove_file(&secret).unwrap()),
+            "is missing",
+        ),
+        (
+            "corrupt",
+            Box::new(|| std::fs::write(&secret, b"{\"key\": 1}").unwrap()),
+            "cannot be used",
+        ),
+        (
+            "world-readable",
+            Box::new(|| {
+                std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap()
+            }),
+            "chmod 600",
+        ),
+        (
+            "foreign",
+            Box::new(|| std::fs::write(&secret, &foreign).unwrap()),
+            "belongs to another cluster",
+        ),
+    ];
+    for (what, break_it, expect) in cases {
+        break_it();
+        let o = ws.run(&["apply"]);
+        let err = text(&o.stderr);
+        assert!(!o.status.success(), "{what}: apply succeeded:\n{err}");
+        assert!(err.contains(expect), "{what}: {err}");
+        assert!(
+            !text(&o.stdout).contains("initialized"),
+            "{what}: reported success"
+        );
+        std::fs::write(&secret, &good).unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    std::fs::rename(ws.file(ADMIN_CONF_FILE), ws.file("admin.bak")).unwrap();
+    let o = ws.run(&["apply"]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o.stderr).contains(ADMIN_CONF_FILE),
+        "{}",
+        text(&o.stderr)
+    );
+    std::fs::rename(ws.file("admin.bak"), ws.file(ADMIN_CONF_FILE)).unwrap();
+    assert!(
+        before.iter().all(Proc::alive),
+        "a refused apply stopped a node"
+    );
+    assert_eq!(printed_cluster_id(&ws.ok(&["apply"]).stdout), id);
+    ws.terminate_and_check_clean();
+}
+
+/// A changed expected PCR in the config: apply shows the difference and asks (refused without
+/// a terminal or -y); with -y it is pushed, apply and status name the nodes that no longer
+/// match, verify fails on them, and a JoinService refuses a new node with the new policy.
+#[test]
+fn changed_measurements_are_pushed_to_the_cluster() {
+    let ws = Workspace::new();
+    ws.ok(&["mini", "up"]);
+    let (_, old) = ws.replace_measurement(4, &"11".repeat(32));
+
+    let o = ws.run(&["apply"]);
+    let err = text(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("PCR 4: {old} -> {}", "11".repeat(32))),
+        "{err}"
+    );
+    assert!(err.contains("not confirmed") && err.contains("-y"), "{err}");
+
+    let o = ws.ok(&["apply", "-y"]);
+    let out = text(&o.stdout);
+    for n in ["control-plane-0", "worker-0"] {
+        assert!(
+            out.contains(&format!("Warning: {n} no longer matches")),
+            "{out}"
+        );
+    }
+    let st = ws.status_json();
+    for n in ["control-plane-0", "worker-0"] {
+        let a = node_json(&st, n)["attestation"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        assert!(a.contains("PCR 4"), "{n}: {a}");
+    }
+    let v = ws.run(&["verify"]);
+    assert!(!v.status.success());
+    assert!(
+        text(&v.stdout).contains("PCR 4: expected 1111"),
+        "{}",
+        text(&v.stdout)
+    );
+
+    // A new worker is checked against the pushed policy.
+    let path = ws.file(CONFIG_FILE);
+    let cfg = std::fs::read_to_string(&path).unwrap();
+    let pos = cfg.rfind("initialCount: 1").unwrap();
+    std::fs::write(
+        &path,
+        format!("{}initialCount: 2{}", &cfg[..pos], &cfg[pos + 15..]),
+    )
+    .unwrap();
+    let o = ws.run(&["apply", "-y"]);
+    let err = text(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("worker-1") && err.contains("PCR 4: expected 1111"),
+        "{err}"
+    );
+    ws.terminate_and_check_clean();
+}
+
+/// Another program holds the cluster's first address: apply fails with a hint that works:
+/// changing baseAddress before any node ran takes effect.
+#[test]
+fn busy_range_then_changed_base_address_takes_effect() {
+    let ws = Workspace::new();
+    let l = TcpListener::bind(SocketAddrV4::new(ws.base, 2321)).unwrap();
+    let o = ws.run(&["apply"]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o.stderr).contains("baseAddress"),
+        "{}",
+        text(&o.stderr)
+    );
+    let new_base = random_base();
+    let path = ws.file(CONFIG_FILE);
+    let cfg = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        cfg.replace(&ws.base.to_string(), &new_base.to_string()),
+    )
+    .unwrap();
+    let up = ws.ok(&["apply"]);
+    assert!(
+        text(&up.stdout).contains(&format!("Endpoint:    {new_base}")),
+        "{}",
+        text(&up.stdout)
+    );
+    drop(l);
+    // Once nodes ran, the address range cannot change.
+    let cfg = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        cfg.replace(&new_base.to_string(), &ws.base.to_string()),
+    )
+    .unwrap();
+    let o = ws.run(&["apply"]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o.stderr).contains("`provider.local.baseAddress` cannot change"),
+        "{}",
+        text(&o.stderr)
+    );
+    // Nor can the image (until upgrades exist), nor the name.
+    for (from, to, field) in [
+        ("image: v", "image: v9.9.", "`image`"),
+        ("name: ", "name: renamed", "`name`"),
+    ] {
+        let changed = cfg.replacen(from, to, 1);
+        assert_ne!(changed, cfg, "{from}");
+        std::fs::write(&path, &changed).unwrap();
+        let o = ws.run(&["apply"]);
+        assert!(!o.status.success());
+        let err = text(&o.stderr);
+        assert!(err.contains(&format!("{field} cannot change")), "{err}");
+    }
+    std::fs::write(&path, cfg).unwrap();
+    ws.terminate_and_check_clean();
+}
+
+/// Lifecycle commands take the workspace lock: a second one is refused and told who holds it.
+#[test]
+fn concurrent_lifecycle_commands_are_refused() {
+    let mut ws = Workspace::new();
+    let mut run = Running::start(&ws, &["apply"]);
+    run.wait_for_line("infrastructure: reconciling nodes");
+    // Stopped while it holds the lock, so the others meet it deterministically.
+    let holder = Proc::of(run.child.id()).unwrap();
+    ws.freeze(holder);
+    for cmd in [
+        &["apply"][..],
+        &["terminate", "-y"],
+        &["recover"],
+        &["mini", "down", "-y"],
+    ] {
+        let o = ws.run(cmd);
+        let err = text(&o.stderr);
+        assert!(!o.status.success(), "{cmd:?} ran beside apply:\n{err}");
+        assert!(
+            err.contains("another constellation command")
+                && err.contains("`constellation apply`")
+                && err.contains(&format!("pid {}", holder.pid)),
+            "{cmd:?}: {err}"
+        );
+    }
+    // Read-only commands are not locked out.
+    assert!(ws.run(&["status"]).status.success());
+    holder.signal(Signal::SIGCONT);
+    let status = run.child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(!ws.file(".constellation.lock").exists());
+    ws.ok(&["apply"]);
     ws.terminate_and_check_clean();
 }

@@ -13,6 +13,11 @@ use provider_local::image::{NodeImage, Sources};
 
 use crate::{Progress, ADMIN_CONF_FILE, MASTER_SECRET_FILE, STATE_FILE};
 
+/// The first loopback range from `preferred` on where `count` nodes find every port free.
+pub fn free_base_address(preferred: std::net::Ipv4Addr, count: u32) -> Option<std::net::Ipv4Addr> {
+    provider_local::infra::free_base_address(preferred, count)
+}
+
 /// The node-image version built by this CLI.
 pub fn image_version() -> String {
     format!("v{}", env!("CARGO_PKG_VERSION"))
@@ -29,6 +34,14 @@ pub fn local_default_measurements(variant: Variant) -> anyhow::Result<measuremen
 pub struct ApplyOptions {
     pub skip_infrastructure: bool,
     pub skip_init: bool,
+    /// Do not push changed expected measurements to the cluster's join configuration.
+    pub skip_attestation_config: bool,
+    /// Changes to a running cluster (new expected measurements, fewer nodes) need a yes:
+    /// `assume_yes`, or `confirm` answering the question. Without either they are refused.
+    pub assume_yes: bool,
+    pub confirm: Option<fn(&str) -> bool>,
+    /// Set by the first Ctrl-C: the infrastructure phase stops at its next step boundary.
+    pub cancel: Option<&'static std::sync::atomic::AtomicBool>,
     /// How long to wait for the init node's Bootstrapper to answer.
     pub init_timeout: Option<Duration>,
     /// How long to wait for every node to become a member (default 120 s).
@@ -45,6 +58,40 @@ pub struct ApplyOutcome {
     /// Nodes that are cluster members after this apply.
     pub members: usize,
     pub nodes: usize,
+    /// Nodes removed because their group shrank.
+    pub removed: Vec<String>,
+    /// Set when this apply pushed new expected measurements to the cluster.
+    pub attestation_config: Option<AttestationConfigChange>,
+}
+
+/// What the `attestationconfig` phase changed.
+#[derive(Debug, Clone)]
+pub struct AttestationConfigChange {
+    /// One line per changed PCR: `PCR 4: <old> -> <new>`.
+    pub diff: Vec<String>,
+    /// Nodes that do not match the new measurements, with the reason (they stay members until
+    /// replaced; a JoinService would refuse them now).
+    pub not_matching: Vec<(String, String)>,
+}
+
+/// Why `apply` stopped without changing the cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("{what}: not confirmed, nothing changed")]
+    NotConfirmed { what: String },
+    #[error("refusing to remove every control-plane node (node group {group} would have 0); a cluster needs at least one")]
+    NoControlPlaneLeft { group: String },
+}
+
+/// Asks for a yes to `question` as the options say.
+fn confirmed(opts: &ApplyOptions, question: &str) -> Result<(), ApplyError> {
+    if opts.assume_yes || opts.confirm.is_some_and(|f| f(question)) {
+        Ok(())
+    } else {
+        Err(ApplyError::NotConfirmed {
+            what: question.trim_end_matches('?').to_string(),
+        })
+    }
 }
 
 /// The image the config points at, built from this installation when it names none.
@@ -90,11 +137,11 @@ pub async fn apply(
     }
     let ws = &std::path::absolute(ws).context("resolving the workspace folder")?;
     let state_path = ws.join(STATE_FILE);
-    let mut state = if state_path.exists() {
-        State::load(&state_path)?
-    } else {
-        State::default()
-    };
+    // A missing or unreadable state file while the nodes belong to a cluster is refused here:
+    // never initialize again on top of a running cluster.
+    let mut state = crate::workspace::load_state_for_apply(ws)?;
+    // An initialized cluster needs the owner's files: checked before anything changes.
+    crate::workspace::check_owner_files(ws, &state)?;
     let mut timings = vec![];
     let mut outcome = ApplyOutcome {
         nodes_created: false,
@@ -104,12 +151,32 @@ pub async fn apply(
         timings: vec![],
         members: 0,
         nodes: 0,
+        removed: vec![],
+        attestation_config: None,
     };
 
+    // ---- attestationconfig: the config's expected measurements become the cluster's before
+    // any node is created, so that new nodes are checked against them. With no control plane
+    // running (an outage), it runs after the infrastructure phase restarted them. ----
+    let mut attestation_config_pending = false;
+    if state.cluster_id().is_some() && !opts.skip_attestation_config {
+        let cp_running = CloudState::load(&CloudState::path(ws))?.is_some_and(|c| {
+            c.nodes
+                .iter()
+                .any(|n| n.role == Role::ControlPlane && n.process.is_some_and(|p| p.is_alive()))
+        });
+        if cp_running {
+            let t = Instant::now();
+            outcome.attestation_config = push_attestation_config(ws, cfg, opts, progress).await?;
+            timings.push(("attestationconfig".to_string(), t.elapsed()));
+        } else {
+            attestation_config_pending = true;
+        }
+    }
     // ---- infrastructure ----
     if !opts.skip_infrastructure {
         let t = Instant::now();
-        progress.step("infrastructure: creating nodes");
+        progress.step("infrastructure: reconciling nodes");
         if state.infrastructure.init_secret.expose().is_empty() {
             state.infrastructure.init_secret = config::state::InitSecret(config::state::HexBytes(
                 random_init_secret().into_bytes(),
@@ -138,12 +205,24 @@ pub async fn apply(
             .collect();
         let wanted = provider_local::infra::Wanted {
             name: cfg.name().to_string(),
+            image_version: cfg.raw().image.clone(),
+            image_configured: cfg.local().is_some_and(|l| !l.node_image.is_empty()),
             variant: cfg.variant(),
             base_address: local.base_address,
             groups,
             image,
             launcher,
+            cancel: opts.cancel,
         };
+        if let Some(cloud) = CloudState::load(&CloudState::path(ws))? {
+            // Fields a running cluster cannot change are refused before anything changes.
+            provider_local::infra::check_unchangeable(&cloud, &wanted)?;
+            let surplus = provider_local::infra::surplus(&cloud, &wanted.groups);
+            if !surplus.is_empty() {
+                outcome.removed =
+                    remove_surplus(ws, &state, cloud, surplus, opts, progress).await?;
+            }
+        }
         let ws2 = ws.to_path_buf();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
         let job = tokio::task::spawn_blocking(move || {
@@ -155,20 +234,7 @@ pub async fn apply(
             progress.step(&format!("infrastructure: {m}"));
         }
         let cloud = job.await??;
-        let endpoint = cloud
-            .endpoint()
-            .context("the cluster has no control-plane node")?
-            .to_string();
-        state.infrastructure.uid = cloud.uid.clone();
-        state.infrastructure.name = format!("{}-{}", cloud.name, cloud.uid);
-        state.infrastructure.cluster_endpoint = endpoint.clone();
-        state.infrastructure.in_cluster_endpoint = endpoint.clone();
-        state.infrastructure.ip_cidr_node = "127.0.0.0/8".into();
-        state.infrastructure.api_server_cert_sans = vec![endpoint];
-        state.infrastructure.local = Some(config::state::LocalInfrastructure {
-            state_dir: provider_local::cloud::STATE_DIR.into(),
-            base_address: cloud.base_address.to_string(),
-        });
+        crate::state_rebuild::fill_infrastructure(&mut state, &cloud)?;
         state.write(&state_path)?;
         outcome.nodes_created = true;
         timings.push(("infrastructure".to_string(), t.elapsed()));
@@ -186,6 +252,12 @@ pub async fn apply(
         outcome.initialized_now = true;
         timings.push(("init".to_string(), t.elapsed()));
     }
+    // ---- attestationconfig, when no control plane ran before the infrastructure phase ----
+    if attestation_config_pending && outcome.cluster_id.is_some() {
+        let t = Instant::now();
+        outcome.attestation_config = push_attestation_config(ws, cfg, opts, progress).await?;
+        timings.push(("attestationconfig".to_string(), t.elapsed()));
+    }
     // ---- join: every other node joins through a JoinService on its own ----
     if outcome.cluster_id.is_some() {
         let t = Instant::now();
@@ -196,6 +268,144 @@ pub async fn apply(
     }
     outcome.timings = timings;
     Ok(outcome)
+}
+
+/// Removes the nodes of shrunk groups, highest index first. In an initialized cluster a
+/// control-plane node first leaves etcd (one at a time: etcd itself refuses a removal without a
+/// quorum of the others) and every node leaves the node registry; then its processes, TPM and
+/// folder go.
+async fn remove_surplus(
+    ws: &Path,
+    state: &State,
+    cloud: CloudState,
+    surplus: Vec<provider_local::cloud::NodeRecord>,
+    opts: &ApplyOptions,
+    progress: &mut dyn Progress,
+) -> anyhow::Result<Vec<String>> {
+    for g in surplus.iter().filter(|n| n.role == Role::ControlPlane) {
+        let left = cloud
+            .nodes
+            .iter()
+            .filter(|n| n.role == Role::ControlPlane && !surplus.contains(n))
+            .count();
+        if left == 0 {
+            return Err(ApplyError::NoControlPlaneLeft {
+                group: g.group.clone(),
+            }
+            .into());
+        }
+    }
+    let names: Vec<String> = surplus.iter().map(|n| n.name.clone()).collect();
+    confirmed(
+        opts,
+        &format!(
+            "Remove {} node(s) ({}) from the cluster and delete their state?",
+            names.len(),
+            names.join(", ")
+        ),
+    )?;
+    let initialized = state.cluster_id().is_some();
+    let mut removed = vec![];
+    for node in surplus {
+        if initialized {
+            // The current cloud (without the nodes removed so far) says whom to talk to.
+            let now = CloudState::load(&CloudState::path(ws))?
+                .context("the local cloud state disappeared")?;
+            let store = crate::cluster_store::connect_except(ws, &now, Some(&node.name)).await?;
+            store.delete_node(&node.name).await?;
+            if node.role == Role::ControlPlane
+                && crate::cluster_store::remove_member(&store, &node.name, node.address).await?
+            {
+                progress.step(&format!("infrastructure: {} left etcd", node.name));
+            }
+        }
+        let ws2 = ws.to_path_buf();
+        let name = node.name.clone();
+        tokio::task::spawn_blocking(move || provider_local::infra::remove_node(&ws2, &name))
+            .await??;
+        progress.step(&format!("infrastructure: removed {}", node.name));
+        removed.push(node.name);
+    }
+    Ok(removed)
+}
+
+/// The `attestationconfig` phase: when the config's expected measurements differ from the
+/// cluster's join configuration, show the difference, ask, and push them; every JoinService
+/// uses them within seconds. Then name the nodes that no longer match.
+async fn push_attestation_config(
+    ws: &Path,
+    cfg: &Config,
+    opts: &ApplyOptions,
+    progress: &mut dyn Progress,
+) -> anyhow::Result<Option<AttestationConfigChange>> {
+    let cloud =
+        CloudState::load(&CloudState::path(ws))?.context("the local cloud state disappeared")?;
+    // The cluster's state may be unreachable (its control plane waits for `recover`): then
+    // the phase says so and is done by a later apply; it never passes silently.
+    let read = async {
+        let store = crate::cluster_store::connect(ws, &cloud).await?;
+        let join = crate::cluster_store::join_config(&store).await?;
+        anyhow::Ok((store, join))
+    };
+    let (store, mut join) = match read.await {
+        Ok(r) => r,
+        Err(e) => {
+            progress.step(&format!(
+                "attestationconfig: not checked, the cluster's state is unreachable ({e:#}); run `constellation apply` again once the control plane is back"
+            ));
+            return Ok(None);
+        }
+    };
+    let want = cfg.measurements();
+    if &join.measurements == want {
+        return Ok(None);
+    }
+    let diff = measurement_diff(&join.measurements, want);
+    progress.step(&format!(
+        "attestationconfig: the config's expected measurements differ from the cluster's:\n    {}",
+        diff.join("\n    ")
+    ));
+    confirmed(
+        opts,
+        "Push the config's expected measurements to the cluster (nodes that join from now on must match them)?",
+    )?;
+    join.measurements = want.clone();
+    crate::cluster_store::put_join_config(&store, &join).await?;
+    progress.step(
+        "attestationconfig: the cluster's join configuration now holds the config's measurements",
+    );
+    let report = crate::verify::verify(ws, cfg, &crate::verify::VerifyOptions::default()).await?;
+    let not_matching = report
+        .nodes
+        .iter()
+        .filter(|n| !n.verified)
+        .map(|n| {
+            (
+                n.node.clone(),
+                n.error.clone().unwrap_or_else(|| "not verified".into()),
+            )
+        })
+        .collect();
+    Ok(Some(AttestationConfigChange { diff, not_matching }))
+}
+
+/// One line per PCR whose expectation differs between `old` and `new`.
+pub fn measurement_diff(
+    old: &measurements::Measurements,
+    new: &measurements::Measurements,
+) -> Vec<String> {
+    let show = |m: Option<&measurements::Measurement>| match m {
+        None => "(not checked)".to_string(),
+        Some(m) if m.warn_only => format!("{} (warnOnly)", hex::encode(&m.expected)),
+        Some(m) => hex::encode(&m.expected),
+    };
+    let indices: std::collections::BTreeSet<u32> =
+        old.iter().chain(new.iter()).map(|(i, _)| i).collect();
+    indices
+        .into_iter()
+        .filter(|i| old.get(*i) != new.get(*i))
+        .map(|i| format!("PCR {i}: {} -> {}", show(old.get(i)), show(new.get(i))))
+        .collect()
 }
 
 /// Waits until every node is a cluster member. Fails, naming each node and why, when a node
@@ -326,14 +536,16 @@ async fn init(
             progress.step(&format!("warning: {w}"));
         }
         progress.step(&format!(
-            "init: using the existing master secret {MASTER_SECRET_FILE}"
+            "init: using the existing master secret {}",
+            crate::shown(MASTER_SECRET_FILE)
         ));
         loaded.secret
     } else {
         let m = keys::MasterSecret::generate()?;
         config::secret::write_new(&secret_path, &m)?;
         progress.step(&format!(
-            "init: wrote a new master secret to {MASTER_SECRET_FILE} (mode 0600)"
+            "init: wrote a new master secret to {} (mode 0600)",
+            crate::shown(MASTER_SECRET_FILE)
         ));
         m
     };

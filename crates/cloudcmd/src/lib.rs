@@ -14,13 +14,17 @@
 #![forbid(unsafe_code)]
 
 pub mod apply;
+pub mod cluster_store;
 /// The admin credentials file's layout (written by the first control-plane node).
 pub use bootstrapper::admin;
 pub mod recover;
+pub mod state_rebuild;
 pub mod status;
 pub mod verify;
+pub mod workspace;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 pub const CONFIG_FILE: &str = "constellation-conf.yaml";
 pub const STATE_FILE: &str = "constellation-state.yaml";
@@ -41,6 +45,28 @@ pub fn validator_policy(
         snp: from_config.snp,
         ..cloud.validator_policy()
     })
+}
+
+static DISPLAY_WORKSPACE: OnceLock<PathBuf> = OnceLock::new();
+
+/// Sets the workspace prefix that messages put before workspace files (the `-C` folder as the
+/// user typed it), as the Go CLI does. Set once, by the CLI, before any command runs.
+pub fn set_display_workspace(prefix: &Path) {
+    let _ = DISPLAY_WORKSPACE.set(prefix.to_path_buf());
+}
+
+/// A workspace file's name as messages show it: with the `-C` prefix when one was given.
+pub fn shown(name: &str) -> String {
+    match DISPLAY_WORKSPACE.get() {
+        Some(p) if p != Path::new(".") => p.join(name).display().to_string(),
+        _ => name.to_string(),
+    }
+}
+
+/// Strips control characters (terminal escapes, newlines) from a string a node wrote, before it
+/// is printed: a node must not be able to rewrite the owner's terminal or forge output lines.
+pub fn sanitize(s: &str) -> String {
+    s.chars().filter(|c| !c.is_control()).collect()
 }
 
 /// Progress lines for long work (the CLI prints them; tests collect them).
@@ -85,14 +111,55 @@ pub(crate) async fn dial_attested(
     }
 }
 
-/// Stops all nodes and TPMs; removes the local cloud, admin credentials and state file.
+/// `terminate` found nothing to terminate.
+#[derive(Debug, thiserror::Error)]
+#[error("no cluster in this workspace (no {cloud}, {state} or {admin})")]
+pub struct NoCluster {
+    pub cloud: String,
+    pub state: String,
+    pub admin: String,
+}
+
+impl NoCluster {
+    pub fn new() -> Self {
+        Self {
+            cloud: shown(&format!(
+                "{}/{}",
+                provider_local::cloud::STATE_DIR,
+                provider_local::cloud::STATE_FILE
+            )),
+            state: shown(STATE_FILE),
+            admin: shown(ADMIN_CONF_FILE),
+        }
+    }
+}
+
+impl Default for NoCluster {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Whether the workspace holds anything `terminate` would remove.
+pub fn has_cluster(ws: &Path) -> bool {
+    provider_local::cloud::CloudState::path(ws).exists()
+        || ws.join(provider_local::cloud::STATE_DIR).exists()
+        || ws.join(STATE_FILE).exists()
+        || ws.join(ADMIN_CONF_FILE).exists()
+}
+
+/// Stops all nodes and TPMs; removes the local cloud, admin credentials and state file. A
+/// workspace without any of them is a [`NoCluster`] error.
 pub fn terminate(ws: &Path, progress: &mut dyn Progress) -> anyhow::Result<usize> {
+    if !has_cluster(ws) {
+        return Err(NoCluster::new().into());
+    }
     let n = provider_local::infra::destroy(ws, &mut |m: &str| progress.step(m))?;
     for f in [ADMIN_CONF_FILE, STATE_FILE] {
         match std::fs::remove_file(ws.join(f)) {
-            Ok(()) => progress.step(&format!("removed {f}")),
+            Ok(()) => progress.step(&format!("removed {}", shown(f))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(anyhow::Error::new(e).context(format!("removing {f}"))),
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("removing {}", shown(f)))),
         }
     }
     Ok(n)

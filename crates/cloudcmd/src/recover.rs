@@ -81,7 +81,10 @@ pub async fn recover(
     let ws = &std::path::absolute(ws).context("resolving the workspace folder")?;
     let state_path = ws.join(STATE_FILE);
     if !state_path.exists() {
-        bail!("no {STATE_FILE}: there is no initialized cluster to recover in this workspace");
+        bail!(
+            "no {}: there is no initialized cluster to recover in this workspace",
+            crate::shown(STATE_FILE)
+        );
     }
     let state = State::load(&state_path)?;
     let cluster_id = state.cluster_id().context(
@@ -89,7 +92,7 @@ pub async fn recover(
     )?;
     let secret_path = ws.join(MASTER_SECRET_FILE);
     if !secret_path.exists() {
-        bail!("no {MASTER_SECRET_FILE}: recovery needs the master secret `constellation apply` wrote when it initialized the cluster");
+        bail!("no {}: recovery needs the master secret `constellation apply` wrote when it initialized the cluster", crate::shown(MASTER_SECRET_FILE));
     }
     let loaded = config::secret::read(&secret_path)?;
     if let Some(w) = loaded.warning {
@@ -102,7 +105,7 @@ pub async fn recover(
         .cluster_id(&state.cluster_values.measurement_salt.0)
         != cluster_id
     {
-        bail!("{MASTER_SECRET_FILE} does not belong to the cluster in {STATE_FILE} (its cluster ID differs): restore the master secret of this cluster");
+        bail!("{} does not belong to the cluster in {} (its cluster ID differs): restore the master secret of this cluster", crate::shown(MASTER_SECRET_FILE), crate::shown(STATE_FILE));
     }
     let cloud = CloudState::load(&CloudState::path(ws))?
         .context("no local infrastructure in this workspace: nothing to recover")?;

@@ -88,7 +88,7 @@ pub async fn verify(ws: &Path, cfg: &Config, opts: &VerifyOptions) -> anyhow::Re
         None => {
             let path = ws.join(STATE_FILE);
             if !path.exists() {
-                bail!("no {STATE_FILE}, so no cluster ID to verify against: run `constellation apply` first, or pass --cluster-id");
+                bail!("no {}, so no cluster ID to verify against: run `constellation apply` first, or pass --cluster-id", crate::shown(STATE_FILE));
             }
             State::load(&path)?.cluster_id().context(
                 "the state file holds no cluster ID (the cluster is not initialized): run `constellation apply`, or pass --cluster-id",
@@ -118,13 +118,18 @@ pub async fn verify(ws: &Path, cfg: &Config, opts: &VerifyOptions) -> anyhow::Re
 
     let targets: Vec<(String, String)> = match &opts.node_endpoint {
         Some(ep) => {
-            let endpoint = with_default_port(ep)?;
-            let name = cloud
-                .nodes
-                .iter()
-                .find(|n| endpoint == format!("{}:{PORT_VERIFY}", n.address))
-                .map_or_else(|| endpoint.clone(), |n| n.name.clone());
-            vec![(name, endpoint)]
+            // A node name of this workspace's cluster, or HOST[:PORT].
+            if let Some(n) = cloud.nodes.iter().find(|n| n.name == ep.trim()) {
+                vec![(n.name.clone(), format!("{}:{PORT_VERIFY}", n.address))]
+            } else {
+                let endpoint = with_default_port(ep)?;
+                let name = cloud
+                    .nodes
+                    .iter()
+                    .find(|n| endpoint == format!("{}:{PORT_VERIFY}", n.address))
+                    .map_or_else(|| endpoint.clone(), |n| n.name.clone());
+                vec![(name, endpoint)]
+            }
         }
         None => cloud
             .nodes
@@ -155,13 +160,29 @@ pub async fn verify(ws: &Path, cfg: &Config, opts: &VerifyOptions) -> anyhow::Re
     })
 }
 
-fn parse_cluster_id(s: &str) -> anyhow::Result<keys::ClusterId> {
-    let bytes = hex::decode(s.trim())
+/// A cluster ID as `apply` prints it (64 hex digits) or in base64 (standard or URL-safe, as
+/// the Go CLI accepts it).
+pub fn parse_cluster_id(s: &str) -> anyhow::Result<keys::ClusterId> {
+    use base64::Engine as _;
+    let t = s.trim();
+    let engines = [
+        &base64::engine::general_purpose::STANDARD,
+        &base64::engine::general_purpose::URL_SAFE,
+        &base64::engine::general_purpose::STANDARD_NO_PAD,
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+    ];
+    let bytes = hex::decode(t)
         .ok()
         .filter(|b| b.len() == keys::CLUSTER_ID_LEN)
+        .or_else(|| {
+            engines
+                .iter()
+                .find_map(|e| e.decode(t).ok())
+                .filter(|b| b.len() == keys::CLUSTER_ID_LEN)
+        })
         .with_context(|| {
             format!(
-                "--cluster-id {s:?} is not a cluster ID: expected {} hex digits (as printed by `constellation apply`)",
+                "--cluster-id {s:?} is not a cluster ID: expected {} hex digits (as printed by `constellation apply`) or its base64 form",
                 2 * keys::CLUSTER_ID_LEN
             )
         })?;
@@ -307,9 +328,25 @@ mod tests {
     }
 
     #[test]
-    fn cluster_id_must_be_64_hex_digits() {
+    fn cluster_id_is_64_hex_digits_or_base64() {
+        use base64::Engine as _;
         let id = "0f".repeat(32);
         assert_eq!(parse_cluster_id(&id).unwrap().to_hex(), id);
+        let raw = hex::decode("fb".repeat(32)).unwrap();
+        for e in [
+            &base64::engine::general_purpose::STANDARD,
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        ] {
+            let b64 = e.encode(&raw);
+            assert_eq!(
+                parse_cluster_id(&b64).unwrap().to_hex(),
+                "fb".repeat(32),
+                "{b64}"
+            );
+        }
+        // 31 bytes in base64 is no cluster ID either.
+        let short = base64::engine::general_purpose::STANDARD.encode([1u8; 31]);
+        assert!(parse_cluster_id(&short).is_err());
         for bad in [
             "",
             "abc",

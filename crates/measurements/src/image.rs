@@ -281,7 +281,11 @@ mod tests {
         if p.is_dir() {
             Some(p)
         } else {
-            eprintln!("skipping: {} is absent", p.display());
+            // Written to the real stderr (not captured by the test harness): a skip must be visible.
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                format!("SKIPPED (test vectors absent): {} is absent\n", p.display()).as_bytes(),
+            );
             None
         }
     }

@@ -98,6 +98,9 @@ pub struct CloudState {
     /// bcrypt hash of the init secret (the secret itself is only in the CLI's state file).
     pub init_secret_hash: String,
     pub base_address: Ipv4Addr,
+    /// The config's `image` when the cloud was created (absent in clouds of earlier versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
     pub nodes: Vec<NodeRecord>,
 }
 
@@ -232,6 +235,7 @@ mod tests {
             image_dir: "/img".into(),
             init_secret_hash: "$2b$".into(),
             base_address: Ipv4Addr::new(127, 20, 0, 1),
+            image: Some("v0.1.0".into()),
             nodes: vec![
                 node("worker-0", Role::Worker, [127, 20, 0, 1]),
                 node("control-plane-0", Role::ControlPlane, [127, 20, 0, 2]),

@@ -58,6 +58,14 @@ pub enum InfraError {
     Hash(#[from] bcrypt::BcryptError),
     #[error("the workspace's cluster uses variant {have}, the config asks for {want}")]
     VariantChanged { have: String, want: String },
+    #[error("`{field}` cannot change on a running cluster: it is {have}, the config says {want}")]
+    Unchangeable {
+        field: &'static str,
+        have: String,
+        want: String,
+    },
+    #[error("interrupted between two steps; the local cloud state is consistent")]
+    Interrupted,
 }
 
 /// bcrypt cost of the init-secret hash (the secret is 32 random characters, so a low cost is
@@ -68,6 +76,11 @@ const INIT_SECRET_BCRYPT_COST: u32 = 10;
 #[derive(Debug, Clone)]
 pub struct Wanted {
     pub name: String,
+    /// The config's `image` (a version); nodes run the bundle in [`Wanted::image`].
+    pub image_version: String,
+    /// Whether the config names its node image bundle (`provider.local.nodeImage`) rather than
+    /// the one built from this installation.
+    pub image_configured: bool,
     pub variant: Variant,
     pub base_address: Ipv4Addr,
     /// (group name, role, count)
@@ -75,6 +88,133 @@ pub struct Wanted {
     pub image: NodeImage,
     /// The launcher ("firmware") binary on the host.
     pub launcher: PathBuf,
+    /// When set (Ctrl-C), [`apply`] stops at its next step boundary with
+    /// [`InfraError::Interrupted`].
+    pub cancel: Option<&'static std::sync::atomic::AtomicBool>,
+}
+
+impl Wanted {
+    fn check_cancel(&self) -> Result<(), InfraError> {
+        match self.cancel {
+            Some(c) if c.load(std::sync::atomic::Ordering::SeqCst) => Err(InfraError::Interrupted),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Whether any node of the cloud was ever started (has a TPM or a process, or a recorded
+/// attestation key): until then the cloud is only a plan, and every field may still change.
+fn ever_started(state: &CloudState) -> bool {
+    state
+        .nodes
+        .iter()
+        .any(|n| n.ak_public.is_some() || n.swtpm.is_some() || n.process.is_some())
+}
+
+/// Refuses changes the local cloud cannot make to nodes that exist: the cluster's name and its
+/// address range (nodes, certificates and etcd members carry them). Before any node was
+/// started, [`apply`] adopts both instead.
+pub fn check_unchangeable(state: &CloudState, wanted: &Wanted) -> Result<(), InfraError> {
+    if !ever_started(state) {
+        return Ok(());
+    }
+    if state.name != wanted.name {
+        return Err(InfraError::Unchangeable {
+            field: "name",
+            have: state.name.clone(),
+            want: wanted.name.clone(),
+        });
+    }
+    if state.base_address != wanted.base_address {
+        return Err(InfraError::Unchangeable {
+            field: "provider.local.baseAddress",
+            have: state.base_address.to_string(),
+            want: wanted.base_address.to_string(),
+        });
+    }
+    // Until upgrades exist, the image of a running cluster stays what it was created with.
+    if let Some(have) = state.image.as_ref().filter(|i| **i != wanted.image_version) {
+        return Err(InfraError::Unchangeable {
+            field: "image",
+            have: have.clone(),
+            want: wanted.image_version.clone(),
+        });
+    }
+    if wanted.image_configured && state.image_dir != wanted.image.dir {
+        return Err(InfraError::Unchangeable {
+            field: "provider.local.nodeImage",
+            have: state.image_dir.display().to_string(),
+            want: wanted.image.dir.display().to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// The nodes beyond each group's wanted count, highest index first (the nodes `apply` would
+/// remove). Groups the config no longer names are not touched.
+pub fn surplus(state: &CloudState, groups: &[(String, Role, u32)]) -> Vec<NodeRecord> {
+    let index = |n: &NodeRecord| {
+        n.name
+            .rsplit('-')
+            .next()
+            .and_then(|i| i.parse::<u32>().ok())
+            .unwrap_or(0)
+    };
+    let mut out = vec![];
+    for (group, _, count) in groups {
+        let mut members: Vec<&NodeRecord> =
+            state.nodes.iter().filter(|n| &n.group == group).collect();
+        members.sort_by_key(|n| std::cmp::Reverse(index(n)));
+        let extra = members.len().saturating_sub(*count as usize);
+        out.extend(members.into_iter().take(extra).cloned());
+    }
+    out
+}
+
+/// Stops node `name` (its processes and TPM), deletes its folder and its record.
+pub fn remove_node(workspace: &Path, name: &str) -> Result<CloudState, InfraError> {
+    let path = CloudState::path(workspace);
+    let mut state = CloudState::load(&path)?.ok_or_else(|| CloudError::NoSuchNode(name.into()))?;
+    let Some(i) = state.nodes.iter().position(|n| n.name == name) else {
+        return Ok(state);
+    };
+    let node = state.nodes[i].clone();
+    stop_node(&node)?;
+    match std::fs::remove_dir_all(&node.dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(InfraError::Dir {
+                path: node.dir.clone(),
+                source: e,
+            })
+        }
+    }
+    state.nodes.remove(i);
+    state.save(&path)?;
+    Ok(state)
+}
+
+/// Stops a node's processes (its whole process group) and its TPM, and whatever an
+/// interrupted apply started for it without recording it.
+fn stop_node(node: &NodeRecord) -> Result<(), InfraError> {
+    if let Some(p) = node.process {
+        p.stop_group(Duration::from_secs(5))
+            .map_err(|e| InfraError::Process {
+                node: node.name.clone(),
+                source: e,
+            })?;
+    }
+    if let Some(p) = node.swtpm {
+        if p.is_alive() {
+            Swtpm::stop(p.pid).map_err(|e| InfraError::Swtpm {
+                node: node.name.clone(),
+                source: e,
+            })?;
+        }
+    }
+    stop_unrecorded(node, true, true);
+    Ok(())
 }
 
 /// Progress callback: one line per step.
@@ -142,6 +282,27 @@ fn stop_unrecorded(node: &NodeRecord, tpm: bool, programs: bool) {
     }
 }
 
+/// Whether every port a cluster of `count` nodes would use on `base`, `base + 1`, … is free
+/// (nothing else listens there). Used to pick an address range for a new cluster.
+pub fn address_range_free(base: Ipv4Addr, count: u32) -> bool {
+    (0..count).all(|i| {
+        let a = Ipv4Addr::from(u32::from(base).saturating_add(i));
+        [tpm::swtpm::DEFAULT_PORT, tpm::swtpm::DEFAULT_PORT + 1]
+            .into_iter()
+            .chain(node_ports(Role::ControlPlane).iter().copied())
+            .all(|p| check_free(a, p).is_ok())
+    })
+}
+
+/// The first address range at or after `preferred` (moving in steps of 127.x.0.0/16) where a
+/// cluster of `count` nodes finds every port free.
+pub fn free_base_address(preferred: Ipv4Addr, count: u32) -> Option<Ipv4Addr> {
+    let [_, second, _, last] = preferred.octets();
+    (0..64u8)
+        .map(|step| Ipv4Addr::new(127, second.wrapping_add(step).clamp(1, 254), 0, last.max(1)))
+        .find(|base| address_range_free(*base, count))
+}
+
 /// Brings the local cloud to `wanted`. A new cloud records the bcrypt hash of `init_secret`
 /// (its metadata, as a cloud's instance tags carry it); an existing one keeps its hash.
 pub fn apply(
@@ -154,12 +315,28 @@ pub fn apply(
     let workspace = &absolute(workspace)?;
     let path = CloudState::path(workspace);
     let mut state = match CloudState::load(&path)? {
-        Some(s) => {
+        Some(mut s) => {
             if s.variant != wanted.variant.as_str() {
                 return Err(InfraError::VariantChanged {
                     have: s.variant,
                     want: wanted.variant.to_string(),
                 });
+            }
+            check_unchangeable(&s, wanted)?;
+            if !ever_started(&s) && (s.base_address != wanted.base_address || s.name != wanted.name)
+            {
+                // Only planned so far: re-plan on the new addresses (e.g. after the first
+                // range was found taken) and under the new name.
+                s.base_address = wanted.base_address;
+                s.name = wanted.name.clone();
+                s.image = Some(wanted.image_version.clone());
+                s.image_dir = wanted.image.dir.clone();
+                s.nodes.clear();
+                s.save(&path)?;
+                progress(&format!(
+                    "re-planning nodes on {} (nothing was started yet)",
+                    wanted.base_address
+                ));
             }
             s
         }
@@ -173,6 +350,7 @@ pub fn apply(
                 image_dir: wanted.image.dir.clone(),
                 init_secret_hash: bcrypt::hash(init_secret, INIT_SECRET_BCRYPT_COST)?,
                 base_address: wanted.base_address,
+                image: Some(wanted.image_version.clone()),
                 nodes: vec![],
             };
             s.save(&path)?;
@@ -210,6 +388,7 @@ pub fn apply(
 
     // 2. TPMs and their attestation keys.
     for i in 0..state.nodes.len() {
+        wanted.check_cancel()?;
         let node = state.nodes[i].clone();
         let tpm_alive = node.swtpm.is_some_and(|p| p.is_alive());
         let node_alive = node.process.is_some_and(|p| p.is_alive());
@@ -268,6 +447,7 @@ pub fn apply(
     // 3. Node processes, through the launcher.
     let cloud_file = path.clone();
     for i in 0..state.nodes.len() {
+        wanted.check_cancel()?;
         let node = state.nodes[i].clone();
         if node.process.is_some_and(|p| p.is_alive()) {
             continue;
@@ -330,23 +510,7 @@ pub fn destroy(workspace: &Path, progress: Progress<'_>) -> Result<usize, InfraE
         return Ok(0);
     };
     for node in &state.nodes {
-        if let Some(p) = node.process {
-            p.stop_group(Duration::from_secs(5))
-                .map_err(|e| InfraError::Process {
-                    node: node.name.clone(),
-                    source: e,
-                })?;
-        }
-        if let Some(p) = node.swtpm {
-            if p.is_alive() {
-                Swtpm::stop(p.pid).map_err(|e| InfraError::Swtpm {
-                    node: node.name.clone(),
-                    source: e,
-                })?;
-            }
-        }
-        // Also what an interrupted apply started without recording it.
-        stop_unrecorded(node, true, true);
+        stop_node(node)?;
         progress(&format!("stopped {}", node.name));
     }
     let dir = workspace.join(crate::cloud::STATE_DIR);
@@ -355,4 +519,64 @@ pub fn destroy(workspace: &Path, progress: Progress<'_>) -> Result<usize, InfraE
         source: e,
     })?;
     Ok(state.nodes.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(name: &str, role: Role, group: &str) -> NodeRecord {
+        NodeRecord {
+            name: name.into(),
+            role,
+            group: group.into(),
+            address: Ipv4Addr::new(127, 20, 0, 1),
+            dir: PathBuf::from("/n").join(name),
+            ak_public: None,
+            swtpm: None,
+            process: None,
+        }
+    }
+
+    #[test]
+    fn surplus_takes_the_highest_indices_of_each_shrunk_group() {
+        let state = CloudState {
+            version: "v1".into(),
+            uid: "u".into(),
+            name: "c".into(),
+            variant: "local-vtpm".into(),
+            image_dir: "/img".into(),
+            init_secret_hash: String::new(),
+            base_address: Ipv4Addr::new(127, 20, 0, 1),
+            image: None,
+            nodes: vec![
+                rec("control-plane-0", Role::ControlPlane, "cp"),
+                rec("control-plane-10", Role::ControlPlane, "cp"),
+                rec("control-plane-2", Role::ControlPlane, "cp"),
+                rec("worker-0", Role::Worker, "w"),
+                rec("worker-1", Role::Worker, "w"),
+            ],
+        };
+        let names = |groups: &[(String, Role, u32)]| -> Vec<String> {
+            surplus(&state, groups)
+                .into_iter()
+                .map(|n| n.name)
+                .collect()
+        };
+        let g = |cp: u32, w: u32| {
+            vec![
+                ("cp".to_string(), Role::ControlPlane, cp),
+                ("w".to_string(), Role::Worker, w),
+            ]
+        };
+        assert_eq!(names(&g(3, 2)), Vec::<String>::new());
+        assert_eq!(names(&g(1, 2)), ["control-plane-10", "control-plane-2"]);
+        assert_eq!(names(&g(3, 0)), ["worker-1", "worker-0"]);
+        // A group the config no longer names is left alone; a larger count removes nothing.
+        assert_eq!(
+            names(&[("w".to_string(), Role::Worker, 5)]),
+            Vec::<String>::new()
+        );
+        assert!(!ever_started(&state));
+    }
 }

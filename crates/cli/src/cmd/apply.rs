@@ -1,35 +1,62 @@
 //! `constellation apply`, `create`, `init`: the lifecycle phases (logic in crate `cloudcmd`).
 
+use std::io::IsTerminal as _;
 use std::path::Path;
 
-use anyhow::bail;
 use config::{Config, CONFIG_FILE};
 
-use crate::args::ApplyArgs;
+use crate::args::{ApplyArgs, Phase};
 
-/// `apply` with `--skip-phases`.
+/// `apply` with `--skip-phases` and `-y`.
 pub fn run_apply(ws: &Path, a: &ApplyArgs) -> anyhow::Result<()> {
-    let mut o = cloudcmd::apply::ApplyOptions::default();
+    let mut o = cloudcmd::apply::ApplyOptions {
+        assume_yes: a.yes,
+        ..Default::default()
+    };
     for p in &a.skip_phases {
-        match p.to_ascii_lowercase().as_str() {
-            "infrastructure" => o.skip_infrastructure = true,
-            "init" => o.skip_init = true,
-            "attestationconfig" | "certsans" | "helm" | "image" | "k8s" => {}
-            other => {
-                bail!("unknown phase {other:?} in --skip-phases (phases: infrastructure, init)")
-            }
+        match p {
+            Phase::Infrastructure => o.skip_infrastructure = true,
+            Phase::Init => o.skip_init = true,
+            Phase::Attestationconfig => o.skip_attestation_config = true,
+            // Phases of the Go CLI with nothing to do in this build.
+            Phase::Certsans | Phase::Helm | Phase::Image | Phase::K8s => {}
         }
     }
-    run(ws, o)
+    run(ws, o, "constellation apply")
 }
 
-pub fn run(ws: &Path, opts: cloudcmd::apply::ApplyOptions) -> anyhow::Result<()> {
+/// Asks on the terminal; `apply` passes this only when stdin is one.
+fn ask(question: &str) -> bool {
+    eprint!("{question} [y/N] ");
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).is_ok() && matches!(line.trim(), "y" | "Y" | "yes")
+}
+
+pub fn run(ws: &Path, mut opts: cloudcmd::apply::ApplyOptions, rerun: &str) -> anyhow::Result<()> {
     let cfg = Config::load(&super::workspace_file(ws, CONFIG_FILE))?;
-    let rt = super::runtime()?;
+    if !opts.assume_yes && std::io::stdin().is_terminal() {
+        opts.confirm = Some(ask);
+    }
+    opts.cancel = Some(crate::interrupt::flag());
     let mut p = super::progress_printer();
-    let out = rt.block_on(cloudcmd::apply::apply(ws, &cfg, &opts, &mut p))?;
+    let out = super::block_on(cloudcmd::apply::apply(ws, &cfg, &opts, &mut p), rerun)?;
     for (phase, d) in &out.timings {
         eprintln!("{phase}: {:.2} s", d.as_secs_f64());
+    }
+    if let Some(change) = &out.attestation_config {
+        println!(
+            "Expected measurements updated ({} PCR(s) changed).",
+            change.diff.len()
+        );
+        for (node, why) in &change.not_matching {
+            println!(
+                "Warning: {node} no longer matches the expected measurements: {}",
+                super::sanitize_line(why)
+            );
+        }
+    }
+    if !out.removed.is_empty() {
+        println!("Removed nodes: {}", out.removed.join(", "));
     }
     if let Some(id) = out.cluster_id {
         println!("Your Constellation cluster is initialized.");
@@ -41,7 +68,7 @@ pub fn run(ws: &Path, opts: cloudcmd::apply::ApplyOptions) -> anyhow::Result<()>
         );
         println!(
             "Admin credentials: {} (cluster CA and admin client certificate; no Kubernetes on the local provider)",
-            cloudcmd::ADMIN_CONF_FILE
+            cloudcmd::shown(cloudcmd::ADMIN_CONF_FILE)
         );
         println!("Note: a software TPM proves the integrity of what was measured, not confidentiality from this host.");
     } else {

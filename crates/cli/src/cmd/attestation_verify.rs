@@ -13,6 +13,7 @@ use attestation::azure_hcl::HclReport;
 use attestation::cloud::{Collateral, SnpValidation};
 use attestation::quote::verify_quote;
 use attestation::snp::{self, AmdCert, AmdRoots, SnpPolicy};
+use attestation::tdx::{self, TdxPolicy};
 use attestation::tpm2::{HashAlg, SigScheme, TpmsAttest, TpmtPublic, TpmtSignature};
 use attestation::{Measurements, Reason, ValidatorPolicy, Variant};
 use base64::Engine as _;
@@ -182,9 +183,12 @@ pub fn verify(format: &str, evidence: &[u8], inputs: &Inputs) -> anyhow::Result<
         "snp-report" => Ok(snp_report(evidence, inputs)),
         "azure-snp-vtpm" => Ok(azure_snp_vtpm(evidence, inputs)),
         "gce-vtpm" => Ok(gce_vtpm(evidence, inputs)),
+        "tdx-quote" => tdx_quote(evidence, inputs),
+        "azure-tdx-vtpm" => azure_tdx_vtpm(evidence, inputs),
         "document" => document(evidence, inputs),
         other => Err(UsageError(format!(
-            "unknown evidence format {other:?} (snp-report, azure-snp-vtpm, gce-vtpm, document)"
+            "unknown evidence format {other:?} (snp-report, tdx-quote, azure-snp-vtpm, \
+             azure-tdx-vtpm, gce-vtpm, document)"
         ))
         .into()),
     }
@@ -543,6 +547,198 @@ fn azure_snp_vtpm(evidence: &[u8], inputs: &Inputs) -> EvidenceReport {
     report
 }
 
+/// The TDX collateral of `--collateral` (Intel PCS TCB info, QE identity, CRLs; JSON).
+fn tdx_collateral(inputs: &Inputs, format: &str) -> anyhow::Result<tdx::Collateral> {
+    let bytes = inputs.collateral.as_deref().ok_or_else(|| {
+        UsageError(format!(
+            "format {format} needs the quote's collateral (--collateral FILE: JSON with \
+             tcb_info, qe_identity, CRLs and their issuer chains)"
+        ))
+    })?;
+    tdx::Collateral::from_json(bytes).map_err(|e| UsageError(format!("--collateral: {e}")).into())
+}
+
+/// The TDX policy: the config's `azureTDX` section, or the Go defaults. `latest` values are
+/// resolved online by the Go CLI; offline they are not enforced (a warning says so).
+fn tdx_policy(inputs: &Inputs, report: &mut EvidenceReport) -> TdxPolicy {
+    use config::raw::{HexOrLatest, Tcb};
+    let mut p = TdxPolicy::default();
+    let section = inputs
+        .config
+        .as_ref()
+        .and_then(|c| c.raw().attestation.azure_tdx.as_ref());
+    let Some(s) = section else {
+        report.warnings.push(Reason::new(
+            "config-minimum-version",
+            "qeSVN, pceSVN, teeTCBSVN, xfam (Go default: \"latest\", resolved online)",
+            "not enforced offline",
+        ));
+        return p;
+    };
+    let mut latest = Vec::new();
+    match s.qe_svn {
+        Tcb::Value(v) => p.min_qe_svn = v,
+        Tcb::Latest => latest.push("qeSVN"),
+    }
+    match s.pce_svn {
+        Tcb::Value(v) => p.min_pce_svn = v,
+        Tcb::Latest => latest.push("pceSVN"),
+    }
+    match s.tee_tcb_svn {
+        HexOrLatest::Value(v) => p.min_tee_tcb_svn = v,
+        HexOrLatest::Latest => latest.push("teeTCBSVN"),
+    }
+    match s.qe_vendor_id {
+        HexOrLatest::Value(v) => p.qe_vendor_id = Some(v),
+        HexOrLatest::Latest => {}
+    }
+    match s.xfam {
+        HexOrLatest::Value(v) => p.xfam = Some(v),
+        HexOrLatest::Latest => latest.push("xfam"),
+    }
+    p.mr_seam = s.mr_seam.0;
+    if !latest.is_empty() {
+        report.warnings.push(Reason::new(
+            "config-minimum-version",
+            format!("{} (\"latest\", resolved online)", latest.join(", ")),
+            "not enforced offline",
+        ));
+    }
+    if !s.intel_root_key.trim().is_empty() {
+        match p.clone().with_root_certificate(s.intel_root_key.as_bytes()) {
+            Ok(with_root) => p = with_root,
+            Err(e) => report.refuse(Reason::new(
+                tdx::check::ROOT,
+                "intelRootKey: a PEM certificate",
+                e,
+            )),
+        }
+    }
+    p
+}
+
+/// Compares `report_data` with `--nonce` as Go's `CompareExtraData` does (zero padded).
+fn tdx_report_data(claims: &tdx::TdxClaims, inputs: &Inputs, report: &mut EvidenceReport) {
+    let rd = &claims.td_report.report_data;
+    match &inputs.nonce {
+        Some(n) => {
+            let mut want = [0u8; 64];
+            let len = n.len().min(64);
+            want[..len].copy_from_slice(&n[..len]);
+            if n.len() > 64 || want != *rd {
+                report.refuse(Reason::new(
+                    tdx::check::REPORT_DATA,
+                    format!("{} (the nonce, zero padded)", hex::encode(want)),
+                    hex::encode(rd),
+                ));
+            }
+        }
+        None => report.warnings.push(Reason::new(
+            tdx::check::REPORT_DATA,
+            "a nonce (--nonce) to compare report_data with",
+            "not checked",
+        )),
+    }
+}
+
+/// `tdx-quote`: a raw TDX quote (or its base64) with `--collateral`.
+fn tdx_quote(evidence: &[u8], inputs: &Inputs) -> anyhow::Result<EvidenceReport> {
+    let collateral = tdx_collateral(inputs, "tdx-quote")?;
+    let mut report = EvidenceReport::default();
+    let bytes = if tdx::Quote::parse(evidence).is_ok() {
+        evidence.to_vec()
+    } else {
+        let text: Vec<u8> = evidence
+            .iter()
+            .copied()
+            .filter(|b| !b.is_ascii_whitespace())
+            .collect();
+        base64::engine::general_purpose::STANDARD
+            .decode(&text)
+            .unwrap_or_else(|_| evidence.to_vec())
+    };
+    let policy = tdx_policy(inputs, &mut report);
+    let claims = match tdx::Quote::parse(&bytes)
+        .and_then(|q| tdx::verify(&q, &collateral, inputs.now, &policy))
+    {
+        Ok(c) => c,
+        Err(e) => {
+            report.refuse(e.reason());
+            return Ok(report);
+        }
+    };
+    report.claim("tdx", claims.to_json());
+    tdx_report_data(&claims, inputs, &mut report);
+    // MRTD and RTMR0..3 are measurements 0..4 of qemu-tdx; other variants measure vTPM PCRs.
+    let qemu_tdx = inputs
+        .variant
+        .or(inputs.config.as_ref().map(Config::variant));
+    if qemu_tdx == Some(Variant::QemuTdx) {
+        compare_pcrs(&tdx::tdx_measurements(&claims), inputs, &mut report);
+    } else {
+        report.warnings.push(Reason::new(
+            "measurement",
+            "a qemu-tdx config (-c) whose measurements 0..4 are MRTD, RTMR0..3",
+            "not compared",
+        ));
+    }
+    Ok(report)
+}
+
+/// `azure-tdx-vtpm`: the JSON evidence layout of `azure-snp-vtpm` with a TD quote
+/// (`tpm_quote`, `hcl_report`, `td_quote`), with `--collateral` for the TD quote.
+fn azure_tdx_vtpm(evidence: &[u8], inputs: &Inputs) -> anyhow::Result<EvidenceReport> {
+    use tdx::AzureTdxEvidenceError as E;
+    let collateral = tdx_collateral(inputs, "azure-tdx-vtpm")?;
+    let mut report = EvidenceReport::default();
+    let e = match tdx::AzureTdxEvidence::from_json(evidence) {
+        Ok(e) => e,
+        Err(err) => {
+            report.refuse(Reason::new(
+                "evidence-format",
+                "azure-tdx-vtpm JSON (tpm_quote, hcl_report, td_quote)",
+                err,
+            ));
+            return Ok(report);
+        }
+    };
+    let policy = tdx_policy(inputs, &mut report);
+    if inputs.nonce.is_none() {
+        report.warnings.push(Reason::new(
+            "nonce",
+            "a nonce (--nonce) the quote must carry",
+            "not checked: freshness unknown",
+        ));
+    }
+    match tdx::verify_azure_tdx_evidence(
+        &e,
+        &collateral,
+        inputs.now,
+        &policy,
+        inputs.nonce.as_deref(),
+    ) {
+        Ok(claims) => {
+            report.claim("tdx", claims.tdx.to_json());
+            report.claim("tpm_nonce", hex::encode(&claims.tpm_nonce).into());
+            compare_pcrs(&claims.pcrs, inputs, &mut report);
+        }
+        Err(E::Tdx(t)) => report.refuse(t.reason()),
+        Err(E::TpmQuote(q)) => report.refuse(quote_reason(q)),
+        Err(E::Nonce { expected, actual }) => report.refuse(Reason::new("nonce", expected, actual)),
+        Err(other @ (E::Hcl(_) | E::Binding(_))) => report.refuse(Reason::new(
+            attestation::cloud::check::RUNTIME_DATA,
+            "an HCL report whose runtime data the TD quote binds, naming HCLAkPub",
+            other,
+        )),
+        Err(other @ E::Malformed(_)) => report.refuse(Reason::new(
+            "evidence-format",
+            "azure-tdx-vtpm JSON (tpm_quote, hcl_report, td_quote)",
+            other,
+        )),
+    }
+    Ok(report)
+}
+
 fn quote_reason(e: attestation::quote::QuoteError) -> Reason {
     use attestation::quote::QuoteError as Q;
     let check = match &e {
@@ -681,10 +877,23 @@ fn document(evidence: &[u8], inputs: &Inputs) -> anyhow::Result<EvidenceReport> 
         UsageError("format document needs the nonce the document was made for (--nonce)".into())
     })?;
     let mut report = EvidenceReport::default();
-    let snp = snp_validation(inputs, variant, &mut report);
-    let collateral = Collateral {
-        amd_certs: amd_certs(inputs, &mut report),
-        ..Default::default()
+    let is_tdx = matches!(variant, Variant::AzureTdx | Variant::QemuTdx);
+    let (snp, collateral, tdx_policy, tdx_collateral) = if is_tdx {
+        let c: std::sync::Arc<dyn tdx::CollateralSource> =
+            std::sync::Arc::new(tdx_collateral(inputs, "document")?);
+        (
+            SnpValidation::default(),
+            Collateral::default(),
+            tdx_policy(inputs, &mut report),
+            Some(c),
+        )
+    } else {
+        let snp = snp_validation(inputs, variant, &mut report);
+        let collateral = Collateral {
+            amd_certs: amd_certs(inputs, &mut report),
+            ..Default::default()
+        };
+        (snp, collateral, TdxPolicy::default(), None)
     };
     let measurements = measurements_of(inputs).unwrap_or_default();
     if inputs.config.is_none() {
@@ -697,6 +906,8 @@ fn document(evidence: &[u8], inputs: &Inputs) -> anyhow::Result<EvidenceReport> 
     let policy = ValidatorPolicy {
         snp,
         collateral,
+        tdx: tdx_policy,
+        tdx_collateral,
         now: Some(inputs.now),
         ..Default::default()
     };

@@ -30,7 +30,10 @@ pub fn run(ws: &Path, args: &FetchMeasurementsArgs) -> anyhow::Result<()> {
     let was_valid = match Config::try_from(raw.clone()) {
         Ok(_) => true,
         Err(e) => {
-            eprintln!("Warning: {CONFIG_FILE} is not complete yet: {e}");
+            eprintln!(
+                "Warning: {} is not complete yet: {e}",
+                cloudcmd::shown(CONFIG_FILE)
+            );
             false
         }
     };
@@ -96,12 +99,13 @@ pub fn run(ws: &Path, args: &FetchMeasurementsArgs) -> anyhow::Result<()> {
             .context("the config would not be valid with these measurements")?;
     }
     raw.replace(path)
-        .with_context(|| format!("cannot write {CONFIG_FILE}"))?;
+        .with_context(|| format!("cannot write {}", cloudcmd::shown(CONFIG_FILE)))?;
     println!(
-        "Wrote {count} measurements for {}/{} of image {} into {CONFIG_FILE}.",
+        "Wrote {count} measurements for {}/{} of image {} into {}.",
         provider.csp_name(),
         variant,
-        image_ref
+        image_ref,
+        cloudcmd::shown(CONFIG_FILE)
     );
     Ok(())
 }

@@ -31,6 +31,16 @@ pub fn parse_tags(tags: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
 }
 
 pub fn run(ws: &Path, args: &GenerateArgs) -> anyhow::Result<()> {
+    run_with(ws, args, |_| Ok(()))
+}
+
+/// Generates the config, lets `adjust` change it (`mini up` picks a free address range), and
+/// writes it.
+pub fn run_with(
+    ws: &Path,
+    args: &GenerateArgs,
+    adjust: impl FnOnce(&mut config::RawConfig) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let provider: Provider = args.provider.parse()?;
     let variant = match &args.attestation {
         None => None,
@@ -50,17 +60,18 @@ pub fn run(ws: &Path, args: &GenerateArgs) -> anyhow::Result<()> {
         )?),
         _ => None,
     };
-    let raw = Config::generate(
+    let mut raw = Config::generate(
         provider,
         variant,
         args.kubernetes.as_deref(),
         tags,
         measurements,
     )?;
+    adjust(&mut raw)?;
     let path = super::workspace_file(ws, CONFIG_FILE);
     raw.write_new(&path)
-        .with_context(|| format!("cannot write {CONFIG_FILE}"))?;
-    println!("Config file written to {CONFIG_FILE}.");
+        .with_context(|| format!("cannot write {}", cloudcmd::shown(CONFIG_FILE)))?;
+    println!("Config file written to {}.", cloudcmd::shown(CONFIG_FILE));
 
     // Tell the user what is left to fill in (clouds: account fields; some variants: values).
     if let Err(ConfigError::Invalid(vs)) = Config::try_from(raw) {

@@ -14,7 +14,10 @@ pub fn run(ws: &Path, a: &RecoverArgs) -> anyhow::Result<()> {
         ..Default::default()
     };
     let mut p = super::progress_printer();
-    let out = super::runtime()?.block_on(cloudcmd::recover::recover(ws, &cfg, &opts, &mut p))?;
+    let out = super::block_on(
+        cloudcmd::recover::recover(ws, &cfg, &opts, &mut p),
+        "constellation recover",
+    )?;
     match out.recovered() {
         0 => println!("No control-plane nodes in need of recovery found."),
         n => println!("Recovered {n} control-plane node(s)."),

@@ -6,6 +6,13 @@ use std::path::Path;
 use anyhow::bail;
 
 pub fn run(ws: &Path, yes: bool) -> anyhow::Result<()> {
+    if !cloudcmd::has_cluster(ws) {
+        // Say so before asking anything.
+        return Err(crate::error::with_hint(
+            cloudcmd::NoCluster::new(),
+            "check the workspace folder (-C DIR): terminate works where `apply` or `mini up` ran",
+        ));
+    }
     if !yes {
         if !std::io::stdin().is_terminal() {
             bail!("refusing to terminate without confirmation: pass -y/--yes");
@@ -17,8 +24,18 @@ pub fn run(ws: &Path, yes: bool) -> anyhow::Result<()> {
             bail!("aborted");
         }
     }
-    let mut p = super::progress_printer();
-    let n = cloudcmd::terminate(ws, &mut p)?;
+    let ws2 = ws.to_path_buf();
+    // When interrupted, the node being stopped is finished; a re-run stops the rest.
+    let n = super::block_on(
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let mut p = super::progress_printer();
+                cloudcmd::terminate(&ws2, &mut p)
+            })
+            .await?
+        },
+        "constellation terminate -y",
+    )?;
     println!("Terminated {n} node(s).");
     Ok(())
 }

@@ -6,33 +6,34 @@ use anyhow::bail;
 use cloudcmd::verify::{NodeVerification, VerifyOptions, VerifyReport};
 use config::{Config, CONFIG_FILE};
 
-use crate::args::VerifyArgs;
+use crate::args::{VerifyArgs, VerifyOutput};
 
 pub fn run(ws: &Path, a: &VerifyArgs) -> anyhow::Result<()> {
-    let output = a.output.as_str();
-    if !matches!(output, "table" | "json" | "raw") {
-        bail!("unknown output format {output:?} (table, json, raw)");
-    }
+    let output = a.output;
     let cfg = Config::load(&super::workspace_file(ws, CONFIG_FILE))?;
     let opts = VerifyOptions {
         node_endpoint: a.node_endpoint.clone(),
         cluster_id: a.cluster_id.clone(),
     };
-    let report = super::runtime()?.block_on(cloudcmd::verify::verify(ws, &cfg, &opts))?;
+    let report = super::block_on(
+        cloudcmd::verify::verify(ws, &cfg, &opts),
+        "constellation verify",
+    )?;
     match output {
-        "json" => println!("{}", serde_json::to_string_pretty(&report)?),
-        "raw" => {
+        VerifyOutput::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        VerifyOutput::Raw => {
             for n in &report.nodes {
                 if let Some(doc) = &n.document {
-                    println!("{}", String::from_utf8_lossy(doc));
+                    // One document per line: whatever a node sent, no control characters.
+                    println!("{}", super::sanitize_line(&String::from_utf8_lossy(doc)));
                 }
             }
         }
-        _ => print_table(&report, a.node_endpoint.is_some()),
+        VerifyOutput::Table => print_table(&report, a.node_endpoint.is_some()),
     }
     let failed = report.nodes.iter().filter(|n| !n.verified).count();
     if failed > 0 {
-        if output == "raw" {
+        if output == VerifyOutput::Raw {
             for n in report.nodes.iter().filter(|n| !n.verified) {
                 eprintln!(
                     "{}: {}",
