@@ -118,3 +118,83 @@ pub(crate) fn check_ak(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn cloud() -> CloudState {
+        let node = |name: &str, role, last: u8, ak: &str| NodeRecord {
+            name: name.into(),
+            role,
+            group: "g".into(),
+            address: std::net::Ipv4Addr::new(127, 9, 0, last),
+            dir: "/x".into(),
+            ak_public: Some(ak.into()),
+            swtpm: None,
+            process: None,
+        };
+        CloudState {
+            version: "v1".into(),
+            uid: "u".into(),
+            name: "c".into(),
+            variant: "local-vtpm".into(),
+            image_dir: "/img".into(),
+            init_secret_hash: String::new(),
+            base_address: std::net::Ipv4Addr::new(127, 9, 0, 1),
+            nodes: vec![
+                node("control-plane-0", Role::ControlPlane, 1, "01"),
+                node("worker-0", Role::Worker, 2, "02"),
+            ],
+        }
+    }
+
+    fn config(pcr15: Measurement) -> config::Config {
+        let mut m = Measurements::new([(4, Measurement::enforced(vec![4; 32]))].into()).unwrap();
+        m.set(15, pcr15).unwrap();
+        let raw = config::Config::generate(
+            config::Provider::Local,
+            None,
+            None,
+            Default::default(),
+            Some(m),
+        )
+        .unwrap();
+        config::Config::from_yaml(&raw.to_yaml()).unwrap()
+    }
+
+    #[test]
+    fn init_only_on_a_control_plane() {
+        let cfg = config(Measurement::enforced(vec![0; 32]));
+        let e = NodeBound::for_init(&cfg, &cloud(), "127.9.0.2")
+            .err()
+            .unwrap();
+        assert!(
+            format!("{e:#}").contains("is node worker-0, a worker: only a control-plane node"),
+            "{e:#}"
+        );
+        let e = NodeBound::for_init(&cfg, &cloud(), "127.9.0.7")
+            .err()
+            .unwrap();
+        assert!(format!("{e:#}").contains("no node at 127.9.0.7"), "{e:#}");
+        let v = NodeBound::for_init(&cfg, &cloud(), "127.9.0.1").unwrap();
+        assert_eq!(v.node, "control-plane-0");
+        assert_eq!(v.ak, AkFingerprint::of_tpmt_public(&[1]));
+    }
+
+    #[test]
+    fn pcr15_is_zero_whatever_the_config_says() {
+        for configured in [
+            Measurement::warn_only(vec![0; 32]),
+            Measurement::enforced(vec![7; 32]),
+            Measurement::warn_only(vec![7; 32]),
+        ] {
+            let cfg = config(configured);
+            let m = with_pcr15_zero(cfg.measurements()).unwrap();
+            let got = m.iter().find(|(i, _)| *i == 15).unwrap().1;
+            assert_eq!(got.expected, vec![0; 32]);
+            assert!(!got.warn_only);
+        }
+    }
+}
