@@ -164,7 +164,7 @@ pub async fn serve(
     };
     tracing::info!(address = %me.address, "JoinService serving");
     Ok(tokio::spawn(async move {
-        let r = tonic::transport::Server::builder()
+        let r = atls::guard::server()
             .add_service(ApiServer::from_arc(svc))
             .serve_with_incoming(incoming)
             .await;

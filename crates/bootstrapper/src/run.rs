@@ -155,10 +155,27 @@ impl Node {
     }
 }
 
+/// Raises the soft limit of open file descriptors to the hard limit (as Go programs do at
+/// start): the node's services cap their connections far below it (atls::guard), so a flood
+/// of connections is refused by the caps, not by `EMFILE` in an accept loop.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!("raising the file-descriptor limit from {soft} to {hard}: {e}");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("reading the file-descriptor limit: {e}"),
+    }
+}
+
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    raise_fd_limit();
     let dir = NodeDir(args.dir.clone());
     let metadata = Metadata::new(&args.cloud);
-    let me = metadata.self_node(&args.name)?;
+    let me = metadata.self_node_retrying(&args.name).await;
     let tpm = {
         let tcti = args.tcti.clone();
         Arc::new(tokio::task::spawn_blocking(move || tpm::Tpm::open(&tcti)).await??)
@@ -211,7 +228,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             }
         })
     };
-    let served = tonic::transport::Server::builder()
+    let served = atls::guard::server()
         .add_service(ApiServer::new(InitService { node: node.clone() }))
         .serve_with_incoming(incoming)
         .await

@@ -180,7 +180,7 @@ pub async fn serve_keyservice(
     let incoming = async_stream_tls(listener, acceptor);
     let svc = proto::kms::api_server::ApiServer::new(keyservice::KeyService::new(master));
     Ok(tokio::spawn(async move {
-        if let Err(e) = tonic::transport::Server::builder()
+        if let Err(e) = atls::guard::server()
             .add_service(svc)
             .serve_with_incoming(incoming)
             .await
@@ -190,33 +190,16 @@ pub async fn serve_keyservice(
     }))
 }
 
-/// TLS-accepting stream for tonic; failed handshakes are logged and skipped.
+/// TLS-accepting stream for tonic under the node's connection limits ([`atls::guard`]);
+/// silent peers and failed handshakes are dropped.
 fn async_stream_tls(
     listener: tokio::net::TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
-) -> impl futures_core::Stream<Item = Result<TlsConn, std::io::Error>> {
-    let (tx, rx) = tokio::sync::mpsc::channel(16);
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, peer)) = listener.accept().await else {
-                continue;
-            };
-            // Small answers must not wait for the peer's delayed ACK.
-            let _ = tcp.set_nodelay(true);
-            let acceptor = acceptor.clone();
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => {
-                        let _ = tx.send(Ok(TlsConn(tls))).await;
-                    }
-                    Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
-                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                }
-            });
-        }
-    });
-    tokio_stream::wrappers::ReceiverStream::new(rx)
+) -> impl futures_core::Stream<Item = Result<atls::guard::Guarded<TlsConn>, std::io::Error>> {
+    atls::guard::incoming_with(listener, atls::guard::Limits::default(), move |tcp| {
+        let acceptor = acceptor.clone();
+        async move { acceptor.accept(tcp).await.map(TlsConn) }
+    })
 }
 
 /// A server-side TLS connection tonic can serve (tonic's own impl needs its TLS feature).

@@ -22,7 +22,25 @@ use std::time::Duration;
 use cloudcmd::apply::{apply, ApplyOptions};
 use cloudcmd::verify::{verify, VerifyOptions};
 use common::cluster::{random_base, write_local_config, Cleanup};
-use provider_local::cloud::{CloudState, PORT_VERIFY};
+use provider_local::cloud::{CloudState, PORT_JOIN, PORT_VERIFY};
+
+/// How many idle connections this process can hold: raises its soft descriptor limit to the
+/// hard one, keeps 512 descriptors for everything else, and says so when it must scale down.
+fn idle_budget(wanted: usize) -> usize {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
+    }
+    let (soft, _) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    let budget = usize::try_from(soft.saturating_sub(512)).unwrap_or(usize::MAX);
+    if budget < wanted {
+        eprintln!(
+            "SCALED: the descriptor limit ({soft}) allows {budget} of {wanted} idle connections"
+        );
+    }
+    wanted.min(budget)
+}
 
 fn node_logs(ws: &Path) -> String {
     let mut out = String::new();
@@ -65,7 +83,8 @@ async fn proven_attacks_fail() {
     let t = tempfile::tempdir().unwrap();
     let ws = t.path();
     let _c = Cleanup(ws);
-    let cfg = write_local_config(ws, 1, random_base(60, 30));
+    let base = random_base(60, 30);
+    let cfg = write_local_config(ws, 1, base);
     if let Err(e) = apply(ws, &cfg, &ApplyOptions::default(), &mut |_: &str| {}).await {
         panic!("apply failed: {e:#}\n{}", node_logs(ws));
     }
@@ -74,6 +93,94 @@ async fn proven_attacks_fail() {
     let worker = cloud.node("worker-0").unwrap().clone();
     let report = verify_all(ws, &cfg).await;
     assert!(report.all_verified(), "{report:#?}");
+
+    // --- cloud.json unreadable for 3 s ----------------------------------------------------
+    // The lone control plane used to keep polling it after Init and exit(1) on the first read
+    // error, orphaning etcd. Now it has stopped its join loop, and member nodes wait out
+    // metadata errors.
+    let cloud_json = CloudState::path(ws);
+    let away = cloud_json.with_extension("away");
+    std::fs::rename(&cloud_json, &away).unwrap();
+    // The fault lasts 3 s (a duration of the scenario, not a synchronisation).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let alive_during = (
+        cp.process.unwrap().is_alive(),
+        worker.process.unwrap().is_alive(),
+    );
+    std::fs::rename(&away, &cloud_json).unwrap();
+    assert_eq!(alive_during, (true, true), "{}", node_logs(ws));
+    let report = verify_all(ws, &cfg).await;
+    assert!(
+        report.all_verified(),
+        "after the metadata outage: {report:#?}"
+    );
+
+    // --- 3000 idle connections -------------------------------------------------------------
+    // Silent TCP connections to control-plane-0's verification and join ports, re-opened as
+    // soon as the node drops them, held while the owner verifies and a new worker joins.
+    let wanted = 3000usize;
+    let n = idle_budget(wanted);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let live = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut flood = Vec::with_capacity(n);
+    for i in 0..n {
+        let port = if i % 2 == 0 { PORT_VERIFY } else { PORT_JOIN };
+        let addr = SocketAddrV4::new(cp.address, port);
+        let (stop, live) = (stop.clone(), live.clone());
+        flood.push(tokio::spawn(async move {
+            use std::sync::atomic::Ordering::SeqCst;
+            while !stop.load(SeqCst) {
+                let Ok(s) = tokio::net::TcpStream::connect(addr).await else {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                };
+                live.fetch_add(1, SeqCst);
+                let mut b = [0u8; 1];
+                // Returns when the node closes the connection (or on stop).
+                tokio::select! {
+                    _ = s.readable() => { let _ = s.try_read(&mut b); }
+                    _ = async { while !stop.load(SeqCst) { tokio::time::sleep(Duration::from_millis(100)).await } } => {}
+                }
+                live.fetch_sub(1, SeqCst);
+            }
+        }));
+    }
+    // Wait until the flood stands (a condition, with a deadline).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while live.load(std::sync::atomic::Ordering::SeqCst) < n * 9 / 10 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the flood did not stand up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let during = live.load(std::sync::atomic::Ordering::SeqCst);
+    let t0 = std::time::Instant::now();
+    let report = verify_all(ws, &cfg).await;
+    let verify_took = t0.elapsed();
+    assert!(
+        report.all_verified(),
+        "verify under {during} idle connections: {report:#?}"
+    );
+    // A join: scale the workers from 1 to 2.
+    let cfg2 = write_local_config(ws, 2, base);
+    let t0 = std::time::Instant::now();
+    if let Err(e) = apply(ws, &cfg2, &ApplyOptions::default(), &mut |_: &str| {}).await {
+        panic!("join under the flood failed: {e:#}\n{}", node_logs(ws));
+    }
+    let join_took = t0.elapsed();
+    let still = live.load(std::sync::atomic::Ordering::SeqCst);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for f in flood {
+        let _ = f.await;
+    }
+    eprintln!(
+        "{n} idle connections ({during} live at the start, {still} at the end): verify {verify_took:?}, join of worker-1 {join_took:?}"
+    );
+    assert!(cp.process.unwrap().is_alive());
+    let report = verify_all(ws, &cfg2).await;
+    assert!(report.all_verified(), "after the flood: {report:#?}");
+    assert_eq!(report.nodes.len(), 3);
 
     // --- Relay (last: it takes the worker's place) ---------------------------------------
     // worker-0 is replaced by a process that relays the owner's nonce to control-plane-0: the
