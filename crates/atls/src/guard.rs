@@ -195,8 +195,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
 }
 
 /// Admitted connections after `handshake` (e.g. a TLS accept, bounded by the handshake
-/// timeout), as a stream for `tonic::transport::Server::serve_with_incoming`. Silent peers and
-/// failed handshakes are dropped (logged at debug level: a flood must not flood the log). The
+/// timeout), as a stream for `tonic::transport::Server::serve_with_incoming`. Silent peers are
+/// dropped at debug level (a flood must not flood the log), failed handshakes at warn. The
 /// accept task ends when the stream is dropped.
 pub fn incoming_with<S, F, Fut>(
     listener: TcpListener,
@@ -228,7 +228,9 @@ where
                     Ok(Ok(s)) => {
                         let _ = tx.send(Ok(Guarded::new(s, permit))).await;
                     }
-                    Ok(Err(e)) => tracing::debug!(%peer, "handshake failed: {e}"),
+                    // A peer that spoke and failed (e.g. a client certificate from the wrong
+                    // CA) is worth a line; silent ones above are not.
+                    Ok(Err(e)) => tracing::warn!(%peer, "handshake failed: {e}"),
                     Err(_) => tracing::debug!(%peer, "handshake timed out"),
                 }
             });

@@ -22,7 +22,9 @@ use rand::Rng;
 use rcgen::{CertificateParams, DnType, KeyPair};
 use tonic::Code;
 
-use crate::joinservice::{FILE_CA_CERT, FILE_CA_KEY, FILE_ETCD_INITIAL_CLUSTER};
+use crate::joinservice::{
+    FILE_CA_CERT, FILE_CA_KEY, FILE_CP_CA_CERT, FILE_CP_CA_KEY, FILE_ETCD_INITIAL_CLUSTER,
+};
 use crate::pki::ClusterCa;
 use crate::run::{start_control_plane, Node, Report};
 use crate::state::{write_atomic, NodeState, Phase};
@@ -240,6 +242,13 @@ async fn admit(
             file(FILE_CA_KEY).context("the control-plane ticket has no CA key")?,
         );
         write_atomic(&node.dir.pki().join("ca.key"), &ca_key, 0o600)?;
+        let cp_ca_key = zeroize::Zeroizing::new(
+            file(FILE_CP_CA_KEY).context("the control-plane ticket has no control-plane CA key")?,
+        );
+        let cp_ca = file(FILE_CP_CA_CERT)
+            .context("the control-plane ticket has no control-plane CA certificate")?;
+        write_atomic(&node.dir.pki().join(FILE_CP_CA_CERT), &cp_ca, 0o644)?;
+        write_atomic(&node.dir.pki().join(FILE_CP_CA_KEY), &cp_ca_key, 0o600)?;
         let initial = file(FILE_ETCD_INITIAL_CLUSTER)
             .context("the control-plane ticket has no etcd membership")?;
         write_atomic(&node.dir.etcd_initial_cluster(), &initial, 0o644)?;

@@ -45,6 +45,9 @@ pub const MEASUREMENT_SECRET_ID: &str = "measurementSecret";
 pub const FILE_ETCD_INITIAL_CLUSTER: &str = "etcd/initial-cluster";
 pub const FILE_CA_CERT: &str = "ca.crt";
 pub const FILE_CA_KEY: &str = "ca.key";
+/// The control-plane CA (certificate and key), only in control-plane tickets.
+pub const FILE_CP_CA_CERT: &str = "cp-ca.crt";
+pub const FILE_CP_CA_KEY: &str = "cp-ca.key";
 
 /// How often the JoinService re-reads the join configuration from etcd (the Go JoinService
 /// watches its ConfigMap).
@@ -96,6 +99,8 @@ pub struct JoinService {
     metadata: Metadata,
     store: Store,
     ca: Arc<ClusterCa>,
+    /// The control-plane CA: handed only to control-plane joiners.
+    cp_ca: Arc<ClusterCa>,
     keyservice: KmsClient<Channel>,
     config: Arc<RwLock<JoinConfig>>,
     /// Serializes control-plane admissions from this JoinService (etcd allows one learner).
@@ -108,6 +113,7 @@ pub async fn serve(
     metadata: Metadata,
     store: Store,
     ca: Arc<ClusterCa>,
+    cp_ca: Arc<ClusterCa>,
     pki: &NodePki,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let config: JoinConfig = store
@@ -130,6 +136,7 @@ pub async fn serve(
         metadata,
         store: store.clone(),
         ca,
+        cp_ca,
         keyservice,
         config: config.clone(),
         cp_lock: tokio::sync::Mutex::new(()),
@@ -175,7 +182,7 @@ pub async fn serve(
     }))
 }
 
-/// A client of this node's KeyService (mutual TLS with the node's cluster certificate).
+/// A client of this node's KeyService (mutual TLS with the node's control-plane certificate).
 pub async fn keyservice_client(
     addr: Ipv4Addr,
     pki: &NodePki,
@@ -360,6 +367,14 @@ impl Api for JoinService {
             files.push(ControlPlaneCertOrKey {
                 name: FILE_CA_KEY.into(),
                 data: self.ca.key_pem().as_bytes().to_vec(),
+            });
+            files.push(ControlPlaneCertOrKey {
+                name: FILE_CP_CA_CERT.into(),
+                data: self.cp_ca.cert_pem.clone().into_bytes(),
+            });
+            files.push(ControlPlaneCertOrKey {
+                name: FILE_CP_CA_KEY.into(),
+                data: self.cp_ca.key_pem().as_bytes().to_vec(),
             });
             files.push(ControlPlaneCertOrKey {
                 name: FILE_ETCD_INITIAL_CLUSTER.into(),

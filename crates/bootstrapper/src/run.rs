@@ -395,6 +395,8 @@ async fn initialize(node: &Arc<Node>, req: &InitRequest) -> anyhow::Result<(Init
     };
     let ca = Arc::new(ClusterCa::generate(&cluster_name)?);
     services::setup_pki(&node.dir, &ca, &me.name, me.address)?;
+    let cp_ca = Arc::new(ClusterCa::generate_control_plane(&cluster_name)?);
+    cp_ca.save_as(&node.dir.pki(), services::CP_CA)?;
     let ak = {
         let tpm = node.tpm.clone();
         tokio::task::spawn_blocking(move || tpm.attestation_key()).await??
@@ -418,13 +420,14 @@ async fn initialize(node: &Arc<Node>, req: &InitRequest) -> anyhow::Result<(Init
             last_rejoin_at: None,
         },
     };
-    let services = start_control_plane(node, &me, ca.clone(), None, Some(init)).await?;
+    let services = start_control_plane(node, &me, ca, None, Some(init)).await?;
 
+    // The owner's admin certificate comes from the control-plane CA: it reaches etcd.
     let done = Initialized {
         cluster_id,
         cluster_name,
         endpoint: format!("https://{}:{PORT_ETCD_CLIENT}", me.address),
-        ca,
+        ca: cp_ca,
     };
     let kubeconfig = done.admin_kubeconfig()?;
     report(Phase::Initialized, services);
@@ -442,7 +445,8 @@ pub(crate) async fn start_control_plane(
     etcd_join: Option<&str>,
     init: Option<InitData>,
 ) -> anyhow::Result<Vec<&'static str>> {
-    let pki = node.pki();
+    // Control-plane services speak with the control-plane identity only.
+    let (cp_ca, pki) = services::control_plane_pki(&node.dir, &me.name, me.address)?;
     let image = NodeImage::load(&node.metadata.load()?.image_dir)?;
     let etcd_bin = image
         .component_path(ETCD_BINARY)
@@ -466,9 +470,10 @@ pub(crate) async fn start_control_plane(
         }
         None => Arc::new(read_master_secret(&store).await?),
     };
-    let ks = services::serve_keyservice(me.address, &ca, &pki, master).await?;
+    let ks = services::serve_keyservice(me.address, &cp_ca, &pki, master).await?;
     node.keep.lock().await.push(Keep::Task(ks));
-    let js = crate::joinservice::serve(me.clone(), node.metadata.clone(), store, ca, &pki).await?;
+    let js = crate::joinservice::serve(me.clone(), node.metadata.clone(), store, ca, cp_ca, &pki)
+        .await?;
     node.keep.lock().await.push(Keep::Task(js));
     Ok(vec!["ca", "etcd", "keyservice", "joinservice"])
 }

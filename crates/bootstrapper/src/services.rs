@@ -1,6 +1,6 @@
 //! Control-plane services a node starts once it belongs to a cluster: the cluster CA, etcd
-//! (Debian's `etcd` from the node image, with TLS from the cluster CA), the KeyService (mutual
-//! TLS: only holders of a cluster certificate) and the JoinService endpoint.
+//! (Debian's `etcd` from the node image, with TLS from the control-plane CA), the KeyService
+//! (mutual TLS: only holders of a control-plane certificate) and the JoinService endpoint.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
@@ -38,6 +38,34 @@ pub fn setup_pki(
         cert: pki.join("node.crt"),
         key: pki.join("node.key"),
     })
+}
+
+/// File stem of the control-plane CA under `state/pki/` (`cp-ca.crt`, `cp-ca.key`).
+pub const CP_CA: &str = "cp-ca";
+
+/// This control-plane node's identity for control-plane services: the control-plane CA (from
+/// `state/pki/cp-ca.*`, written by Init or from a control-plane join ticket) and a
+/// certificate from it for this node (`cp.crt`/`cp.key`, issued at every start). etcd (client
+/// and peer side) and the KeyService trust only this CA: a worker, whose certificate comes
+/// from the cluster CA, reaches neither (the authorisation table in ARCHITECTURE.md).
+pub fn control_plane_pki(
+    dir: &NodeDir,
+    name: &str,
+    addr: Ipv4Addr,
+) -> anyhow::Result<(Arc<ClusterCa>, NodePki)> {
+    let pki = dir.pki();
+    let ca = ClusterCa::load_as(&pki, CP_CA).context("loading the control-plane CA")?;
+    let own = ca.issue_node(name, &[addr])?;
+    write_atomic(&pki.join("cp.crt"), own.cert_pem.as_bytes(), 0o644)?;
+    write_atomic(&pki.join("cp.key"), own.key_pem.as_bytes(), 0o600)?;
+    Ok((
+        Arc::new(ca),
+        NodePki {
+            ca: pki.join(format!("{CP_CA}.crt")),
+            cert: pki.join("cp.crt"),
+            key: pki.join("cp.key"),
+        },
+    ))
 }
 
 /// Starts this node's etcd member and waits until it listens. `join`: the `--initial-cluster`
@@ -149,7 +177,7 @@ pub async fn start_etcd(
 }
 
 /// Serves the KeyService on the node's address behind mutual TLS: clients need a certificate
-/// from the cluster CA.
+/// from `ca`, the control-plane CA (control-plane nodes and the owner's admin only).
 pub async fn serve_keyservice(
     addr: Ipv4Addr,
     ca: &ClusterCa,

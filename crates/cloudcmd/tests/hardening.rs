@@ -19,10 +19,12 @@ use std::net::SocketAddrV4;
 use std::path::Path;
 use std::time::Duration;
 
+use bootstrapper::etcd::{Store, KEY_JOIN_CONFIG, KEY_MASTER_SECRET};
+use bootstrapper::services::NodePki;
 use cloudcmd::apply::{apply, ApplyOptions};
 use cloudcmd::verify::{verify, VerifyOptions};
 use common::cluster::{random_base, write_local_config, Cleanup};
-use provider_local::cloud::{CloudState, PORT_JOIN, PORT_VERIFY};
+use provider_local::cloud::{CloudState, PORT_ETCD_CLIENT, PORT_JOIN, PORT_VERIFY};
 
 /// How many idle connections this process can hold: raises its soft descriptor limit to the
 /// hard one, keeps 512 descriptors for everything else, and says so when it must scale down.
@@ -93,6 +95,102 @@ async fn proven_attacks_fail() {
     let worker = cloud.node("worker-0").unwrap().clone();
     let report = verify_all(ws, &cfg).await;
     assert!(report.all_verified(), "{report:#?}");
+
+    // --- A worker's credentials reach neither etcd nor the KeyService -----------------------
+    // The attacker holds worker-0's own node certificate and key, and trusts control-plane-0's
+    // server certificate whatever CA it comes from (the CA certificate is no secret): the
+    // refusal must come from the services, not from the attacker's TLS client.
+    let wpki = worker.dir.join("state/pki");
+    let cpki = cp.dir.join("state/pki");
+    let as_worker = NodePki {
+        ca: cpki.join("cp-ca.crt"),
+        cert: wpki.join("node.crt"),
+        key: wpki.join("node.key"),
+    };
+    let etcd = vec![format!("https://{}:{PORT_ETCD_CLIENT}", cp.address)];
+    let worker_etcd = async {
+        let store = Store::connect(&etcd, &as_worker).await?;
+        let got = store.get_json::<serde_json::Value>(KEY_MASTER_SECRET).await;
+        let put = store
+            .put_json(KEY_JOIN_CONFIG, &serde_json::json!({"rewritten": true}))
+            .await;
+        anyhow::Ok((got.map(|_| ()), put))
+    }
+    .await;
+    let refusal = match worker_etcd {
+        Err(e) => format!("{e:#}"),
+        Ok((Err(g), Err(p))) => format!("get: {g:#}; put: {p:#}"),
+        Ok((g, p)) => panic!("etcd served worker-0: get {g:?}, put {p:?}"),
+    };
+    eprintln!("etcd refused worker-0: {refusal}");
+    // etcd says why in its log: the client certificate is not from a CA it trusts.
+    let etcd_log = std::fs::read_to_string(cp.dir.join("state/etcd.log"))
+        .or_else(|_| std::fs::read_to_string(cp.dir.join("etcd.log")))
+        .unwrap_or_default();
+    let why: Vec<&str> = etcd_log
+        .lines()
+        .filter(|l| l.contains("rejected connection"))
+        .collect();
+    eprintln!("etcd log: {why:?}");
+    assert!(
+        why.iter().any(|l| l.contains("unknown authority")),
+        "etcd refused worker-0 for another reason: {refusal}\n{etcd_log}"
+    );
+    // The KeyService: worker-0 asks for control-plane-0's disk key.
+    let mut ks = bootstrapper::joinservice::keyservice_client(cp.address, &as_worker)
+        .await
+        .unwrap();
+    let denied = ks
+        .get_data_key(proto::kms::GetDataKeyRequest {
+            data_key_id: "measurementSecret".into(),
+            length: 32,
+        })
+        .await
+        .unwrap_err();
+    eprintln!("KeyService refused worker-0: {denied}");
+    // The node says why in its log: the client certificate's issuer is not trusted.
+    let node_log = std::fs::read_to_string(cp.dir.join("node.log")).unwrap_or_default();
+    assert!(
+        node_log
+            .lines()
+            .any(|l| l.contains("handshake failed") && l.contains("UnknownIssuer")),
+        "KeyService refused worker-0 for another reason: {denied:?}\n{node_log}"
+    );
+    // Positive controls: control-plane-0's control-plane identity and the owner's admin
+    // credentials still work for both.
+    let as_cp = NodePki {
+        ca: cpki.join("cp-ca.crt"),
+        cert: cpki.join("cp.crt"),
+        key: cpki.join("cp.key"),
+    };
+    let mut ks = bootstrapper::joinservice::keyservice_client(cp.address, &as_cp)
+        .await
+        .unwrap();
+    let key = ks
+        .get_data_key(proto::kms::GetDataKeyRequest {
+            data_key_id: "measurementSecret".into(),
+            length: 32,
+        })
+        .await
+        .unwrap();
+    assert_eq!(key.into_inner().data_key.len(), 32);
+    let admin = cloudcmd::admin::AdminCredentials::load(&ws.join(cloudcmd::ADMIN_CONF_FILE))
+        .unwrap()
+        .write_pem_files(&ws.join("admin-pki"))
+        .unwrap();
+    for who in [&as_cp, &admin] {
+        let store = Store::connect(&etcd, who).await.unwrap();
+        assert!(store
+            .get_json::<serde_json::Value>(KEY_MASTER_SECRET)
+            .await
+            .unwrap()
+            .is_some());
+        assert!(store
+            .get_json::<serde_json::Value>(KEY_JOIN_CONFIG)
+            .await
+            .unwrap()
+            .is_some());
+    }
 
     // --- cloud.json unreadable for 3 s ----------------------------------------------------
     // The lone control plane used to keep polling it after Init and exit(1) on the first read
