@@ -24,7 +24,7 @@ use proto::init::{
     init_response, InitFailureResponse, InitRequest, InitResponse, InitSuccessResponse,
 };
 use provider_local::cloud::{NodeRecord, PORT_ETCD_CLIENT, PORT_ETCD_PEER, PORT_INIT};
-use provider_local::image::{NodeImage, ETCD_BINARY};
+use provider_local::image::ETCD_BINARY;
 use tokio::sync::Mutex;
 use tonic::{Request, Response, Status};
 
@@ -447,10 +447,9 @@ pub(crate) async fn start_control_plane(
 ) -> anyhow::Result<Vec<&'static str>> {
     // Control-plane services speak with the control-plane identity only.
     let (cp_ca, pki) = services::control_plane_pki(&node.dir, &me.name, me.address)?;
-    let image = NodeImage::load(&node.metadata.load()?.image_dir)?;
-    let etcd_bin = image
-        .component_path(ETCD_BINARY)
-        .context("the node image has no etcd")?;
+    // etcd is a component of the image manifest: started from the launcher's measured copy,
+    // never from the image folder.
+    let etcd_bin = crate::launcher::component(ETCD_BINARY)?;
     let etcd =
         services::start_etcd(&etcd_bin, &node.dir, &me.name, me.address, &pki, etcd_join).await?;
     node.keep.lock().await.push(Keep::Child(etcd));

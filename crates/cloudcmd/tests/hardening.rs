@@ -57,6 +57,42 @@ fn node_logs(ws: &Path) -> String {
     out
 }
 
+/// Socket inodes of `pid`'s open file descriptors.
+fn socket_inodes(pid: u32) -> std::collections::BTreeSet<u64> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_str()?.to_string();
+            l.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+        })
+        .collect()
+}
+
+/// Inodes of all TCP sockets of the host.
+fn tcp_inodes() -> std::collections::BTreeSet<u64> {
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .flat_map(|t| {
+            t.lines()
+                .skip(1)
+                .filter_map(|l| l.split_whitespace().nth(9)?.parse().ok())
+                .collect::<Vec<u64>>()
+        })
+        .collect()
+}
+
+/// Executables of live processes that run from `dir`.
+fn running_from(dir: &Path) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path().join("exe")).ok())
+        .filter(|exe| exe.starts_with(dir))
+        .map(|exe| exe.display().to_string())
+        .collect()
+}
+
 async fn verify_all(ws: &Path, cfg: &config::Config) -> cloudcmd::verify::VerifyReport {
     verify(ws, cfg, &VerifyOptions::default()).await.unwrap()
 }
@@ -95,6 +131,24 @@ async fn proven_attacks_fail() {
     let worker = cloud.node("worker-0").unwrap().clone();
     let report = verify_all(ws, &cfg).await;
     assert!(report.all_verified(), "{report:#?}");
+
+    // --- Every TPM belongs to its node; what runs is what was measured ---------------------
+    let tcp = tcp_inodes();
+    for n in &cloud.nodes {
+        let pid = n.swtpm.unwrap().pid;
+        let held: Vec<u64> = socket_inodes(pid).intersection(&tcp).copied().collect();
+        assert!(
+            held.is_empty(),
+            "the swtpm of {} holds TCP sockets {held:?}",
+            n.name
+        );
+    }
+    let running: Vec<String> = running_from(&cp.dir.join("boot"));
+    assert!(
+        running.iter().any(|e| e.ends_with("/etcd"))
+            && running.iter().any(|e| e.ends_with("/constellation-node")),
+        "control-plane-0's etcd and Bootstrapper must run from its measured copies: {running:?}"
+    );
 
     // --- A worker's credentials reach neither etcd nor the KeyService -----------------------
     // The attacker holds worker-0's own node certificate and key, and trusts control-plane-0's

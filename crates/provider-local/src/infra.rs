@@ -284,6 +284,9 @@ pub fn apply(
             .arg(swtpm_config(&node).tcti())
             .arg("--variant")
             .arg(wanted.variant.as_str())
+            // The measured copies run from the node's own folder (see bootstrapper::launcher).
+            .arg("--run-dir")
+            .arg(node.dir.join("boot"))
             .arg("--")
             .arg("bootstrapper")
             .arg("--name")

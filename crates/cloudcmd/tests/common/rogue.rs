@@ -27,6 +27,7 @@ impl Rogue {
             image: image.to_path_buf(),
             tcti: swtpm.tcti(),
             variant: Variant::LocalVtpm,
+            run_dir: dir.join("boot"),
             boot_args: vec![],
         })
         .unwrap();
