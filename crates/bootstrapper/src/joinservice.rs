@@ -38,6 +38,7 @@ use crate::etcd::{unix_now, JoinConfig, NodeEntry, Store, KEY_JOIN_CONFIG};
 use crate::metadata::Metadata;
 use crate::pki::ClusterCa;
 use crate::services::NodePki;
+use cluster::authz::Service;
 
 /// Data-key ID of the measurement secret (as the Go JoinService asks the KeyService).
 pub const MEASUREMENT_SECRET_ID: &str = "measurementSecret";
@@ -313,6 +314,18 @@ impl JoinService {
     }
 }
 
+/// The authorisation table (crate `cluster`) must let a node of this role use `service`.
+fn authorise(service: Service, node: &NodeRecord) -> Result<(), Status> {
+    if cluster::authz::allows(service, node.role.into()) {
+        Ok(())
+    } else {
+        Err(Status::permission_denied(format!(
+            "a {} node may not use {service:?}",
+            node.role.as_str()
+        )))
+    }
+}
+
 fn valid_disk_uuid(s: &str) -> bool {
     s.len() == 36
         && s.chars().enumerate().all(|(i, c)| match i {
@@ -328,6 +341,7 @@ impl Api for JoinService {
         req: Request<IssueJoinTicketRequest>,
     ) -> Result<Response<IssueJoinTicketResponse>, Status> {
         let (verified, node) = self.attested_node(&req, "join")?;
+        authorise(Service::Join, &node)?;
         let r = req.into_inner();
         if !valid_disk_uuid(&r.disk_uuid) {
             return Err(Status::invalid_argument(
@@ -413,6 +427,7 @@ impl Api for JoinService {
         req: Request<IssueRejoinTicketRequest>,
     ) -> Result<Response<IssueRejoinTicketResponse>, Status> {
         let (verified, node) = self.attested_node(&req, "rejoin")?;
+        authorise(Service::Rejoin, &node)?;
         let r = req.into_inner();
         let fp = hex::encode(verified.ak_fingerprint());
         let nodes = self

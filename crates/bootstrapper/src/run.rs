@@ -469,7 +469,13 @@ pub(crate) async fn start_control_plane(
         }
         None => Arc::new(read_master_secret(&store).await?),
     };
-    let ks = services::serve_keyservice(me.address, &cp_ca, &pki, master).await?;
+    // The KeyService trusts client certificates from the CA the authorisation table names.
+    let ks_ca = match cluster::authz::client_ca(cluster::authz::Service::KeyService) {
+        Some(cluster::authz::ClientCa::ControlPlane) => &cp_ca,
+        Some(cluster::authz::ClientCa::Cluster) => &ca,
+        None => anyhow::bail!("the authorisation table gives the KeyService no client CA"),
+    };
+    let ks = services::serve_keyservice(me.address, ks_ca, &pki, master).await?;
     node.keep.lock().await.push(Keep::Task(ks));
     let js = crate::joinservice::serve(me.clone(), node.metadata.clone(), store, ca, cp_ca, &pki)
         .await?;

@@ -53,6 +53,16 @@ pub fn control_plane_pki(
     name: &str,
     addr: Ipv4Addr,
 ) -> anyhow::Result<(Arc<ClusterCa>, NodePki)> {
+    // etcd (client and peer side) trusts the CA the authorisation table names for it.
+    anyhow::ensure!(
+        [
+            cluster::authz::Service::EtcdClient,
+            cluster::authz::Service::EtcdPeer
+        ]
+        .iter()
+        .all(|s| cluster::authz::client_ca(*s) == Some(cluster::authz::ClientCa::ControlPlane)),
+        "the authorisation table no longer gives etcd the control-plane CA: update start_etcd"
+    );
     let pki = dir.pki();
     let ca = ClusterCa::load_as(&pki, CP_CA).context("loading the control-plane CA")?;
     let own = ca.issue_node(name, &[addr])?;

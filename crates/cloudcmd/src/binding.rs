@@ -197,4 +197,21 @@ mod tests {
             assert!(!got.warn_only);
         }
     }
+
+    #[test]
+    fn insecure_variants_only_in_test_builds() {
+        for v in [attestation::Variant::Dummy, attestation::Variant::QemuVtpm] {
+            let r = validator_for(
+                v,
+                Measurements::new(Default::default()).unwrap(),
+                ValidatorPolicy::default(),
+            );
+            if attestation::INSECURE_TEST_VARIANTS {
+                eprintln!("SKIPPED: another crate of this build enabled insecure-test-variants");
+                return;
+            }
+            let e = r.err().unwrap();
+            assert!(e.to_string().contains("insecure test variant"), "{v}: {e}");
+        }
+    }
 }
