@@ -530,10 +530,11 @@ fn mini_up_status_terminate() {
     // … and the TPM itself agrees with what the node reports.
     assert_eq!(tpm_pcr15(&ws), pcr15);
 
-    // Every process of the cluster names the workspace; etcd runs on the control plane.
+    // Every process of the cluster names the workspace; etcd runs on the control plane, from
+    // the node's measured copy.
     let procs = procs_naming(ws.path());
     assert!(
-        procs.iter().any(|(_, c)| c.contains("/bin/etcd ")),
+        procs.iter().any(|(_, c)| c.contains("/boot/etcd ")),
         "no etcd process: {procs:#?}"
     );
     let nodes = ws.cloud_nodes();
@@ -709,7 +710,7 @@ fn etcd_port_in_use_then_apply_again() {
     assert!(
         procs_naming(ws.path())
             .iter()
-            .any(|(_, c)| c.contains("/bin/etcd ")),
+            .any(|(_, c)| c.contains("/boot/etcd ")),
         "etcd is not running"
     );
     assert_eq!(tpm_pcr15(&ws), expected_pcr15(&id));
@@ -804,7 +805,7 @@ fn killed_node_then_terminate_leaves_nothing() {
     let cp = ws.node("control-plane-0").process.unwrap();
     let etcd: Vec<Proc> = procs_naming(ws.path())
         .into_iter()
-        .filter(|(_, c)| c.contains("/bin/etcd "))
+        .filter(|(_, c)| c.contains("/boot/etcd "))
         .map(|(p, _)| p)
         .collect();
     assert_eq!(etcd.len(), 1, "one etcd expected");
