@@ -255,3 +255,81 @@ impl<T> futures_core::Stream for ReceiverStream<T> {
         self.0.poll_recv(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use futures_core::Stream;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn next<S: Stream + Unpin>(s: &mut S) -> Option<S::Item> {
+        std::future::poll_fn(|cx| Pin::new(&mut *s).poll_next(cx)).await
+    }
+
+    fn limits(max: usize) -> Limits {
+        Limits {
+            max_connections: max,
+            first_byte_timeout: Duration::from_millis(200),
+            handshake_timeout: Duration::from_secs(5),
+        }
+    }
+
+    #[tokio::test]
+    async fn silent_peers_are_dropped_and_speaking_ones_served() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut incoming = Box::pin(incoming(listener, limits(16)));
+        // Ten silent connections, then one that speaks.
+        let mut silent = Vec::new();
+        for _ in 0..10 {
+            silent.push(TcpStream::connect(addr).await.unwrap());
+        }
+        let mut talker = TcpStream::connect(addr).await.unwrap();
+        talker.write_all(b"hello").await.unwrap();
+        let mut served = next(&mut incoming).await.unwrap().unwrap();
+        let mut buf = [0u8; 5];
+        served.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"hello");
+        // The silent ones are closed by the node (read returns 0) after the first-byte timeout.
+        for mut s in silent {
+            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+                .await
+                .expect("a silent connection was kept open")
+                .unwrap_or(0);
+            assert_eq!(n, 0);
+        }
+    }
+
+    #[tokio::test]
+    async fn the_cap_holds_until_a_connection_ends() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let admission = Admission::new(limits(2));
+        let accept = {
+            let admission = admission.clone();
+            tokio::spawn(async move {
+                let mut held = Vec::new();
+                for _ in 0..3 {
+                    held.push(admission.accept(&listener).await);
+                }
+                held
+            })
+        };
+        let _a = TcpStream::connect(addr).await.unwrap();
+        let _b = TcpStream::connect(addr).await.unwrap();
+        let _c = TcpStream::connect(addr).await.unwrap();
+        // Two are admitted; the third waits for a permit (in the kernel's backlog).
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while admission.in_use() < 2 {
+            assert!(tokio::time::Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(admission.in_use(), 2);
+        assert!(!accept.is_finished());
+        accept.abort();
+        let _ = accept.await;
+        // Aborting the holder released its permits.
+        assert_eq!(admission.in_use(), 0);
+    }
+}
