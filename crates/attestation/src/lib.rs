@@ -24,6 +24,18 @@
 
 #![forbid(unsafe_code)]
 
+// Insecure validators and issuers (dummy, trust-any-AK qemu-vtpm, the software TPM) are for
+// tests only: behind a feature that release builds refuse (firecracker's guard).
+#[cfg(all(feature = "insecure-test-variants", not(debug_assertions)))]
+compile_error!(
+    "the `insecure-test-variants` feature of `attestation` must not be enabled in release builds"
+);
+
+/// Whether this build includes the insecure test variants (`dummy`, `qemu-vtpm`'s
+/// trust-any-AK validator, the software TPM): only debug builds with the
+/// `insecure-test-variants` feature, as tests enable it.
+pub const INSECURE_TEST_VARIANTS: bool = cfg!(any(test, feature = "insecure-test-variants"));
+
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -37,8 +49,11 @@ mod cursor;
 pub mod document;
 pub mod eventlog;
 pub mod gce;
+#[cfg(any(test, feature = "insecure-test-variants"))]
 pub mod insecure_dummy;
+#[cfg(any(test, feature = "insecure-test-variants"))]
 pub mod insecure_snp;
+#[cfg(any(test, feature = "insecure-test-variants"))]
 pub mod insecure_software_tpm;
 pub mod quote;
 pub mod snp;
@@ -46,7 +61,9 @@ pub mod tdx;
 pub mod tpm2;
 pub mod vtpm;
 
-pub use vtpm::{AkFingerprint, InsecureTrustAnyAkValidator, LocalVtpmValidator};
+#[cfg(any(test, feature = "insecure-test-variants"))]
+pub use vtpm::InsecureTrustAnyAkValidator;
+pub use vtpm::{AkFingerprint, LocalVtpmValidator};
 
 /// Attestation variants. The string forms and OIDs are those of the Go system, plus our own
 /// `local-vtpm` (a software TPM whose attestation key the local provider vouches for).
@@ -360,8 +377,15 @@ pub fn validator_for(
             policy.trusted_aks,
             measurements,
         ))),
+        #[cfg(any(test, feature = "insecure-test-variants"))]
         Variant::QemuVtpm => Ok(Box::new(InsecureTrustAnyAkValidator::new(measurements))),
+        #[cfg(any(test, feature = "insecure-test-variants"))]
         Variant::Dummy => Ok(Box::new(insecure_dummy::InsecureDummyValidator)),
+        #[cfg(not(any(test, feature = "insecure-test-variants")))]
+        Variant::QemuVtpm | Variant::Dummy => Err(UnsupportedVariant {
+            variant,
+            reason: "an insecure test variant (any attestation key is trusted): only in debug builds with the insecure-test-variants feature",
+        }),
         Variant::AwsNitroTpm
         | Variant::AwsSevSnp
         | Variant::AzureSevSnp

@@ -108,17 +108,20 @@ impl Validator for LocalVtpmValidator {
 /// Go's `qemu-vtpm`: trusts whatever AK the document names. The quote then only shows that the
 /// document is internally consistent and fresh; anyone who controls the VM or host can forge
 /// it. Testing only.
+#[cfg(any(test, feature = "insecure-test-variants"))]
 #[derive(Debug, Clone)]
 pub struct InsecureTrustAnyAkValidator {
     measurements: Measurements,
 }
 
+#[cfg(any(test, feature = "insecure-test-variants"))]
 impl InsecureTrustAnyAkValidator {
     pub fn new(measurements: Measurements) -> Self {
         Self { measurements }
     }
 }
 
+#[cfg(any(test, feature = "insecure-test-variants"))]
 impl Validator for InsecureTrustAnyAkValidator {
     fn variant(&self) -> Variant {
         Variant::QemuVtpm

@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod apply;
+mod binding;
 pub mod cluster_store;
 /// The admin credentials file's layout (written by the first control-plane node).
 pub use bootstrapper::admin;
@@ -30,22 +31,6 @@ pub const CONFIG_FILE: &str = "constellation-conf.yaml";
 pub const STATE_FILE: &str = "constellation-state.yaml";
 pub const MASTER_SECRET_FILE: &str = "constellation-mastersecret.json";
 pub const ADMIN_CONF_FILE: &str = "constellation-admin.conf";
-
-/// The validator policy of the CLI's own checks: the attestation keys the provider recorded,
-/// plus the config's SEV-SNP settings of its variant (`amdRootKey`, `amdSigningKey`, minimum
-/// versions, `firmwareSignerConfig`).
-pub fn validator_policy(
-    cfg: &config::Config,
-    cloud: &provider_local::cloud::CloudState,
-) -> anyhow::Result<attestation::ValidatorPolicy> {
-    let from_config = cfg
-        .validator_policy(None)
-        .map_err(|r| anyhow::anyhow!("the config's attestation section: {r}"))?;
-    Ok(attestation::ValidatorPolicy {
-        snp: from_config.snp,
-        ..cloud.validator_policy()
-    })
-}
 
 static DISPLAY_WORKSPACE: OnceLock<PathBuf> = OnceLock::new();
 
