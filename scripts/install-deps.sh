@@ -13,24 +13,19 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 
 # swtpm, swtpm-tools: the nodes' software TPMs (swtpm, swtpm_setup)
-# libtss2-dev, pkg-config, gcc: the TPM software stack the `tpm` crate links (tss2-esys)
+# pkg-config, gcc: native build steps of dependencies (ring, the pause image)
 # etcd-server, etcd-client: the control plane's replicated state (etcd, etcdctl)
 # protobuf-compiler, libprotobuf-dev: protoc and google/protobuf/*.proto for the etcd client's build
-PKGS=(swtpm swtpm-tools libtss2-dev etcd-server etcd-client protobuf-compiler libprotobuf-dev pkg-config gcc)
+PKGS=(swtpm swtpm-tools etcd-server etcd-client protobuf-compiler libprotobuf-dev pkg-config gcc)
 
 check() {
   local missing=()
-  for tool in swtpm swtpm_setup etcd etcdctl protoc pkg-config cc; do
+  for tool in swtpm swtpm_ioctl etcd etcdctl protoc pkg-config cc; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("program $tool")
   done
   for f in /usr/include/google/protobuf/descriptor.proto /usr/include/google/protobuf/empty.proto; do
     [ -f "$f" ] || missing+=("file $f (package libprotobuf-dev)")
   done
-  if command -v pkg-config >/dev/null 2>&1; then
-    for lib in tss2-esys tss2-tctildr tss2-mu; do
-      pkg-config --exists "$lib" || missing+=("pkg-config library $lib (package libtss2-dev)")
-    done
-  fi
   command -v cargo >/dev/null 2>&1 || missing+=("cargo (install the Rust toolchain with rustup first)")
   command -v go >/dev/null 2>&1 || missing+=("go (Go >= 1.26, for the Kubernetes binaries)")
   if [ ${#missing[@]} -gt 0 ]; then

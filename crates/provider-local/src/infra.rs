@@ -385,7 +385,22 @@ pub fn apply(
         }
     }
 
-    // 2. TPMs and their attestation keys.
+    // 2. Every node that will be started finds its ports free, checked before anything starts:
+    //    a range taken by another program fails here, while the cloud is still only a plan (so
+    //    a new baseAddress still takes effect). What a dead node left running (its etcd), or a
+    //    node process an interrupted apply started without recording it, is stopped first.
+    for node in state
+        .nodes
+        .iter()
+        .filter(|n| !n.process.is_some_and(|p| p.is_alive()))
+    {
+        stop_unrecorded(node, false, true);
+        for port in node_ports(node.role) {
+            check_free(node.address, *port)?;
+        }
+    }
+
+    // 3. TPMs and their attestation keys.
     for i in 0..state.nodes.len() {
         wanted.check_cancel()?;
         let node = state.nodes[i].clone();
@@ -441,7 +456,7 @@ pub fn apply(
         ));
     }
 
-    // 3. Node processes, through the launcher.
+    // 4. Node processes, through the launcher.
     let cloud_file = path.clone();
     for i in 0..state.nodes.len() {
         wanted.check_cancel()?;
