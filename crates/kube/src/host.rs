@@ -255,3 +255,14 @@ impl Drop for HostSysctls {
         let _ = self.restore();
     }
 }
+
+/// Resident set size of a process in KiB (`VmRSS` of `/proc/PID/status`), if it exists.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}

@@ -101,6 +101,7 @@ impl std::fmt::Display for Cidr {
 /// One node's namespaces and addresses.
 #[derive(Debug, Clone)]
 pub struct NodeNet {
+    cluster: String,
     name: String,
     index: u8,
     netns: PathBuf,
@@ -114,6 +115,11 @@ impl NodeNet {
     /// The node's name (its Kubernetes name later).
     pub fn name(&self) -> &str {
         &self.name
+    }
+    /// The cgroup (in every hierarchy) under which the node's containers and pods live
+    /// (kubelet's `cgroupRoot`): `/constellation-kube-<cluster>-<node>`.
+    pub fn cgroup_parent(&self) -> String {
+        format!("/constellation-kube-{}-{}", self.cluster, self.name)
     }
     /// Node number N (1–253): the last octet of its address and third octet of its pod CIDR.
     pub fn index(&self) -> u8 {
@@ -334,6 +340,7 @@ impl ClusterNet {
             .find(|i| !self.nodes.iter().any(|n| n.index == *i))
             .ok_or(NetError::TooManyNodes)?;
         let node = NodeNet {
+            cluster: self.name.clone(),
             name: name.to_owned(),
             index,
             netns: self.dir.join(format!("{name}.net")),
