@@ -159,6 +159,33 @@ fn remove_dirs_deepest_first(dir: &Path) -> Result<(), HostError> {
     }
 }
 
+/// Creates the cgroup `/<parent>` in every hierarchy under `/sys/fs/cgroup` (kubelet requires its
+/// `cgroupRoot` to exist); a new cpuset cgroup gets its parent's cpus and mems.
+pub fn create_cgroup(parent: &str) -> Result<(), HostError> {
+    let parent = parent.trim_matches('/');
+    let root = Path::new("/sys/fs/cgroup");
+    let rd = std::fs::read_dir(root).map_err(io("list cgroup hierarchies", root))?;
+    for h in rd.flatten() {
+        let hier = h.path();
+        if !hier.join("cgroup.procs").exists() {
+            continue;
+        }
+        let dir = hier.join(parent);
+        std::fs::create_dir_all(&dir).map_err(io("create cgroup", &dir))?;
+        for f in ["cpuset.cpus", "cpuset.mems"] {
+            let own = dir.join(f);
+            if own.exists() {
+                let cur = std::fs::read_to_string(&own).unwrap_or_default();
+                if cur.trim().is_empty() {
+                    let v = std::fs::read_to_string(hier.join(f)).map_err(io("read", &own))?;
+                    std::fs::write(&own, v.trim()).map_err(io("write", &own))?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Path of a sysctl key (`fs.inotify.max_user_instances`) under `/proc/sys`.
 pub fn sysctl_path(key: &str) -> PathBuf {
     Path::new("/proc/sys").join(key.replace('.', "/"))
@@ -183,15 +210,20 @@ fn write_sysctl(key: &str, value: &str) -> Result<(), HostError> {
 ///
 /// * `fs.inotify.max_user_instances` ≥ 512 and `fs.inotify.max_user_watches` ≥ 524288: several
 ///   kubelets and containerds share the host's inotify limits (kubemark and kind raise them too).
-/// * `kernel.panic = 10`, `kernel.panic_on_oops = 1`, `vm.overcommit_memory = 1`: kubelet writes
-///   these host-global values itself (protectKernelDefaults off) unless they are already set;
-///   setting them here first records the old values so teardown can put them back.
+/// * `kernel.panic = 10`, `kernel.panic_on_oops = 1`, `vm.overcommit_memory = 1`,
+///   `vm.panic_on_oom = 0`, `kernel.keys.root_maxkeys = 1000000`, `kernel.keys.root_maxbytes =
+///   25000000`: kubelet's kernel tunables. Kubelet runs with `protectKernelDefaults: true`, so it
+///   never writes them itself (it refuses to start if they differ); setting them here first records
+///   the old values so teardown can put them back.
 pub const KUBELET_SYSCTLS: &[(&str, Need)] = &[
     ("fs.inotify.max_user_instances", Need::AtLeast(512)),
     ("fs.inotify.max_user_watches", Need::AtLeast(524_288)),
     ("kernel.panic", Need::Exactly(10)),
     ("kernel.panic_on_oops", Need::Exactly(1)),
     ("vm.overcommit_memory", Need::Exactly(1)),
+    ("vm.panic_on_oom", Need::Exactly(0)),
+    ("kernel.keys.root_maxkeys", Need::Exactly(1_000_000)),
+    ("kernel.keys.root_maxbytes", Need::Exactly(25_000_000)),
 ];
 
 /// What a node needs of a numeric sysctl.
@@ -211,6 +243,15 @@ pub struct HostSysctls {
 impl HostSysctls {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Every sysctl of [`KUBELET_SYSCTLS`] (on a failure, drop restores what was changed).
+    pub fn for_kubelet() -> Result<Self, HostError> {
+        let mut me = Self::new();
+        for (key, need) in KUBELET_SYSCTLS {
+            me.ensure(key, *need)?;
+        }
+        Ok(me)
     }
 
     /// Makes `key` satisfy `need`, recording the old value when it had to change.

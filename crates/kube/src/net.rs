@@ -11,8 +11,9 @@
 //!   node's namespace only), and the pod CIDR `10.244.N.0/24` (Kubernetes' default pod network
 //!   10.244.0.0/16, one /24 per node). Every node has a route `10.244.M.0/24 via 198.18.C.M` to
 //!   every other node M, the fabric has one to every node (replies to pods, e.g. from the gateway).
-//! * per node also a persistent mount namespace whose `/run` is a private tmpfs: containerd's
-//!   shim sockets, fifos, runc state and CNI netns pins land there and vanish with the namespace.
+//! * per node also a persistent mount namespace whose `/run`, `/var/lib` and `/var/log` are
+//!   private tmpfs ([`NODE_PRIVATE_DIRS`]): containerd's shim sockets, fifos, runc state, CNI netns
+//!   pins and caches, kubelet's hard-coded folders land there and vanish with the namespace.
 //!
 //! Namespaces are kept alive by bind mounts on files under `<run_root>/<cluster>/` (a private bind
 //! mount of its own), not under `/run/netns`. [`ClusterNet::teardown`] (also run on drop) kills every
@@ -33,6 +34,12 @@ pub const DEFAULT_RUN_ROOT: &str = "/run/constellation-kube";
 /// Kubernetes' pod network; node N gets `10.244.N.0/24`.
 pub const POD_NETWORK: (Ipv4Addr, u8) = (Ipv4Addr::new(10, 244, 0, 0), 16);
 const GATEWAY_HOST: u8 = 254;
+/// Folders a node sees as its own empty tmpfs (in its mount namespace only): `/run` (containerd's
+/// shim sockets, fifos, runc state, CNI netns pins), `/var/lib` (libcni's cache `/var/lib/cni`,
+/// kubelet's hard-coded device-plugin folder `/var/lib/kubelet/device-plugins`), `/var/log`
+/// (kubelet's hard-coded `/var/log/containers`). Everything that needs to persist lives in the
+/// node's state folder instead.
+pub const NODE_PRIVATE_DIRS: &[&str] = &["/run", "/var/lib", "/var/log"];
 const MAX_NODE: u8 = 253;
 
 /// Building or tearing down a cluster network failed.
@@ -379,20 +386,22 @@ impl ClusterNet {
                 .args(["--", "umount", "-l"])
                 .arg(&self.dir),
         )?;
-        cmd::run(
-            Command::new("nsenter")
-                .arg(format!("--mount={}", node.mntns.display()))
-                .args([
-                    "--",
-                    "mount",
-                    "-t",
-                    "tmpfs",
-                    "-o",
-                    "mode=0755",
-                    "tmpfs",
-                    "/run",
-                ]),
-        )?;
+        for dir in NODE_PRIVATE_DIRS {
+            cmd::run(
+                Command::new("nsenter")
+                    .arg(format!("--mount={}", node.mntns.display()))
+                    .args([
+                        "--",
+                        "mount",
+                        "-t",
+                        "tmpfs",
+                        "-o",
+                        "mode=0755",
+                        "tmpfs",
+                        dir,
+                    ]),
+            )?;
+        }
 
         let port = format!("v{}", node.index);
         let netns = node.netns.to_string_lossy().into_owned();

@@ -109,7 +109,13 @@ fn three_nodes_route_to_each_other_and_teardown_leaves_the_host_as_found() {
             c.args(["-c", "touch /run/only-in-n1 && ls /run"]);
             c
         });
-        assert_eq!(run.trim(), "only-in-n1");
+        assert!(run.lines().any(|l| l == "only-in-n1"), "{run}");
+        let varlib = run_ok({
+            let mut c = n1.command("ls");
+            c.args(["-A", "/var/lib", "/var/log"]);
+            c
+        });
+        assert_eq!(varlib.trim(), "/var/lib:\n\n/var/log:", "{varlib}");
         assert!(!Path::new("/run/only-in-n1").exists());
 
         // a process left in a node namespace is killed by teardown

@@ -54,6 +54,9 @@ const SYSCTLS: &[&str] = &[
     "kernel.panic",
     "kernel.panic_on_oops",
     "vm.overcommit_memory",
+    "vm.panic_on_oom",
+    "kernel.keys.root_maxkeys",
+    "kernel.keys.root_maxbytes",
 ];
 
 const PATHS: &[&str] = &[
