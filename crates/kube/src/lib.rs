@@ -12,9 +12,11 @@
 //! Everything that needs root reports it through the error types; nothing here panics on input.
 
 pub mod cmd;
+pub mod control_plane;
 pub mod host;
 pub mod image;
 pub mod net;
+pub mod process;
 pub mod runtime;
 
 pub use cmd::CommandError;

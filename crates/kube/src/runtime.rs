@@ -251,6 +251,16 @@ impl Containerd {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         me.startup = started.elapsed();
+        // The default socket path, inside the node's private /run, for clients that assume it
+        // (cAdvisor in kubelet, crictl).
+        cmd::run_async(node.tokio_command("sh").args([
+            "-c",
+            &format!(
+                "mkdir -p /run/containerd && ln -sf {} /run/containerd/containerd.sock",
+                me.paths.socket.display()
+            ),
+        ]))
+        .await?;
         Ok(me)
     }
 
