@@ -541,6 +541,28 @@ impl ControlPlane {
         (self.kubectl_probe())()
     }
 
+    /// Writes to `out` a kubeconfig for the kubelet of node `name`: a client certificate
+    /// `CN=system:node:<name>, O=system:nodes` signed by the cluster CA (`kubeadm kubeconfig
+    /// user`), server = the control-plane endpoint. This is the credential a joining node gets
+    /// (the JoinService is to hand it out only to attested nodes).
+    pub async fn node_kubeconfig(&self, name: &str, out: &Path) -> Result<(), ControlPlaneError> {
+        let cfg = self.paths.kubeadm_config.display().to_string();
+        let kubeconfig =
+            cmd::run_async(self.node.tokio_command(&self.bins.path("kubeadm")).args([
+                "kubeconfig",
+                "user",
+                "--config",
+                &cfg,
+                "--client-name",
+                &format!("system:node:{name}"),
+                "--org",
+                "system:nodes",
+            ]))
+            .await?;
+        std::fs::write(out, kubeconfig).map_err(io_err("write", out))?;
+        Ok(())
+    }
+
     pub fn paths(&self) -> &ControlPlanePaths {
         &self.paths
     }
@@ -708,11 +730,23 @@ impl Kubelet {
     /// Stops kubelet, kills what remains in the node's cgroupRoot (pods) and removes it.
     pub async fn stop(&mut self) -> Result<(), ControlPlaneError> {
         self.proc.stop(Duration::from_secs(10)).await;
+        self.remove_pods()
+    }
+
+    fn remove_pods(&self) -> Result<(), ControlPlaneError> {
         let cg = self.node.cgroup_parent();
         host::kill_all("pods of kubelet", Duration::from_secs(10), || {
             host::processes_in_cgroup(&cg)
         })?;
         host::remove_cgroup_tree(&cg)?;
         Ok(())
+    }
+}
+
+impl Drop for Kubelet {
+    fn drop(&mut self) {
+        // kubelet first (it would recreate pod cgroups), then its pods in the cgroupRoot
+        self.proc.kill_now();
+        let _ = self.remove_pods();
     }
 }

@@ -120,10 +120,17 @@ impl Supervised {
     }
 }
 
-impl Drop for Supervised {
-    fn drop(&mut self) {
+impl Supervised {
+    /// SIGKILL without waiting (for drop paths); the child is reaped by tokio.
+    pub fn kill_now(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.start_kill();
         }
+    }
+}
+
+impl Drop for Supervised {
+    fn drop(&mut self) {
+        self.kill_now();
     }
 }

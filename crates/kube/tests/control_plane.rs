@@ -1,6 +1,8 @@
 //! One control-plane node: etcd 3.6, kube-apiserver, kube-controller-manager, kube-scheduler and
-//! kubelet as supervised processes in the node's namespaces; `kubectl get nodes` shows it Ready and
-//! a pod from the locally built busybox image runs. The host is left as found.
+//! kubelet as supervised processes in the node's namespaces; `kubectl get nodes` shows it Ready.
+//! Then a worker joins with a node credential and is Ready too; a pod from the locally built
+//! busybox image on the worker fetches from a pod on the control-plane node. The host is left as
+//! found.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failure is a test failure
 
 mod common;
@@ -45,7 +47,7 @@ fn kube_bin() -> Option<PathBuf> {
 }
 
 #[test]
-fn control_plane_node_becomes_ready_and_runs_a_pod() {
+fn control_plane_node_and_a_worker_become_ready_and_their_pods_talk() {
     if let Some(why) = common::missing_root_or_tools(&[
         "ip",
         "unshare",
@@ -155,56 +157,116 @@ async fn body(name: &str, bins: &KubeBinaries) {
     assert!(nodes.contains("198.18.10.1"), "{nodes}");
     assert!(nodes.contains("v1.36.3"), "{nodes}");
 
-    // a pod from the locally built image (no registry): the default service account appears when
-    // the controller manager has run, so creation is retried until the deadline
+    // a worker joins with a node credential signed by the cluster CA
+    let t = Instant::now();
+    let n2 = net.add_node("n2").unwrap();
+    let w_dir = tmp.path().join("n2");
+    let mut ctrd2 = Containerd::start(
+        &n2,
+        &w_dir.join("ctrd"),
+        PAUSE_REFERENCE,
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    ctrd2.import(&pause.path).await.unwrap();
+    ctrd2.import(&bb.path).await.unwrap();
+    std::fs::create_dir_all(w_dir.join("kubelet")).unwrap();
+    let w_kubeconfig = w_dir.join("kubelet.conf");
+    cp.node_kubeconfig("n2", &w_kubeconfig).await.unwrap();
+    let w_ca = w_dir.join("ca.crt");
+    std::fs::copy(cp.paths().pki.join("ca.crt"), &w_ca).unwrap();
+    let mut kubelet2 = Kubelet::start(
+        bins,
+        &n2,
+        &ctrd2,
+        &w_kubeconfig,
+        &w_ca,
+        &w_dir.join("kubelet"),
+    )
+    .unwrap();
+    if let Err(e) = cp.wait_node_ready("n2", Duration::from_secs(180)).await {
+        report(&format!(
+            "kubelet n2 log tail: {}",
+            kube_node::process::log_tail(&w_dir.join("kubelet/kubelet.log"), 30)
+        ));
+        panic!("worker not Ready: {e}");
+    }
+    phases.push((
+        "worker: network + containerd + images + kubelet -> Ready",
+        t.elapsed(),
+    ));
+    let nodes = run_async(cp.kubectl().args(["get", "nodes", "-o", "wide"]))
+        .await
+        .unwrap();
+    report(&format!("kubectl get nodes:\n{nodes}"));
+    assert!(nodes.contains("198.18.10.2"), "{nodes}");
+
+    // pods from the locally built image (no registry) on both nodes; the one on n2 fetches from
+    // the one on n1 over the pod network. The default service account appears when the
+    // controller manager has run, so the first creation is retried until the deadline.
     let t = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let r = run_async(cp.kubectl().args([
-            "run",
-            "probe",
-            &format!("--image={BUSYBOX_REFERENCE}"),
-            "--image-pull-policy=Never",
-            "--restart=Never",
-            "--",
-            "sh",
-            "-c",
-            "echo ok-from-pod",
-        ]))
-        .await;
-        match r {
-            Ok(_) => break,
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => panic!("kubectl run: {e}"),
-        }
-    }
-    let phase = loop {
-        let p =
-            run_async(
-                cp.kubectl()
-                    .args(["get", "pod", "probe", "-o", "jsonpath={.status.phase}"]),
-            )
-            .await
-            .unwrap_or_default();
-        if p == "Succeeded" || p == "Failed" || Instant::now() > deadline {
-            break p;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    let logs = run_async(cp.kubectl().args(["logs", "probe"])).await;
-    assert_eq!(phase, "Succeeded", "pod phase; logs: {logs:?}");
-    assert_eq!(logs.unwrap().trim(), "ok-from-pod");
-    phases.push(("pod created -> Succeeded", t.elapsed()));
+    run_pod(
+        &cp,
+        "web",
+        "n1",
+        "mkdir -p /www && echo hello-from-n1 > /www/index.html && exec httpd -f -p 8080 -h /www",
+        deadline,
+    )
+    .await;
+    assert_eq!(
+        wait_phase(&cp, "web", &["Running"], deadline).await,
+        "Running"
+    );
+    let web_ip =
+        run_async(
+            cp.kubectl()
+                .args(["get", "pod", "web", "-o", "jsonpath={.status.podIP}"]),
+        )
+        .await
+        .unwrap();
+    assert!(web_ip.starts_with("10.244.1."), "web pod IP {web_ip}");
+    phases.push(("pod on n1 Running", t.elapsed()));
+    let t = Instant::now();
+    run_pod(
+        &cp,
+        "client",
+        "n2",
+        &format!(
+            "i=0; while [ $i -lt 300 ]; do wget -qO- http://{web_ip}:8080/ && exit 0; i=$((i+1)); sleep 0.1; done; exit 1"
+        ),
+        deadline,
+    )
+    .await;
+    let phase = wait_phase(&cp, "client", &["Succeeded", "Failed"], deadline).await;
+    let logs = run_async(cp.kubectl().args(["logs", "client"])).await;
+    assert_eq!(phase, "Succeeded", "client pod; logs: {logs:?}");
+    assert_eq!(logs.unwrap().trim(), "hello-from-n1");
+    let client_ip =
+        run_async(
+            cp.kubectl()
+                .args(["get", "pod", "client", "-o", "jsonpath={.status.podIP}"]),
+        )
+        .await
+        .unwrap();
+    assert!(
+        client_ip.starts_with("10.244.2."),
+        "client pod IP {client_ip}"
+    );
+    phases.push(("pod on n2 fetched from pod on n1", t.elapsed()));
 
     let mut mem: Vec<String> = cp
         .memory()
         .into_iter()
         .map(|(n, _, kib)| format!("{n} {} MiB", kib / 1024))
         .collect();
-    for (n, pid) in [("kubelet", kubelet.pid()), ("containerd", ctrd.pid())] {
+    for (n, pid) in [
+        ("kubelet n1", kubelet.pid()),
+        ("containerd n1", ctrd.pid()),
+        ("kubelet n2", kubelet2.pid()),
+        ("containerd n2", ctrd2.pid()),
+    ] {
         mem.push(format!(
             "{n} {} MiB",
             pid.and_then(host::rss_kib).unwrap_or(0) / 1024
@@ -222,11 +284,56 @@ async fn body(name: &str, bins: &KubeBinaries) {
         mem.join(", ")
     ));
 
+    kubelet2.stop().await.unwrap();
+    ctrd2.stop().await.unwrap();
     kubelet.stop().await.unwrap();
     cp.stop().await;
     ctrd.stop().await.unwrap();
     sysctls.restore().unwrap();
     net.teardown().unwrap();
+}
+
+/// `kubectl run NAME` pinned to `node`, retried until the namespace's default ServiceAccount exists.
+async fn run_pod(cp: &ControlPlane, name: &str, node: &str, script: &str, deadline: Instant) {
+    loop {
+        let r = run_async(cp.kubectl().args([
+            "run",
+            name,
+            &format!("--image={BUSYBOX_REFERENCE}"),
+            "--image-pull-policy=Never",
+            "--restart=Never",
+            &format!(r#"--overrides={{"apiVersion":"v1","spec":{{"nodeName":"{node}"}}}}"#),
+            "--",
+            "sh",
+            "-c",
+            script,
+        ]))
+        .await;
+        match r {
+            Ok(_) => return,
+            Err(e) if Instant::now() < deadline && e.stderr().contains("serviceaccount") => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("kubectl run {name}: {e}"),
+        }
+    }
+}
+
+/// Polls the pod's phase until it is one of `want` or the deadline passes; returns the last phase.
+async fn wait_phase(cp: &ControlPlane, name: &str, want: &[&str], deadline: Instant) -> String {
+    loop {
+        let p =
+            run_async(
+                cp.kubectl()
+                    .args(["get", "pod", name, "-o", "jsonpath={.status.phase}"]),
+            )
+            .await
+            .unwrap_or_default();
+        if want.contains(&p.as_str()) || Instant::now() > deadline {
+            return p;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 fn which(p: &str) -> PathBuf {

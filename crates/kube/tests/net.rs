@@ -149,12 +149,25 @@ fn a_failing_test_still_leaves_the_host_as_found() {
     let name = common::cluster_name("panic");
     let _serial = common::serial();
     let before = common::HostSnapshot::take(&name);
-    let r = std::panic::catch_unwind(|| {
+    let during = std::sync::Mutex::new(None);
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let mut net = ClusterNet::create(Path::new(DEFAULT_RUN_ROOT), &name, 8).unwrap();
         net.add_node("n1").unwrap();
         net.add_node("n2").unwrap();
+        *during.lock().unwrap() = Some(common::HostSnapshot::take(&name));
         panic!("deliberate failure with a live cluster network");
-    });
+    }));
     assert!(r.is_err());
+    // the snapshot sees a live cluster (pins, mounts, run folder) ...
+    let during = during
+        .lock()
+        .unwrap()
+        .take()
+        .expect("snapshot taken before the panic");
+    assert_ne!(
+        during, before,
+        "the host snapshot must notice a live cluster"
+    );
+    // ... and nothing of it after the panic unwound through the drop
     assert_eq!(common::HostSnapshot::take(&name), before);
 }
