@@ -282,6 +282,50 @@ impl HostSysctls {
         &self.changed
     }
 
+    /// Writes the recorded old values to `path` (`<key> <old value>` lines), for a later
+    /// [`HostSysctls::load`] by another process (e.g. `terminate` after `up`).
+    pub fn save(&self, path: &Path) -> Result<(), HostError> {
+        let text: String = self
+            .changed
+            .iter()
+            .map(|(k, v)| format!("{k} {v}\n"))
+            .collect();
+        std::fs::write(path, text).map_err(io("write sysctl record", path))
+    }
+
+    /// Reads a record written by [`HostSysctls::save`]; a missing file is an empty record.
+    pub fn load(path: &Path) -> Result<Self, HostError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(io("read sysctl record", path)(e)),
+        };
+        let mut changed = Vec::new();
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let (k, v) = line.split_once(' ').unwrap_or((line, ""));
+            let key_ok = !k.is_empty()
+                && k.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_');
+            let value_ok = !v.is_empty()
+                && v.chars()
+                    .all(|c| c.is_ascii_digit() || c == ' ' || c == '-');
+            if !key_ok || !value_ok {
+                return Err(HostError::BadSysctlValue {
+                    key: k.to_owned(),
+                    value: v.to_owned(),
+                });
+            }
+            changed.push((k.to_owned(), v.to_owned()));
+        }
+        Ok(HostSysctls { changed })
+    }
+
+    /// Forgets the record without restoring (after [`HostSysctls::save`]: another process
+    /// restores).
+    pub fn detach(mut self) {
+        self.changed.clear();
+    }
+
     /// Writes every recorded old value back (latest first); idempotent.
     pub fn restore(&mut self) -> Result<(), HostError> {
         while let Some((key, old)) = self.changed.pop() {

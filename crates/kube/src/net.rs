@@ -57,6 +57,10 @@ pub enum NetError {
     ClusterExists(PathBuf),
     #[error("the cluster network was torn down")]
     TornDown,
+    #[error("no cluster network at {0}")]
+    NoCluster(PathBuf),
+    #[error("cluster registry {path}: line {line:?} is not `<index> <node name>`")]
+    BadRegistry { path: PathBuf, line: String },
     #[error("{what} {path}: {source}")]
     Io {
         what: &'static str,
@@ -185,6 +189,7 @@ pub struct ClusterNet {
     fabric: PathBuf,
     nodes: Vec<NodeNet>,
     torn_down: bool,
+    detached: bool,
 }
 
 /// An empty file to bind a namespace onto.
@@ -268,10 +273,93 @@ impl ClusterNet {
             dir,
             nodes: Vec::new(),
             torn_down: false,
+            detached: false,
         };
         // From here on, a failure tears down what exists (drop).
         net.init_fabric()?;
+        net.save_registry()?;
         Ok(net)
+    }
+
+    const REGISTRY: &'static str = "cluster";
+
+    /// `<dir>/cluster`: the cluster index, then one `<index> <name>` line per node, so that
+    /// another process can [`ClusterNet::open`] the network (e.g. `terminate` after `up`).
+    fn save_registry(&self) -> Result<(), NetError> {
+        let mut text = format!("{}\n", self.index);
+        for n in &self.nodes {
+            text.push_str(&format!("{} {}\n", n.index, n.name));
+        }
+        let path = self.dir.join(Self::REGISTRY);
+        let tmp = self.dir.join(".cluster.tmp");
+        std::fs::write(&tmp, text).map_err(io_err("write cluster registry", &tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io_err("write cluster registry", &path))
+    }
+
+    /// Opens the cluster network `name` created (and [`ClusterNet::detach`]ed) by another
+    /// process, to add or remove nodes or tear it down.
+    pub fn open(run_root: &Path, name: &str) -> Result<ClusterNet, NetError> {
+        if !valid_name(name, 24) {
+            return Err(NetError::BadClusterName(name.to_owned()));
+        }
+        let dir = run_root.join(name);
+        let path = dir.join(Self::REGISTRY);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(NetError::NoCluster(dir))
+            }
+            Err(e) => return Err(io_err("read cluster registry", &path)(e)),
+        };
+        let bad = |line: &str| NetError::BadRegistry {
+            path: path.clone(),
+            line: line.to_owned(),
+        };
+        let mut lines = text.lines();
+        let first = lines.next().unwrap_or_default();
+        let index: u8 = first.trim().parse().map_err(|_| bad(first))?;
+        let mut net = ClusterNet {
+            name: name.to_owned(),
+            index,
+            fabric: dir.join("fabric.net"),
+            dir,
+            nodes: Vec::new(),
+            torn_down: false,
+            detached: true, // until the registry parsed: a bad file must not tear anything down
+        };
+        for line in lines {
+            let (i, n) = line.split_once(' ').ok_or_else(|| bad(line))?;
+            let i: u8 = i.parse().map_err(|_| bad(line))?;
+            if !valid_name(n, 63) || i == 0 || i > MAX_NODE {
+                return Err(bad(line));
+            }
+            let node = net.node_net(n, i);
+            net.nodes.push(node);
+        }
+        net.detached = false;
+        Ok(net)
+    }
+
+    /// Leaves the network in place when this value is dropped (another process opens it later
+    /// with [`ClusterNet::open`]).
+    pub fn detach(mut self) {
+        self.detached = true;
+    }
+
+    fn node_net(&self, name: &str, index: u8) -> NodeNet {
+        NodeNet {
+            cluster: self.name.clone(),
+            name: name.to_owned(),
+            index,
+            netns: self.dir.join(format!("{name}.net")),
+            mntns: self.dir.join(format!("{name}.mnt")),
+            address: Ipv4Addr::new(198, 18, self.index, index),
+            pod_cidr: Cidr {
+                addr: Ipv4Addr::new(10, 244, index, 0),
+                prefix: 24,
+            },
+            gateway: self.gateway(),
+        }
     }
 
     fn init_fabric(&mut self) -> Result<(), NetError> {
@@ -346,21 +434,10 @@ impl ClusterNet {
         let index = (1..=MAX_NODE)
             .find(|i| !self.nodes.iter().any(|n| n.index == *i))
             .ok_or(NetError::TooManyNodes)?;
-        let node = NodeNet {
-            cluster: self.name.clone(),
-            name: name.to_owned(),
-            index,
-            netns: self.dir.join(format!("{name}.net")),
-            mntns: self.dir.join(format!("{name}.mnt")),
-            address: Ipv4Addr::new(198, 18, self.index, index),
-            pod_cidr: Cidr {
-                addr: Ipv4Addr::new(10, 244, index, 0),
-                prefix: 24,
-            },
-            gateway: self.gateway(),
-        };
+        let node = self.node_net(name, index);
         // Registered first so that teardown removes a half-built node too.
         self.nodes.push(node.clone());
+        self.save_registry()?;
         self.build_node(&node)?;
         Ok(node)
     }
@@ -464,6 +541,7 @@ impl ClusterNet {
         let node = self.nodes[pos].clone();
         Self::destroy_node(&node)?;
         self.nodes.remove(pos);
+        self.save_registry()?;
         let cidr = node.pod_cidr.to_string();
         for other in &self.nodes {
             let _ = ip(&other.netns, &["route", "del", &cidr]);
@@ -488,6 +566,14 @@ impl ClusterNet {
                 || host::processes_in_namespaces(&net, &mnt),
             )?;
         }
+        // Containers live in their own namespaces but in the node's cgroup tree.
+        let cgroup = node.cgroup_parent();
+        host::kill_all(
+            &format!("in the cgroup {cgroup}"),
+            Duration::from_secs(10),
+            || host::processes_in_cgroup(&cgroup),
+        )?;
+        host::remove_cgroup_tree(&cgroup)?;
         unmount_all(&node.mntns)?;
         remove_file(&node.mntns)?;
         // The veth pair goes with the network namespace.
@@ -514,6 +600,7 @@ impl ClusterNet {
                 }
                 unmount_all(&self.fabric)?;
                 remove_file(&self.fabric)?;
+                remove_file(&self.dir.join(Self::REGISTRY))?;
                 unmount_all(&self.dir)?;
                 match std::fs::remove_dir(&self.dir) {
                     Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -547,6 +634,9 @@ impl ClusterNet {
 
 impl Drop for ClusterNet {
     fn drop(&mut self) {
+        if self.detached {
+            return;
+        }
         if let Err(e) = self.teardown() {
             use std::io::Write;
             let _ = writeln!(

@@ -171,3 +171,65 @@ fn a_failing_test_still_leaves_the_host_as_found() {
     // ... and nothing of it after the panic unwound through the drop
     assert_eq!(common::HostSnapshot::take(&name), before);
 }
+
+#[test]
+fn a_detached_network_is_opened_and_torn_down_by_another_owner() {
+    if let Some(why) = common::missing_root_or_tools(&["ip", "unshare", "nsenter", "ping"]) {
+        return common::skip(&why);
+    }
+    let name = common::cluster_name("detach");
+    common::guarded(&name, || {
+        let tmp = tempfile::tempdir().unwrap();
+        let record = tmp.path().join("sysctls");
+        let key = "fs.inotify.max_user_instances";
+        let old = kube_node::host::read_sysctl(key).unwrap();
+        let mut stray;
+        {
+            let mut net = ClusterNet::create(Path::new(DEFAULT_RUN_ROOT), &name, 11).unwrap();
+            let n1 = net.add_node("n1").unwrap();
+            net.add_node("n2").unwrap();
+            stray = n1.command("sleep");
+            stray.arg("1000");
+            net.detach(); // e.g. `up` ends here
+
+            let mut s = kube_node::host::HostSysctls::new();
+            let want = old.parse::<u64>().unwrap() + 1;
+            s.ensure(key, kube_node::host::Need::AtLeast(want)).unwrap();
+            assert_eq!(kube_node::host::read_sysctl(key).unwrap(), want.to_string());
+            s.save(&record).unwrap();
+            s.detach();
+        }
+        let mut child = stray.spawn().unwrap();
+        // still there after the owner went away
+        assert!(Path::new(DEFAULT_RUN_ROOT)
+            .join(&name)
+            .join("n1.net")
+            .exists());
+        assert_ne!(kube_node::host::read_sysctl(key).unwrap(), old);
+
+        // another owner (e.g. `terminate`) opens, checks, extends and tears down
+        let mut net = ClusterNet::open(Path::new(DEFAULT_RUN_ROOT), &name).unwrap();
+        let names: Vec<&str> = net.nodes().iter().map(|n| n.name()).collect();
+        assert_eq!(names, ["n1", "n2"]);
+        assert_eq!(net.node("n2").unwrap().address().to_string(), "198.18.11.2");
+        let n3 = net.add_node("n3").unwrap();
+        assert_eq!(n3.index(), 3);
+        run_ok({
+            let mut c = n3.net_command("ping");
+            c.args(["-c", "1", "-W", "5", "198.18.11.1"]);
+            c
+        });
+        net.teardown().unwrap();
+        assert!(
+            !child.wait().unwrap().success(),
+            "the process in n1 was killed"
+        );
+        assert!(matches!(
+            ClusterNet::open(Path::new(DEFAULT_RUN_ROOT), &name),
+            Err(NetError::NoCluster(_))
+        ));
+        let mut s = kube_node::host::HostSysctls::load(&record).unwrap();
+        s.restore().unwrap();
+        assert_eq!(kube_node::host::read_sysctl(key).unwrap(), old);
+    });
+}
