@@ -71,6 +71,7 @@ pub struct KubeBinaries {
 
 /// Binaries a control-plane node uses.
 pub const REQUIRED_BINARIES: &[&str] = &[
+    "kube-proxy",
     "etcd",
     "etcdctl",
     "kubeadm",
@@ -546,20 +547,53 @@ impl ControlPlane {
     /// user`), server = the control-plane endpoint. This is the credential a joining node gets
     /// (the JoinService is to hand it out only to attested nodes).
     pub async fn node_kubeconfig(&self, name: &str, out: &Path) -> Result<(), ControlPlaneError> {
+        self.client_kubeconfig(&format!("system:node:{name}"), Some("system:nodes"), out)
+            .await
+    }
+
+    /// Writes to `out` a kubeconfig with a client certificate for user `client` (and group
+    /// `org`) signed by the cluster CA, server = the control-plane endpoint.
+    pub async fn client_kubeconfig(
+        &self,
+        client: &str,
+        org: Option<&str>,
+        out: &Path,
+    ) -> Result<(), ControlPlaneError> {
         let cfg = self.paths.kubeadm_config.display().to_string();
-        let kubeconfig =
-            cmd::run_async(self.node.tokio_command(&self.bins.path("kubeadm")).args([
-                "kubeconfig",
-                "user",
-                "--config",
-                &cfg,
-                "--client-name",
-                &format!("system:node:{name}"),
-                "--org",
-                "system:nodes",
-            ]))
-            .await?;
+        let mut c = self.node.tokio_command(&self.bins.path("kubeadm"));
+        c.args([
+            "kubeconfig",
+            "user",
+            "--config",
+            &cfg,
+            "--client-name",
+            client,
+        ]);
+        if let Some(o) = org {
+            c.args(["--org", o]);
+        }
+        let kubeconfig = cmd::run_async(&mut c).await?;
         std::fs::write(out, kubeconfig).map_err(io_err("write", out))?;
+        Ok(())
+    }
+
+    /// `kubeadm init phase addon coredns`: the CoreDNS Deployment (image
+    /// [`crate::image::COREDNS_REFERENCE`], which every node must have imported), its ConfigMap,
+    /// RBAC and the `kube-dns` Service at [`CLUSTER_DNS`].
+    pub async fn deploy_coredns(&self) -> Result<(), ControlPlaneError> {
+        let cfg = self.paths.kubeadm_config.display().to_string();
+        let admin = self.paths.admin_kubeconfig().display().to_string();
+        cmd::run_async(self.node.tokio_command(&self.bins.path("kubeadm")).args([
+            "init",
+            "phase",
+            "addon",
+            "coredns",
+            "--config",
+            &cfg,
+            "--kubeconfig",
+            &admin,
+        ]))
+        .await?;
         Ok(())
     }
 
@@ -748,5 +782,65 @@ impl Drop for Kubelet {
         // kubelet first (it would recreate pod cgroups), then its pods in the cgroupRoot
         self.proc.kill_now();
         let _ = self.remove_pods();
+    }
+}
+
+/// kube-proxy's configuration: iptables mode (IPVS is impossible here: no `IP_VS` in the kernel;
+/// nftables mode emits a priority nft 1.0.6 rejects), `conntrack.maxPerCore: 0` (the conntrack
+/// table size is global and not writable from a node's network namespace).
+pub fn render_kube_proxy_config(node: &NodeNet, kubeconfig: &Path) -> String {
+    let (pod_net, pod_prefix) = crate::net::POD_NETWORK;
+    format!(
+        r#"apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+mode: iptables
+clusterCIDR: "{pod_net}/{pod_prefix}"
+hostnameOverride: "{name}"
+healthzBindAddress: "127.0.0.1:10256"
+metricsBindAddress: "127.0.0.1:10249"
+clientConnection:
+  kubeconfig: "{kubeconfig}"
+conntrack:
+  maxPerCore: 0
+"#,
+        name = node.name(),
+        kubeconfig = kubeconfig.display(),
+    )
+}
+
+/// A node's kube-proxy (iptables rules inside the node's network namespace only).
+#[derive(Debug)]
+pub struct KubeProxy {
+    proc: Supervised,
+}
+
+impl KubeProxy {
+    /// Starts kube-proxy in the node's namespaces. `kubeconfig` authenticates as
+    /// `system:kube-proxy` (bound to `system:node-proxier` by Kubernetes' default RBAC), e.g. from
+    /// [`ControlPlane::client_kubeconfig`].
+    pub fn start(
+        bins: &KubeBinaries,
+        node: &NodeNet,
+        kubeconfig: &Path,
+        dir: &Path,
+    ) -> Result<KubeProxy, ControlPlaneError> {
+        std::fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+        let config = dir.join("kube-proxy.yaml");
+        std::fs::write(&config, render_kube_proxy_config(node, kubeconfig))
+            .map_err(io_err("write", &config))?;
+        let mut c = node.tokio_command(&bins.path("kube-proxy"));
+        c.arg(format!("--config={}", config.display()));
+        let proc = Supervised::spawn("kube-proxy", c, &dir.join("kube-proxy.log"))?;
+        Ok(KubeProxy { proc })
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.pid()
+    }
+    pub fn check(&mut self) -> Result<(), ControlPlaneError> {
+        Ok(self.proc.check()?)
+    }
+    pub async fn stop(&mut self) {
+        self.proc.stop(Duration::from_secs(10)).await;
     }
 }

@@ -24,6 +24,9 @@ pub const PAUSE_REFERENCE: &str = "localhost/constellation/pause:3.10.2";
 /// The workload image.
 pub const BUSYBOX_REFERENCE: &str = "localhost/constellation/busybox:local";
 
+/// CoreDNS, named as kubeadm v1.36 expects it under [`IMAGE_REPOSITORY`].
+pub const COREDNS_REFERENCE: &str = "localhost/constellation/coredns:v1.14.2";
+
 const PAUSE_SOURCE: &str = include_str!("../pause/pause.c");
 
 /// Building an image failed.
@@ -417,6 +420,24 @@ pub fn build_standard_images(
         &dir.join("busybox.oci.tar"),
     )?;
     Ok((pause, bb))
+}
+
+/// The CoreDNS image: the static `coredns` binary as `/coredns` (the entrypoint kubeadm's
+/// Deployment expects; its arguments come from the manifest).
+pub fn build_coredns_image(dir: &Path, coredns: &Path) -> Result<BuiltImage, ImageError> {
+    std::fs::create_dir_all(dir).map_err(io_err("create image folder", dir))?;
+    let mut fs = Rootfs::new();
+    fs.file("coredns", 0o755, read(coredns)?)?;
+    fs.dir("tmp", 0o1777)?;
+    write_oci_archive(
+        &fs,
+        &ImageConfig {
+            reference: COREDNS_REFERENCE.into(),
+            entrypoint: vec!["/coredns".into()],
+            cmd: vec![],
+        },
+        &dir.join("coredns.oci.tar"),
+    )
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use kube_node::cmd::run_async;
-use kube_node::control_plane::{ControlPlane, ControlPlaneSpec, KubeBinaries, Kubelet};
+use kube_node::control_plane::{ControlPlane, ControlPlaneSpec, KubeBinaries, KubeProxy, Kubelet};
 use kube_node::host::{self, HostSysctls};
 use kube_node::image::{self, BUSYBOX_REFERENCE, PAUSE_REFERENCE};
 use kube_node::net::{ClusterNet, DEFAULT_RUN_ROOT};
@@ -88,6 +88,9 @@ async fn body(name: &str, bins: &KubeBinaries) {
     let busybox = which("busybox");
     let (pause, bb) =
         image::build_standard_images(&tmp.path().join("img"), &busybox, "cc").unwrap();
+    let coredns =
+        image::build_coredns_image(&tmp.path().join("img"), Path::new(&bins.path("coredns")))
+            .unwrap();
     phases.push(("images built", t.elapsed()));
 
     let t = Instant::now();
@@ -107,7 +110,8 @@ async fn body(name: &str, bins: &KubeBinaries) {
     .unwrap();
     ctrd.import(&pause.path).await.unwrap();
     ctrd.import(&bb.path).await.unwrap();
-    phases.push(("containerd up + 2 images imported", t.elapsed()));
+    ctrd.import(&coredns.path).await.unwrap();
+    phases.push(("containerd up + 3 images imported", t.elapsed()));
 
     let mut sysctls = HostSysctls::for_kubelet().unwrap();
     let spec = ControlPlaneSpec {
@@ -171,6 +175,7 @@ async fn body(name: &str, bins: &KubeBinaries) {
     .unwrap();
     ctrd2.import(&pause.path).await.unwrap();
     ctrd2.import(&bb.path).await.unwrap();
+    ctrd2.import(&coredns.path).await.unwrap();
     std::fs::create_dir_all(w_dir.join("kubelet")).unwrap();
     let w_kubeconfig = w_dir.join("kubelet.conf");
     cp.node_kubeconfig("n2", &w_kubeconfig).await.unwrap();
@@ -202,6 +207,17 @@ async fn body(name: &str, bins: &KubeBinaries) {
     report(&format!("kubectl get nodes:\n{nodes}"));
     assert!(nodes.contains("198.18.10.2"), "{nodes}");
 
+    // kube-proxy (iptables mode) on both nodes, CoreDNS through kubeadm's addon phase
+    let t = Instant::now();
+    let kp_conf = tmp.path().join("kube-proxy.conf");
+    cp.client_kubeconfig("system:kube-proxy", None, &kp_conf)
+        .await
+        .unwrap();
+    let mut kp1 = KubeProxy::start(bins, &n1, &kp_conf, &node_dir.join("kube-proxy")).unwrap();
+    let mut kp2 = KubeProxy::start(bins, &n2, &kp_conf, &w_dir.join("kube-proxy")).unwrap();
+    cp.deploy_coredns().await.unwrap();
+    phases.push(("kube-proxy x2 started + CoreDNS deployed", t.elapsed()));
+
     // pods from the locally built image (no registry) on both nodes; the one on n2 fetches from
     // the one on n1 over the pod network. The default service account appears when the
     // controller manager has run, so the first creation is retried until the deadline.
@@ -228,21 +244,68 @@ async fn body(name: &str, bins: &KubeBinaries) {
         .unwrap();
     assert!(web_ip.starts_with("10.244.1."), "web pod IP {web_ip}");
     phases.push(("pod on n1 Running", t.elapsed()));
+    run_async(cp.kubectl().args([
+        "expose",
+        "pod",
+        "web",
+        "--name=web",
+        "--port=80",
+        "--target-port=8080",
+    ]))
+    .await
+    .unwrap();
+    let svc_ip =
+        run_async(
+            cp.kubectl()
+                .args(["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"]),
+        )
+        .await
+        .unwrap();
+    assert!(svc_ip.starts_with("10."), "service IP {svc_ip}");
     let t = Instant::now();
-    run_pod(
-        &cp,
-        "client",
-        "n2",
-        &format!(
-            "i=0; while [ $i -lt 300 ]; do wget -qO- http://{web_ip}:8080/ && exit 0; i=$((i+1)); sleep 0.1; done; exit 1"
-        ),
-        deadline,
-    )
-    .await;
+    // each step retried (with a bound) until the component it needs is up: the pod (httpd),
+    // (`timeout 3 wget`: Debian busybox-static 1.35 segfaults on `wget -T`; its nslookup does not
+    // apply the search path, hence full names)
+    // kube-proxy's rules (ClusterIP), CoreDNS
+    let retry = |cmd: &str| {
+        format!("ok=; i=0; while [ $i -lt 300 ]; do if {cmd}; then ok=1; break; fi; i=$((i+1)); sleep 0.2; done; [ -n \"$ok\" ] || {{ echo FAILED: {cmd}; exit 1; }}")
+    };
+    let script = [
+        retry(&format!("timeout 3 wget -qO- http://{web_ip}:8080/")),
+        retry(&format!("timeout 3 wget -qO- http://{svc_ip}/")),
+        retry("nslookup kubernetes.default.svc.cluster.local"),
+        retry("nslookup web.default.svc.cluster.local"),
+    ]
+    .join("; ");
+    run_pod(&cp, "client", "n2", &script, deadline).await;
     let phase = wait_phase(&cp, "client", &["Succeeded", "Failed"], deadline).await;
     let logs = run_async(cp.kubectl().args(["logs", "client"])).await;
+    if phase != "Succeeded" {
+        let pods = run_async(cp.kubectl().args(["get", "pods", "-A", "-o", "wide"])).await;
+        report(&format!("pods: {pods:?}"));
+        for d in [node_dir.join("kube-proxy"), w_dir.join("kube-proxy")] {
+            report(&format!(
+                "kube-proxy log: {}",
+                kube_node::process::log_tail(&d.join("kube-proxy.log"), 15)
+            ));
+        }
+    }
     assert_eq!(phase, "Succeeded", "client pod; logs: {logs:?}");
-    assert_eq!(logs.unwrap().trim(), "hello-from-n1");
+    let logs = logs.unwrap();
+    report(&format!("client pod log:\n{logs}"));
+    assert_eq!(
+        logs.matches("hello-from-n1").count(),
+        2,
+        "pod IP and ClusterIP: {logs}"
+    );
+    assert!(
+        logs.contains("10.96.0.1"),
+        "kubernetes.default resolved: {logs}"
+    );
+    assert!(
+        logs.contains(&svc_ip),
+        "web resolved to its ClusterIP: {logs}"
+    );
     let client_ip =
         run_async(
             cp.kubectl()
@@ -254,7 +317,7 @@ async fn body(name: &str, bins: &KubeBinaries) {
         client_ip.starts_with("10.244.2."),
         "client pod IP {client_ip}"
     );
-    phases.push(("pod on n2 fetched from pod on n1", t.elapsed()));
+    phases.push(("pod on n2: pod IP, ClusterIP and DNS answered", t.elapsed()));
 
     let mut mem: Vec<String> = cp
         .memory()
@@ -266,6 +329,7 @@ async fn body(name: &str, bins: &KubeBinaries) {
         ("containerd n1", ctrd.pid()),
         ("kubelet n2", kubelet2.pid()),
         ("containerd n2", ctrd2.pid()),
+        ("kube-proxy n1", kp1.pid()),
     ] {
         mem.push(format!(
             "{n} {} MiB",
@@ -284,6 +348,10 @@ async fn body(name: &str, bins: &KubeBinaries) {
         mem.join(", ")
     ));
 
+    kp1.check().unwrap();
+    kp2.check().unwrap();
+    kp2.stop().await;
+    kp1.stop().await;
     kubelet2.stop().await.unwrap();
     ctrd2.stop().await.unwrap();
     kubelet.stop().await.unwrap();
