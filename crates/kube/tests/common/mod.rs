@@ -44,6 +44,7 @@ pub struct HostSnapshot {
     paths: Vec<(String, bool)>,
     cgroups: BTreeSet<String>,
     processes: BTreeSet<String>,
+    iptables: String,
 }
 
 const SYSCTLS: &[&str] = &[
@@ -116,9 +117,8 @@ impl HostSnapshot {
             for h in rd.flatten() {
                 if let Ok(sub) = std::fs::read_dir(h.path()) {
                     for c in sub.flatten() {
-                        let name = c.file_name().to_string_lossy().into_owned();
-                        if name.contains(marker) || name.starts_with("k8s.io") || name == "default"
-                        {
+                        // every top-level cgroup (kubelet's cgroupRoot, ctr's defaults, strays)
+                        if c.file_type().is_ok_and(|t| t.is_dir()) {
                             cgroups.insert(c.path().display().to_string());
                         }
                     }
@@ -139,7 +139,12 @@ impl HostSnapshot {
                     .collect()
             })
             .unwrap_or_default();
+        let iptables = ["filter", "nat", "mangle", "raw"]
+            .iter()
+            .map(|t| out(&["iptables", "-t", t, "-S"]))
+            .collect();
         HostSnapshot {
+            iptables,
             netns: out(&["ip", "netns", "list"]),
             links,
             mounts,
