@@ -577,6 +577,29 @@ impl ControlPlane {
         Ok(())
     }
 
+    /// What `kubeadm init phase mark-control-plane` does (that phase only talks through
+    /// `/etc/kubernetes/admin.conf`): the role label `node-role.kubernetes.io/control-plane` and
+    /// the `NoSchedule` taint of that name on node `name`. Idempotent.
+    pub async fn mark_control_plane(&self, name: &str) -> Result<(), ControlPlaneError> {
+        cmd::run_async(self.kubectl().args([
+            "label",
+            "--overwrite",
+            "node",
+            name,
+            "node-role.kubernetes.io/control-plane=",
+        ]))
+        .await?;
+        cmd::run_async(self.kubectl().args([
+            "taint",
+            "--overwrite",
+            "node",
+            name,
+            "node-role.kubernetes.io/control-plane:NoSchedule",
+        ]))
+        .await?;
+        Ok(())
+    }
+
     /// `kubeadm init phase addon coredns`: the CoreDNS Deployment (image
     /// [`crate::image::COREDNS_REFERENCE`], which every node must have imported), its ConfigMap,
     /// RBAC and the `kube-dns` Service at [`CLUSTER_DNS`].

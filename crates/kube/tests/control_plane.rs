@@ -151,6 +151,8 @@ async fn body(name: &str, bins: &KubeBinaries) {
         panic!("node not Ready: {e}");
     }
     phases.push(("kubelet start -> node Ready", t.elapsed()));
+    cp.mark_control_plane("n1").await.unwrap();
+    cp.mark_control_plane("n1").await.unwrap(); // idempotent
     let to_ready = total.elapsed();
 
     let nodes = run_async(cp.kubectl().args(["get", "nodes", "-o", "wide"]))
@@ -206,6 +208,12 @@ async fn body(name: &str, bins: &KubeBinaries) {
         .unwrap();
     report(&format!("kubectl get nodes:\n{nodes}"));
     assert!(nodes.contains("198.18.10.2"), "{nodes}");
+    let roles: Vec<&str> = nodes
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().nth(2).unwrap_or(""))
+        .collect();
+    assert_eq!(roles, ["control-plane", "<none>"], "{nodes}");
 
     // kube-proxy (iptables mode) on both nodes, CoreDNS through kubeadm's addon phase
     let t = Instant::now();
