@@ -13,6 +13,7 @@
 
 pub mod cmd;
 pub mod control_plane;
+pub mod endpoint;
 pub mod host;
 pub mod image;
 pub mod net;

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use kube_node::cmd::run_async;
 use kube_node::control_plane::{ControlPlane, ControlPlaneSpec, KubeBinaries, KubeProxy, Kubelet};
+use kube_node::endpoint::ApiProxy;
 use kube_node::host::{self, HostSysctls};
 use kube_node::image::{self, BUSYBOX_REFERENCE, PAUSE_REFERENCE};
 use kube_node::net::{ClusterNet, DEFAULT_RUN_ROOT};
@@ -214,6 +215,36 @@ async fn body(name: &str, bins: &KubeBinaries) {
         .map(|l| l.split_whitespace().nth(2).unwrap_or(""))
         .collect();
     assert_eq!(roles, ["control-plane", "<none>"], "{nodes}");
+
+    // the API from the host's own network namespace, through the host-side endpoint
+    let proxy = ApiProxy::start(
+        "127.0.0.1:0".parse().unwrap(),
+        net.fabric(),
+        vec![std::net::SocketAddr::from((n1.address(), 6443))],
+    )
+    .await
+    .unwrap();
+    let admin = std::fs::read_to_string(cp.paths().admin_kubeconfig()).unwrap();
+    let server = format!("server: https://{}:6443", n1.address());
+    assert!(admin.contains(&server), "{admin}");
+    let host_conf = tmp.path().join("host-admin.conf");
+    std::fs::write(
+        &host_conf,
+        admin.replace(&server, &format!("server: https://{}", proxy.local_addr())),
+    )
+    .unwrap();
+    let from_host = run_async(
+        tokio::process::Command::new(bins.path("kubectl"))
+            .arg(format!("--kubeconfig={}", host_conf.display()))
+            .args(["get", "nodes", "--request-timeout=10s"]),
+    )
+    .await
+    .unwrap();
+    assert!(
+        from_host.contains("n1") && from_host.contains("n2"),
+        "{from_host}"
+    );
+    drop(proxy);
 
     // kube-proxy (iptables mode) on both nodes, CoreDNS through kubeadm's addon phase
     let t = Instant::now();
