@@ -23,6 +23,8 @@ pub const KUBERNETES_VERSION: &str = "v1.36.3";
 pub const SERVICE_CIDR: &str = "10.96.0.0/12";
 /// Cluster DNS address (the tenth address of the service network, kubeadm's convention).
 pub const CLUSTER_DNS: &str = "10.96.0.10";
+/// How often a supervised component is restarted after exiting before it counts as failed.
+pub const MAX_RESTARTS: u32 = 20;
 /// The API server port inside the node's network namespace.
 pub const API_PORT: u16 = 6443;
 
@@ -99,6 +101,29 @@ impl KubeBinaries {
     pub fn path(&self, name: &str) -> String {
         self.dir.join(name).display().to_string()
     }
+}
+
+/// The keys every control plane of a cluster shares (relative to the certificates folder): the
+/// cluster, front-proxy and etcd CAs and the service-account signing key. A joining control plane
+/// gets them (the JoinService is to hand them out only to attested control-plane nodes).
+pub const SHARED_PKI_FILES: &[&str] = &[
+    "ca.crt",
+    "ca.key",
+    "sa.key",
+    "sa.pub",
+    "front-proxy-ca.crt",
+    "front-proxy-ca.key",
+    "etcd/ca.crt",
+    "etcd/ca.key",
+];
+
+/// Where a joining control plane gets the cluster's keys and which etcd member it joins through.
+#[derive(Debug, Clone)]
+pub struct JoinFrom {
+    /// A certificates folder holding [`SHARED_PKI_FILES`].
+    pub shared_pki: PathBuf,
+    /// Client address of an existing etcd member (`<node IP>:2379`).
+    pub etcd_member: std::net::SocketAddr,
 }
 
 /// What the cluster's control plane is made of.
@@ -265,7 +290,65 @@ impl ControlPlane {
         spec: &ControlPlaneSpec,
         deadline: Duration,
     ) -> Result<ControlPlane, ControlPlaneError> {
+        Self::bring_up(bins, node, containerd_socket, dir, spec, None, deadline).await
+    }
+
+    /// A further control plane: the cluster's shared keys ([`SHARED_PKI_FILES`], copied from
+    /// `join.shared_pki`) make kubeadm issue this node's certificates from the same CAs; its etcd
+    /// joins the existing members (`etcdctl member add` through `join.etcd_member`), then its
+    /// API server, controller manager and scheduler (leader election) start on it.
+    pub async fn join(
+        bins: &KubeBinaries,
+        node: &NodeNet,
+        containerd_socket: &Path,
+        dir: &Path,
+        spec: &ControlPlaneSpec,
+        join: &JoinFrom,
+        deadline: Duration,
+    ) -> Result<ControlPlane, ControlPlaneError> {
+        Self::bring_up(
+            bins,
+            node,
+            containerd_socket,
+            dir,
+            spec,
+            Some(join),
+            deadline,
+        )
+        .await
+    }
+
+    /// The folder holding this control plane's certificates (the source of
+    /// [`JoinFrom::shared_pki`]).
+    pub fn pki_dir(&self) -> &Path {
+        &self.paths.pki
+    }
+
+    /// This control plane's etcd client URL address.
+    pub fn etcd_member(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from((self.node.address(), 2379))
+    }
+
+    async fn bring_up(
+        bins: &KubeBinaries,
+        node: &NodeNet,
+        containerd_socket: &Path,
+        dir: &Path,
+        spec: &ControlPlaneSpec,
+        join: Option<&JoinFrom>,
+        deadline: Duration,
+    ) -> Result<ControlPlane, ControlPlaneError> {
         let paths = ControlPlanePaths::new(dir);
+        if let Some(j) = join {
+            for f in SHARED_PKI_FILES {
+                let from = j.shared_pki.join(f);
+                let to = paths.pki.join(f);
+                if let Some(parent) = to.parent() {
+                    std::fs::create_dir_all(parent).map_err(io_err("create", parent))?;
+                }
+                std::fs::copy(&from, &to).map_err(io_err("copy shared key", &from))?;
+            }
+        }
         for d in [&paths.dir, &paths.logs] {
             std::fs::create_dir_all(d).map_err(io_err("create", d))?;
         }
@@ -308,7 +391,11 @@ impl ControlPlane {
         cp.timings.phases.push(("kubeadm kubeconfigs", t.elapsed()));
 
         let t = Instant::now();
-        cp.start_etcd()?;
+        let initial_cluster = match join {
+            None => format!("{}=https://{}:2380", cp.node.name(), cp.node.address()),
+            Some(j) => cp.etcd_member_add(j).await?,
+        };
+        cp.start_etcd(&initial_cluster, join.is_some())?;
         let pki = cp.paths.pki.clone();
         let etcdctl = bins.path("etcdctl");
         let node2 = cp.node.clone();
@@ -381,7 +468,7 @@ impl ControlPlane {
             )
             .await;
             match r {
-                Err(e) if !e.stderr().contains("AlreadyExists") => return Err(e.into()),
+                Err(e) if !e.stderr().contains("already exists") => return Err(e.into()),
                 _ => {}
             }
         }
@@ -396,10 +483,16 @@ impl ControlPlane {
     }
 
     fn spawn(&mut self, name: &str, args: Vec<String>) -> Result<(), ControlPlaneError> {
-        let mut c = self.node.tokio_command(&self.bins.path(name));
-        c.args(args);
+        let node = self.node.clone();
+        let program = self.bins.path(name);
+        let factory = Box::new(move || {
+            let mut c = node.tokio_command(&program);
+            c.args(&args);
+            c
+        });
         let log = self.paths.logs.join(format!("{name}.log"));
-        self.procs.push(Supervised::spawn(name, c, &log)?);
+        self.procs
+            .push(Supervised::spawn(name, factory, &log, MAX_RESTARTS)?);
         Ok(())
     }
 
@@ -410,7 +503,38 @@ impl ControlPlane {
         self.paths.kubeconfigs.join(f).display().to_string()
     }
 
-    fn start_etcd(&mut self) -> Result<(), ControlPlaneError> {
+    /// `etcdctl member add` at an existing member; returns the `--initial-cluster` value etcd
+    /// prints for the new member.
+    async fn etcd_member_add(&self, join: &JoinFrom) -> Result<String, ControlPlaneError> {
+        let out = cmd::run_async(
+            self.node
+                .tokio_command(&self.bins.path("etcdctl"))
+                .arg(format!("--endpoints=https://{}", join.etcd_member))
+                .arg(format!("--cacert={}", self.pki("etcd/ca.crt")))
+                .arg(format!(
+                    "--cert={}",
+                    self.pki("etcd/healthcheck-client.crt")
+                ))
+                .arg(format!("--key={}", self.pki("etcd/healthcheck-client.key")))
+                .args(["member", "add", self.node.name()])
+                .arg(format!("--peer-urls=https://{}:2380", self.node.address())),
+        )
+        .await?;
+        out.lines()
+            .find_map(|l| l.strip_prefix("ETCD_INITIAL_CLUSTER="))
+            .map(|v| v.trim_matches('"').to_owned())
+            .ok_or_else(|| ControlPlaneError::Timeout {
+                what: "etcd member add output with ETCD_INITIAL_CLUSTER".into(),
+                waited: Duration::ZERO,
+                detail: out.clone(),
+            })
+    }
+
+    fn start_etcd(
+        &mut self,
+        initial_cluster: &str,
+        existing: bool,
+    ) -> Result<(), ControlPlaneError> {
         let ip = self.node.address();
         let name = self.node.name().to_owned();
         let args = vec![
@@ -420,8 +544,11 @@ impl ControlPlane {
             format!("--listen-client-urls=https://127.0.0.1:2379,https://{ip}:2379"),
             format!("--initial-advertise-peer-urls=https://{ip}:2380"),
             format!("--listen-peer-urls=https://{ip}:2380"),
-            format!("--initial-cluster={name}=https://{ip}:2380"),
-            "--initial-cluster-state=new".into(),
+            format!("--initial-cluster={initial_cluster}"),
+            format!(
+                "--initial-cluster-state={}",
+                if existing { "existing" } else { "new" }
+            ),
             format!("--cert-file={}", self.pki("etcd/server.crt")),
             format!("--key-file={}", self.pki("etcd/server.key")),
             format!("--trusted-ca-file={}", self.pki("etcd/ca.crt")),
@@ -679,6 +806,14 @@ impl ControlPlane {
         .await
     }
 
+    /// SIGKILLs every process of this control plane at once (a crash, `kill -9`).
+    pub fn kill(&mut self) {
+        for p in &mut self.procs {
+            p.kill_now();
+        }
+        self.procs.clear();
+    }
+
     /// Stops scheduler, controller manager, API server, etcd (reverse start order); idempotent.
     pub async fn stop(&mut self) {
         while let Some(mut p) = self.procs.pop() {
@@ -763,14 +898,21 @@ impl Kubelet {
             render_kubelet_config(node, &containerd.paths().socket, dir, client_ca),
         )
         .map_err(io_err("write", &config))?;
-        let mut c = node.tokio_command(&bins.path("kubelet"));
-        c.arg(format!("--config={}", config.display()))
-            .arg(format!("--kubeconfig={}", kubeconfig.display()))
-            .arg(format!("--root-dir={}", dir.join("root").display()))
-            .arg(format!("--node-ip={}", node.address()))
-            .arg(format!("--hostname-override={}", node.name()))
-            .arg("--v=1");
-        let proc = Supervised::spawn("kubelet", c, &dir.join("kubelet.log"))?;
+        let args = vec![
+            format!("--config={}", config.display()),
+            format!("--kubeconfig={}", kubeconfig.display()),
+            format!("--root-dir={}", dir.join("root").display()),
+            format!("--node-ip={}", node.address()),
+            format!("--hostname-override={}", node.name()),
+            "--v=1".to_owned(),
+        ];
+        let (n, program) = (node.clone(), bins.path("kubelet"));
+        let factory = Box::new(move || {
+            let mut c = n.tokio_command(&program);
+            c.args(&args);
+            c
+        });
+        let proc = Supervised::spawn("kubelet", factory, &dir.join("kubelet.log"), MAX_RESTARTS)?;
         Ok(Kubelet {
             proc,
             node: node.clone(),
@@ -851,9 +993,19 @@ impl KubeProxy {
         let config = dir.join("kube-proxy.yaml");
         std::fs::write(&config, render_kube_proxy_config(node, kubeconfig))
             .map_err(io_err("write", &config))?;
-        let mut c = node.tokio_command(&bins.path("kube-proxy"));
-        c.arg(format!("--config={}", config.display()));
-        let proc = Supervised::spawn("kube-proxy", c, &dir.join("kube-proxy.log"))?;
+        let (n, program) = (node.clone(), bins.path("kube-proxy"));
+        let arg = format!("--config={}", config.display());
+        let factory = Box::new(move || {
+            let mut c = n.tokio_command(&program);
+            c.arg(&arg);
+            c
+        });
+        let proc = Supervised::spawn(
+            "kube-proxy",
+            factory,
+            &dir.join("kube-proxy.log"),
+            MAX_RESTARTS,
+        )?;
         Ok(KubeProxy { proc })
     }
 
