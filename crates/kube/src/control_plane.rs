@@ -393,8 +393,13 @@ impl ControlPlane {
         let t = Instant::now();
         let initial_cluster = match join {
             None => format!("{}=https://{}:2380", cp.node.name(), cp.node.address()),
-            Some(j) => cp.etcd_member_add(j).await?,
+            Some(j) => {
+                let c = cp.etcd_member_add(j).await?;
+                cp.timings.phases.push(("etcd member add", t.elapsed()));
+                c
+            }
         };
+        let t = Instant::now();
         cp.start_etcd(&initial_cluster, join.is_some())?;
         let pki = cp.paths.pki.clone();
         let etcdctl = bins.path("etcdctl");
@@ -411,7 +416,12 @@ impl ControlPlane {
                     "--key={}",
                     pki.join("etcd/healthcheck-client.key").display()
                 ))
-                .args(["endpoint", "health"]);
+                .args([
+                    "--dial-timeout=1s",
+                    "--command-timeout=2s",
+                    "endpoint",
+                    "health",
+                ]);
             async move {
                 cmd::run_async(&mut c)
                     .await
