@@ -284,6 +284,7 @@ pub fn write_oci_archive(
         "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
         "history": [{"created_by": "kube-node image::write_oci_archive"}],
     });
+    // serialising a serde_json::Value cannot fail (string keys only)
     let cfg_b = serde_json::to_vec(&cfg).unwrap_or_default();
     let config_digest = sha(&cfg_b);
     let manifest = serde_json::json!({
