@@ -6,7 +6,11 @@
 # protobuf well-known types), and fails naming what is missing.
 #   scripts/install-deps.sh           install what is missing, then check
 #   scripts/install-deps.sh --check   only check (exit 1 naming what is missing)
+# Then it builds (once, into a cache outside the repository; seconds when cached) the pinned
+# Kubernetes, etcd 3.6 and CoreDNS binaries with scripts/install-kubernetes.sh: about 23 minutes
+# on 2 cores the first time, which needs Go >= 1.26 and the Go module proxy.
 set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
 
 # swtpm, swtpm-tools: the nodes' software TPMs (swtpm, swtpm_setup)
 # libtss2-dev, pkg-config, gcc: the TPM software stack the `tpm` crate links (tss2-esys)
@@ -42,6 +46,7 @@ check() {
     done
   fi
   command -v cargo >/dev/null 2>&1 || missing+=("cargo (install the Rust toolchain with rustup first)")
+  command -v go >/dev/null 2>&1 || missing+=("go (Go >= 1.26, for the Kubernetes binaries)")
   if [ ${#missing[@]} -gt 0 ]; then
     echo "install-deps: missing after installation:" >&2
     printf '  %s\n' "${missing[@]}" >&2
@@ -68,3 +73,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 check
+# The Kubernetes binaries: built once per pin (nice: the build takes both cores for a while).
+kube_bin="$(nice -n 10 "$here/install-kubernetes.sh")"
+for b in kube-apiserver kube-controller-manager kube-scheduler kubelet kubeadm kube-proxy kubectl etcd etcdctl coredns; do
+  [ -x "$kube_bin/$b" ] || { echo "install-deps: $kube_bin/$b is missing after the build" >&2; exit 1; }
+done
+echo "install-deps: Kubernetes binaries in $kube_bin" >&2

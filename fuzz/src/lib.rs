@@ -14,6 +14,7 @@ use std::sync::OnceLock;
 use attestation::azure_hcl::HclReport;
 use attestation::eventlog::EventLog;
 use attestation::gce;
+use attestation::tdx;
 use attestation::tpm2::{HashAlg, PcrSelectionList, TpmsAttest, TpmtPublic, TpmtSignature};
 use attestation::{
     AkFingerprint, InsecureTrustAnyAkValidator, LocalVtpmValidator, Measurement, Measurements,
@@ -141,6 +142,130 @@ pub fn azure_hcl(data: &[u8]) {
         let _ = r.user_data();
         assert_eq!(r.report_data().len(), 64);
     }
+}
+
+/// A TDX quote: the strict v4 parser, the accessors the validators use, and the PCK chain,
+/// CRL and signature checks against empty collateral (refused, never a panic).
+pub fn tdx_quote(data: &[u8]) {
+    let Ok(q) = tdx::Quote::parse(data) else {
+        return;
+    };
+    assert_eq!(q.signed.len(), tdx::HEADER_LEN + tdx::TD_REPORT_LEN);
+    assert_eq!(q.qe_report_raw.len(), tdx::QE_REPORT_LEN);
+    let _ = tdx::quote_fmspc(&q);
+    let empty = tdx::Collateral {
+        pck_crl_issuer_chain: String::new(),
+        root_ca_crl: Vec::new(),
+        pck_crl: Vec::new(),
+        tcb_info_issuer_chain: String::new(),
+        tcb_info: String::new(),
+        tcb_info_signature: Vec::new(),
+        qe_identity_issuer_chain: String::new(),
+        qe_identity: String::new(),
+        qe_identity_signature: Vec::new(),
+    };
+    assert!(tdx::verify(&q, &empty, TDX_SEED_TIME, &tdx::TdxPolicy::default()).is_err());
+}
+
+/// 2025-06-20T10:16:03Z, inside the windows of the captured TDX collateral (the seed).
+pub const TDX_SEED_TIME: i64 = 1_750_414_563;
+
+/// TDX collateral: `u32 LE quote length ‖ quote ‖ collateral JSON`. The JSON decoder must
+/// round-trip, and the whole verification (chains, CRLs, signatures, TCB info and QE identity
+/// decoding, TCB status) runs on the pair; whatever verifies must carry an accepted status.
+pub fn tdx_collateral(data: &[u8]) {
+    let Some((len, rest)) = data.split_first_chunk::<4>() else {
+        return;
+    };
+    let len = u32::from_le_bytes(*len) as usize;
+    let (quote, json) = rest.split_at(len.min(rest.len()));
+    let Ok(c) = tdx::Collateral::from_json(json) else {
+        return;
+    };
+    assert_eq!(
+        tdx::Collateral::from_json(&c.to_json()).ok().as_ref(),
+        Some(&c),
+        "collateral does not round-trip"
+    );
+    let Ok(q) = tdx::Quote::parse(quote) else {
+        return;
+    };
+    let policy = tdx::TdxPolicy::default();
+    if let Ok(claims) = tdx::verify(&q, &c, TDX_SEED_TIME, &policy) {
+        assert!(policy.accepted_tcb_statuses.contains(&claims.tcb_status));
+        let _ = claims.to_json();
+    }
+}
+
+/// Unix time the SEV-SNP targets verify at (2025-06-01; inside every seed's validity).
+pub const SNP_NOW: i64 = 1_748_736_000;
+
+/// The stand-in AMD hierarchy (Milan, VCEK) the SEV-SNP targets trust; its reports are the
+/// seeds, so mutations reach the signature, TCB and policy checks.
+pub fn snp_signer() -> &'static attestation::insecure_snp::InsecureSnpSigner {
+    use attestation::insecure_snp::InsecureSnpSigner;
+    use attestation::snp::{Product, SigningKey, Tcb};
+    static S: OnceLock<InsecureSnpSigner> = OnceLock::new();
+    S.get_or_init(|| {
+        let tcb = Tcb {
+            fmc: None,
+            bootloader: 3,
+            tee: 0,
+            snp: 8,
+            microcode: 115,
+        };
+        // Invariant: the built-in test key and a fresh P-384 key always work.
+        InsecureSnpSigner::new(Product::Milan, SigningKey::Vcek, tcb)
+            .unwrap_or_else(|e| panic!("stand-in AMD hierarchy: {e}"))
+    })
+}
+
+/// An SEV-SNP report: parse, then the full verification with the stand-in chain and the
+/// policy; a parsed report is exactly 1184 bytes.
+pub fn snp_report(data: &[u8]) {
+    use attestation::snp;
+    let Ok(r) = snp::parse_report(data) else {
+        return;
+    };
+    assert_eq!(r.bytes().len(), data.len());
+    let s = snp_signer();
+    let _ = r.signing_key();
+    let _ = r.cpuid_product();
+    if let Ok(v) = snp::verify_report(&r, &s.certs(), &s.roots(), SNP_NOW) {
+        let _ = snp::SnpPolicy::default().check(&v);
+        let _ = v.claims();
+    }
+    let _ = snp::check_report_data(&r, &[0u8; 32]);
+}
+
+/// AMD certificates (PEM bundles or DER): parse, classify, check signatures and validity.
+pub fn snp_certs(data: &[u8]) {
+    use attestation::snp;
+    if let Ok(certs) = snp::parse_certs(data) {
+        for c in &certs {
+            let _ = c.product();
+            let _ = c.verify_signed_by(&c.public_key);
+            let _ = c.valid_at(SNP_NOW);
+            let _ = c.spl.tcb();
+        }
+    }
+    let _ = snp::AmdRoots::from_ark_pem(data, SNP_NOW);
+}
+
+/// Go's `snp.InstanceInfo` JSON (aws/azure/gcp-sev-snp): decode and verify with the stand-in
+/// roots, as the cloud validators do before looking at the quote.
+pub fn snp_instance_info(data: &[u8]) {
+    use attestation::cloud::{verify_snp_instance, Collateral, SnpInstanceInfo, SnpValidation};
+    let Ok(info) = serde_json::from_slice::<SnpInstanceInfo>(data) else {
+        return;
+    };
+    let s = snp_signer();
+    let v = SnpValidation {
+        roots: s.roots(),
+        ..Default::default()
+    };
+    let _ = verify_snp_instance(&info, &v, &Collateral::default(), SNP_NOW, Some(&[1u8; 32]));
+    let _ = verify_snp_instance(&info, &v, &Collateral::default(), SNP_NOW, None);
 }
 
 /// `constellation-conf.yaml`: the strict schema parse, the emitter (a comment on every key),

@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 
 type Target = fn(&[u8]);
 
-const TARGETS: [(&str, Target); 11] = [
+const TARGETS: [(&str, Target); 16] = [
     ("tpms_attest", attestation_fuzz::tpms_attest),
     ("tpmt_public", attestation_fuzz::tpmt_public),
     ("tpmt_signature", attestation_fuzz::tpmt_signature),
@@ -27,10 +27,15 @@ const TARGETS: [(&str, Target); 11] = [
     ("eventlog", attestation_fuzz::eventlog),
     ("gce_pb", attestation_fuzz::gce_pb),
     ("azure_hcl", attestation_fuzz::azure_hcl),
+    ("tdx_quote", attestation_fuzz::tdx_quote),
+    ("tdx_collateral", attestation_fuzz::tdx_collateral),
     ("config_yaml", attestation_fuzz::config_yaml),
     ("state_yaml", attestation_fuzz::state_yaml),
     ("master_secret", attestation_fuzz::master_secret),
     ("image_measurements", attestation_fuzz::image_measurements),
+    ("snp_report", attestation_fuzz::snp_report),
+    ("snp_certs", attestation_fuzz::snp_certs),
+    ("snp_instance_info", attestation_fuzz::snp_instance_info),
 ];
 
 fn shared(rel: &str) -> Option<Vec<u8>> {
@@ -159,12 +164,106 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         out.push(("gce_pb", pb));
     }
     out.extend(file_seeds());
+    out.extend(tdx_seeds());
+    out.extend(snp_seeds());
     if let Some(ev) = shared("azure-snp-vtpm/evidence-v2.json") {
         let v: serde_json::Value = serde_json::from_slice(&ev).unwrap();
         let h = v["hcl_report"].as_str().unwrap().trim_end_matches('=');
         out.push(("azure_hcl", URL_SAFE_NO_PAD.decode(h).unwrap()));
         let m = hex::decode(v["tpm_quote"]["message"].as_str().unwrap()).unwrap();
         out.push(("tpms_attest", m));
+    }
+    out
+}
+
+/// A structurally valid TDX quote v4 with zero signatures and a one-certificate PEM chain
+/// (parses, fails verification), and the captured quote and collateral when present.
+fn tdx_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let pem = b"-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----\n\0";
+    let mut cert_data = vec![0u8; 384 + 64];
+    cert_data.extend(2u16.to_le_bytes());
+    cert_data.extend([0xAA, 0xBB]);
+    cert_data.extend(5u16.to_le_bytes());
+    cert_data.extend((pem.len() as u32).to_le_bytes());
+    cert_data.extend(pem);
+    let mut sig_data = vec![0u8; 128];
+    sig_data.extend(6u16.to_le_bytes());
+    sig_data.extend((cert_data.len() as u32).to_le_bytes());
+    sig_data.extend(cert_data);
+    let mut quote = Vec::new();
+    quote.extend(4u16.to_le_bytes());
+    quote.extend(2u16.to_le_bytes());
+    quote.extend(0x81u32.to_le_bytes());
+    quote.extend([0u8; 40 + 584]);
+    quote.extend((sig_data.len() as u32).to_le_bytes());
+    quote.extend(sig_data);
+    quote.extend([0u8; 8]);
+    assert!(attestation::tdx::Quote::parse(&quote).is_ok());
+    let pair = |quote: &[u8], json: &[u8]| {
+        let mut v = (quote.len() as u32).to_le_bytes().to_vec();
+        v.extend(quote);
+        v.extend(json);
+        v
+    };
+    let empty = br#"{"pck_crl_issuer_chain":"","root_ca_crl":"","pck_crl":"","tcb_info_issuer_chain":"","tcb_info":"{}","tcb_info_signature":"00","qe_identity_issuer_chain":"","qe_identity":"{}","qe_identity_signature":""}"#;
+    let mut out = vec![
+        ("tdx_quote", quote.clone()),
+        ("tdx_collateral", pair(&quote, empty)),
+    ];
+    if let (Some(q), Some(c)) = (
+        shared("tdx-dcap/tdx_quote"),
+        shared("tdx-dcap/tdx_quote_collateral.json"),
+    ) {
+        // The captured pair verifies, so mutations start from an input that passes every check.
+        let quote = attestation::tdx::Quote::parse(&q).unwrap();
+        let col = attestation::tdx::Collateral::from_json(&c).unwrap();
+        let policy = attestation::tdx::TdxPolicy::default();
+        attestation::tdx::verify(&quote, &col, attestation_fuzz::TDX_SEED_TIME, &policy).unwrap();
+        out.push(("tdx_collateral", pair(&q, &c)));
+        out.push(("tdx_quote", q));
+    }
+    out
+}
+
+/// SEV-SNP seeds: stand-in reports and chains (they verify, so mutations reach every check),
+/// Go `snp.InstanceInfo` JSON, and the shared real reports and AMD certificates.
+fn snp_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    use attestation::cloud::{AzureInstanceInfo, SnpInstanceInfo};
+    use attestation::insecure_snp::InsecureSnpSigner;
+    let s = attestation_fuzz::snp_signer();
+    let report = s.report(&[1u8; 64], 1 << 16, 0).unwrap();
+    let roots = s.roots();
+    let parsed = attestation::snp::parse_report(&report).unwrap();
+    attestation::snp::verify_report(&parsed, &s.certs(), &roots, attestation_fuzz::SNP_NOW)
+        .unwrap();
+    let pem = |d: &[u8]| InsecureSnpSigner::pem(d).into_bytes();
+    let info = SnpInstanceInfo {
+        report_signer: Some(pem(&s.leaf_der)),
+        cert_chain: Some([pem(&s.ask_der), pem(&s.ark_der)].concat()),
+        attestation_report: Some(report.clone()),
+        azure: Some(AzureInstanceInfo {
+            runtime_data: Some(b"{}".to_vec()),
+            maa_token: String::new(),
+        }),
+        gcp: None,
+    };
+    let mut out = vec![
+        ("snp_report", report),
+        ("snp_certs", s.leaf_der.clone()),
+        ("snp_certs", [pem(&s.ask_der), pem(&s.ark_der)].concat()),
+        ("snp_instance_info", info.to_json()),
+    ];
+    if let Some(b) = shared("snp-azure-milan/attestation.bin") {
+        out.push(("snp_report", b[..1184].to_vec()));
+    }
+    for f in [
+        "snp-azure-milan/vcek.cert",
+        "snp-azure-milan/certchain.pem",
+        "amd-roots/ask_ark_turin_vlek.pem",
+    ] {
+        if let Some(b) = shared(f) {
+            out.push(("snp_certs", b));
+        }
     }
     out
 }

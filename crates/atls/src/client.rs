@@ -36,7 +36,12 @@ pub struct ClientConfig {
     pub validators: Vec<Arc<dyn Validator>>,
     /// Limit for TCP connect plus handshake in [`connect`] (and its reconnects).
     pub handshake_timeout: Duration,
+    /// Deadline of every request on a [`connect`]ed channel.
+    pub request_timeout: Duration,
 }
+
+/// Default deadline of one request (an Init that starts etcd takes a few seconds).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 
 impl ClientConfig {
     pub fn new(issuer: Option<Arc<dyn Issuer>>, validators: Vec<Arc<dyn Validator>>) -> Self {
@@ -44,6 +49,7 @@ impl ClientConfig {
             issuer,
             validators,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
         }
     }
 }
@@ -54,6 +60,7 @@ impl fmt::Debug for ClientConfig {
             .field("issuer", &self.issuer.as_ref().map(|i| i.variant()))
             .field("validators", &variants(&self.validators))
             .field("handshake_timeout", &self.handshake_timeout)
+            .field("request_timeout", &self.request_timeout)
             .finish()
     }
 }
@@ -254,7 +261,8 @@ pub async fn connect(
     // The URI only names the HTTP/2 authority; the connector above decides where to dial.
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))
         .or_else(|_| Endpoint::from_shared("http://atls.invalid"))
-        .map_err(Error::Channel)?;
+        .map_err(Error::Channel)?
+        .timeout(config.request_timeout);
     let channel = endpoint
         .connect_with_connector(connector)
         .await

@@ -68,6 +68,7 @@ use rustls::crypto::CryptoProvider;
 
 mod cert;
 pub mod client;
+pub mod guard;
 mod nonce;
 pub mod server;
 mod verify;

@@ -44,6 +44,9 @@ pub struct ServerConfig {
     pub validators: Vec<Arc<dyn Validator>>,
     /// Limit for one handshake in [`AttestedIncoming`].
     pub handshake_timeout: Duration,
+    /// Connection cap and first-byte timeout of [`AttestedIncoming`] (see [`crate::guard`]).
+    pub max_connections: usize,
+    pub first_byte_timeout: Duration,
     /// With validators: finish the handshake even when the client's attestation is rejected,
     /// and hand the reason to the application ([`require_peer_attestation`]), which refuses
     /// every request on that connection with it. The client then learns *why* it was refused
@@ -58,6 +61,8 @@ impl ServerConfig {
             issuer,
             validators,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            max_connections: crate::guard::DEFAULT_MAX_CONNECTIONS,
+            first_byte_timeout: crate::guard::DEFAULT_FIRST_BYTE_TIMEOUT,
             explain_rejections: false,
         }
     }
@@ -137,6 +142,8 @@ pub fn require_peer_attestation<T>(
 pub struct AttestedStream<IO> {
     inner: tokio_rustls::server::TlsStream<IO>,
     info: AttestedConnectInfo,
+    /// The connection's admission slot ([`AttestedIncoming`]), released on drop.
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl<IO> AttestedStream<IO> {
@@ -259,6 +266,7 @@ where
             peer_attestation: peer_attestation.map(Arc::new),
             peer_rejection,
         },
+        _permit: None,
     })
 }
 
@@ -295,17 +303,14 @@ fn rustls_config(
     Ok(c)
 }
 
-/// Handshakes in flight before [`AttestedIncoming`] stops accepting (back-pressure to the
-/// kernel's listen backlog).
-const MAX_PENDING_HANDSHAKES: usize = 256;
-/// Pause after a failed `accept` (e.g. out of file descriptors) before trying again.
-const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
-
 /// Accepted and attested connections from a TCP listener, as a `Stream` for
 /// `tonic::transport::Server::serve_with_incoming`.
 ///
-/// A background task accepts connections and runs each handshake in its own task with
-/// [`ServerConfig::handshake_timeout`], so a slow or silent peer does not hold up others.
+/// A background task admits connections under the connection cap ([`crate::guard`]) and runs
+/// each handshake in its own task: a peer silent for [`ServerConfig::first_byte_timeout`] is
+/// dropped, the rest of the handshake is bounded by [`ServerConfig::handshake_timeout`], so a
+/// slow or silent peer does not hold up others and a flood of idle connections cannot exhaust
+/// the node.
 /// Failed handshakes are logged (with the peer address and the full reason) and dropped; the
 /// stream yields only successful ones and never an error. Dropping it stops the task and
 /// aborts handshakes in flight.
@@ -359,37 +364,29 @@ async fn accept_loop(
     config: Arc<ServerConfig>,
     tx: mpsc::Sender<AttestedStream<TcpStream>>,
 ) {
+    let admission = crate::guard::Admission::new(crate::guard::Limits {
+        max_connections: config.max_connections,
+        first_byte_timeout: config.first_byte_timeout,
+        handshake_timeout: config.handshake_timeout,
+    });
     let mut handshakes = JoinSet::new();
     loop {
         while handshakes.try_join_next().is_some() {}
-        if handshakes.len() >= MAX_PENDING_HANDSHAKES {
-            tokio::select! {
-                _ = handshakes.join_next() => {}
-                _ = tx.closed() => return,
-            }
-            continue;
-        }
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
+        let (tcp, peer, permit) = tokio::select! {
+            a = admission.accept(&listener) => a,
             _ = tx.closed() => return,
         };
-        let (tcp, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(error = %e, "accepting a TCP connection failed");
-                tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
-                continue;
-            }
-        };
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(%peer, error = %e, "setting TCP_NODELAY failed");
-        }
         let config = Arc::clone(&config);
-        let tx = tx.clone();
+        let (tx, admission) = (tx.clone(), admission.clone());
         handshakes.spawn(async move {
+            if !admission.spoke(&tcp).await {
+                tracing::debug!(%peer, "dropping a connection that sent nothing");
+                return;
+            }
             match tokio::time::timeout(config.handshake_timeout, accept(tcp, &config)).await {
                 Ok(Ok(mut stream)) => {
                     stream.info.remote_addr = Some(peer);
+                    stream._permit = Some(permit);
                     // Err only if the server is gone; the connection is dropped then.
                     let _ = tx.send(stream).await;
                 }

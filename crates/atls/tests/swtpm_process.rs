@@ -89,11 +89,8 @@ fn server_process() {
     let Some(dir) = std::env::var_os(SERVER_DIR) else {
         return;
     };
-    let swtpm = tpm::Swtpm::spawn_owned(&tpm::SwtpmConfig::new(
-        PathBuf::from(dir).join("tpm"),
-        tpm::swtpm::unique_loopback_ip(),
-    ))
-    .expect("starting swtpm");
+    let swtpm = tpm::Swtpm::spawn_owned(&tpm::SwtpmConfig::new(PathBuf::from(dir).join("tpm")))
+        .expect("starting swtpm");
     let tpm = Arc::new(tpm::Tpm::open(&swtpm.tcti()).expect("opening the TPM"));
     for (pcr, data) in BOOT {
         tpm.pcr_event(pcr, data).unwrap();

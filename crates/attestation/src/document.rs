@@ -82,7 +82,7 @@ impl AttestationDocument {
     }
 }
 
-mod b64 {
+pub(crate) mod b64 {
     use super::*;
     pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&STANDARD.encode(v))
@@ -93,7 +93,7 @@ mod b64 {
     }
 }
 
-mod b64_opt {
+pub(crate) mod b64_opt {
     use super::*;
     pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
         match v {

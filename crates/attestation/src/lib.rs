@@ -19,9 +19,22 @@
 //! [`validator_for`]; [`gce`] and [`azure_hcl`] read captured cloud evidence (GCE protobuf +
 //! AK certificate chain, Azure HCL report) and are the building blocks for those variants'
 //! validators, which additionally need cloud APIs. [`insecure_software_tpm`] and
-//! [`insecure_dummy`] issue documents without a TPM, for tests only.
+//! [`insecure_dummy`] issue documents without a TPM, for tests only. [`tdx`] verifies Intel
+//! TDX DCAP quotes with their collateral and holds the `qemu-tdx` and `azure-tdx` validators.
 
 #![forbid(unsafe_code)]
+
+// Insecure validators and issuers (dummy, trust-any-AK qemu-vtpm, the software TPM) are for
+// tests only: behind a feature that release builds refuse (firecracker's guard).
+#[cfg(all(feature = "insecure-test-variants", not(debug_assertions)))]
+compile_error!(
+    "the `insecure-test-variants` feature of `attestation` must not be enabled in release builds"
+);
+
+/// Whether this build includes the insecure test variants (`dummy`, `qemu-vtpm`'s
+/// trust-any-AK validator, the software TPM): only debug builds with the
+/// `insecure-test-variants` feature, as tests enable it.
+pub const INSECURE_TEST_VARIANTS: bool = cfg!(any(test, feature = "insecure-test-variants"));
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -31,17 +44,26 @@ use sha2::{Digest, Sha256};
 pub use measurements::{Comparison, Measurement, Measurements, Mismatch};
 
 pub mod azure_hcl;
+pub mod cloud;
 mod cursor;
 pub mod document;
 pub mod eventlog;
 pub mod gce;
+#[cfg(any(test, feature = "insecure-test-variants"))]
 pub mod insecure_dummy;
+#[cfg(any(test, feature = "insecure-test-variants"))]
+pub mod insecure_snp;
+#[cfg(any(test, feature = "insecure-test-variants"))]
 pub mod insecure_software_tpm;
 pub mod quote;
+pub mod snp;
+pub mod tdx;
 pub mod tpm2;
 pub mod vtpm;
 
-pub use vtpm::{AkFingerprint, InsecureTrustAnyAkValidator, LocalVtpmValidator};
+#[cfg(any(test, feature = "insecure-test-variants"))]
+pub use vtpm::InsecureTrustAnyAkValidator;
+pub use vtpm::{AkFingerprint, LocalVtpmValidator};
 
 /// Attestation variants. The string forms and OIDs are those of the Go system, plus our own
 /// `local-vtpm` (a software TPM whose attestation key the local provider vouches for).
@@ -224,6 +246,8 @@ pub struct VerifiedAttestation {
     pcrs: BTreeMap<u32, Vec<u8>>,
     warnings: Vec<Mismatch>,
     ak_fingerprint: [u8; 32],
+    evidence_warnings: Vec<Reason>,
+    claims: serde_json::Value,
 }
 
 impl VerifiedAttestation {
@@ -241,7 +265,26 @@ impl VerifiedAttestation {
             pcrs,
             warnings,
             ak_fingerprint,
+            evidence_warnings: Vec::new(),
+            claims: serde_json::Value::Null,
         }
+    }
+    pub(crate) fn with_evidence(
+        mut self,
+        warnings: Vec<Reason>,
+        claims: serde_json::Value,
+    ) -> Self {
+        self.evidence_warnings = warnings;
+        self.claims = claims;
+        self
+    }
+    /// Hardware-evidence checks that only warn (e.g. `id_key_digest` under `WarnOnly`).
+    pub fn evidence_warnings(&self) -> &[Reason] {
+        &self.evidence_warnings
+    }
+    /// Decoded hardware claims (SEV-SNP report fields, TCB versions; `null` for plain vTPM).
+    pub fn claims(&self) -> &serde_json::Value {
+        &self.claims
     }
     pub fn variant(&self) -> Variant {
         self.variant
@@ -281,6 +324,18 @@ impl VerifiedAttestation {
 pub struct ValidatorPolicy {
     /// `local-vtpm`: the attestation keys the local provider recorded for its nodes.
     pub trusted_aks: std::collections::BTreeSet<AkFingerprint>,
+    /// TDX variants (`azure-tdx`, `qemu-tdx`): the config's `intelRootKey`, `qeSVN`, `pceSVN`,
+    /// `teeTCBSVN`, `qeVendorID`, `mrSeam`, `xfam` and the accepted TCB statuses.
+    pub tdx: tdx::TdxPolicy,
+    /// TDX collateral (Intel PCS TCB info, QE identity, CRLs) for the quotes' platforms.
+    pub tdx_collateral: Option<std::sync::Arc<dyn tdx::CollateralSource>>,
+    /// SEV-SNP variants: the config's AMD root/signing keys, minimum versions and ID-key policy.
+    pub snp: cloud::SnpValidation,
+    /// Cloud collateral (VCEK/ASK, cloud-vouched AKs, Trusted-Launch roots, EC2 image data).
+    pub collateral: cloud::Collateral,
+    /// The time certificates are checked at (Unix seconds); `None` = the system clock when a
+    /// document is validated.
+    pub now: Option<i64>,
 }
 
 impl ValidatorPolicy {
@@ -308,8 +363,10 @@ pub struct UnsupportedVariant {
 ///
 /// `local-vtpm` → [`LocalVtpmValidator`] with `policy.trusted_aks`; `qemu-vtpm` →
 /// [`InsecureTrustAnyAkValidator`]; `dummy` → [`insecure_dummy::InsecureDummyValidator`]
-/// (both insecure, as in the Go system). Cloud variants need cloud APIs or collateral services
-/// to decide AK trust and are refused here.
+/// (both insecure, as in the Go system). `azure-tdx` → [`tdx::AzureTdxValidator`] and
+/// `qemu-tdx` → [`tdx::QemuTdxValidator`] with `policy.tdx`, `policy.tdx_collateral` (refused
+/// without collateral) and `policy.now`; the other cloud variants → [`cloud::CloudValidator`]
+/// with `policy.snp`, `policy.collateral` and `policy.now`.
 pub fn validator_for(
     variant: Variant,
     measurements: Measurements,
@@ -320,26 +377,79 @@ pub fn validator_for(
             policy.trusted_aks,
             measurements,
         ))),
+        #[cfg(any(test, feature = "insecure-test-variants"))]
         Variant::QemuVtpm => Ok(Box::new(InsecureTrustAnyAkValidator::new(measurements))),
+        #[cfg(any(test, feature = "insecure-test-variants"))]
         Variant::Dummy => Ok(Box::new(insecure_dummy::InsecureDummyValidator)),
-        Variant::AwsNitroTpm | Variant::AwsSevSnp => Err(UnsupportedVariant {
+        #[cfg(not(any(test, feature = "insecure-test-variants")))]
+        Variant::QemuVtpm | Variant::Dummy => Err(UnsupportedVariant {
             variant,
-            reason: "AK trust needs the AWS EC2 API (nitro) or the AMD SNP certificate service",
+            reason: "an insecure test variant (any attestation key is trusted): only in debug builds with the insecure-test-variants feature",
         }),
-        Variant::GcpSevEs | Variant::GcpSevSnp => Err(UnsupportedVariant {
+        Variant::AwsNitroTpm
+        | Variant::AwsSevSnp
+        | Variant::AzureSevSnp
+        | Variant::AzureTrustedLaunch
+        | Variant::GcpSevEs
+        | Variant::GcpSevSnp => cloud::CloudValidator::new(
             variant,
-            reason: "AK trust needs the GCE Shielded-VM identity API",
+            measurements,
+            policy.snp,
+            policy.collateral,
+            policy.now,
+        )
+        .map(|v| Box::new(v) as Box<dyn Validator>)
+        .ok_or(UnsupportedVariant {
+            variant,
+            reason: "not a cloud variant",
         }),
-        Variant::AzureSevSnp | Variant::AzureTdx | Variant::AzureTrustedLaunch => {
-            Err(UnsupportedVariant {
-                variant,
-                reason: "AK trust needs Azure THIM/MAA or Intel PCS collateral",
+        Variant::AzureTdx | Variant::QemuTdx => {
+            let Some(collateral) = policy.tdx_collateral else {
+                return Err(UnsupportedVariant {
+                    variant,
+                    reason: "TDX quotes need collateral (Intel PCS TCB info, QE identity, CRLs); none was given",
+                });
+            };
+            Ok(if variant == Variant::AzureTdx {
+                Box::new(tdx::AzureTdxValidator::new(
+                    measurements,
+                    policy.tdx,
+                    collateral,
+                    policy.now,
+                ))
+            } else {
+                Box::new(tdx::QemuTdxValidator::new(
+                    measurements,
+                    policy.tdx,
+                    collateral,
+                    policy.now,
+                ))
             })
         }
-        Variant::QemuTdx => Err(UnsupportedVariant {
-            variant,
-            reason: "TDX quotes need Intel PCS collateral",
-        }),
+    }
+}
+
+/// One failed check of hardware evidence: which check, what was expected, what was found.
+/// Shared by the SEV-SNP and TDX verifiers and printed by `constellation attestation verify`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, thiserror::Error)]
+#[error("{check}: expected {expected}, got {actual}")]
+pub struct Reason {
+    pub check: &'static str,
+    pub expected: String,
+    pub actual: String,
+}
+
+impl Reason {
+    pub fn new(
+        check: &'static str,
+        expected: impl fmt::Display,
+        actual: impl fmt::Display,
+    ) -> Self {
+        Self {
+            check,
+            expected: expected.to_string(),
+            actual: actual.to_string(),
+        }
     }
 }
 
@@ -367,8 +477,71 @@ pub enum ValidationError {
     UserDataMismatch { expected: String, got: String },
     #[error("{}", format_mismatches(.0))]
     Measurements(Vec<Mismatch>),
+    /// Hardware evidence (SEV-SNP, TDX) was refused; every failed check is listed.
+    #[error("{}", format_reasons(.0))]
+    Refused(Vec<Reason>),
     #[error("{0}")]
     Other(String),
+}
+
+fn format_reasons(r: &[Reason]) -> String {
+    let list: Vec<String> = r.iter().map(|r| r.to_string()).collect();
+    format!("evidence refused: {}", list.join("; "))
+}
+
+impl ValidationError {
+    /// The failure as check/expected/actual reasons (for `constellation attestation verify`).
+    pub fn reasons(&self) -> Vec<Reason> {
+        let one = |check: &'static str, expected: &str, actual: String| {
+            vec![Reason::new(check, expected, actual)]
+        };
+        match self {
+            ValidationError::Refused(r) => r.clone(),
+            ValidationError::Measurements(m) => m
+                .iter()
+                .map(|m| {
+                    Reason::new(
+                        "measurement",
+                        format!("PCR {} = {}", m.index, hex::encode(&m.expected)),
+                        m.actual
+                            .as_ref()
+                            .map(hex::encode)
+                            .unwrap_or_else(|| "missing".into()),
+                    )
+                })
+                .collect(),
+            ValidationError::Malformed(e) => {
+                one("document-format", "a well-formed document", e.clone())
+            }
+            ValidationError::WrongVariant { want, got } => {
+                one("variant", want.as_str(), got.clone())
+            }
+            ValidationError::UntrustedKey(e) => {
+                one("ak-trust", "a trusted attestation key", e.clone())
+            }
+            ValidationError::BadSignature(e) => {
+                one("quote-signature", "a valid quote signature", e.clone())
+            }
+            ValidationError::NonceMismatch => one(
+                "nonce",
+                "quote extraData = SHA-256(InstanceInfo ‖ SHA-256(UserData ‖ nonce))",
+                "a different value".into(),
+            ),
+            ValidationError::PcrDigestMismatch { bank } => one(
+                "pcr-digest",
+                "quote PCR digest = hash of the reported PCR values",
+                format!("mismatch in bank {bank}"),
+            ),
+            ValidationError::PcrSelection(e) => one("pcr-selection", "the quoted PCRs", e.clone()),
+            ValidationError::EventLog(e) => {
+                one("event-log", "a log replaying to the quoted PCRs", e.clone())
+            }
+            ValidationError::UserDataMismatch { expected, got } => {
+                one("user-data", expected, got.clone())
+            }
+            ValidationError::Other(e) => one("other", "", e.clone()),
+        }
+    }
 }
 
 fn format_mismatches(m: &[Mismatch]) -> String {

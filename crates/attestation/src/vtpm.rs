@@ -91,46 +91,44 @@ impl Validator for LocalVtpmValidator {
         Variant::LocalVtpm
     }
     fn validate(&self, doc: &[u8], nonce: &[u8]) -> Result<VerifiedAttestation, ValidationError> {
-        validate_vtpm(
-            Variant::LocalVtpm,
-            doc,
-            nonce,
-            &self.measurements,
-            |fp, _| {
-                if self.trusted_aks.contains(fp) {
-                    Ok(())
-                } else {
-                    Err(ValidationError::UntrustedKey(format!(
-                        "AK {fp} was not recorded by the local provider ({} AKs are trusted)",
-                        self.trusted_aks.len()
-                    )))
-                }
-            },
-        )
+        validate_vtpm(Variant::LocalVtpm, doc, nonce, &self.measurements, |t| {
+            let fp = t.fingerprint;
+            if self.trusted_aks.contains(fp) {
+                Ok(TrustOutcome::default())
+            } else {
+                Err(ValidationError::UntrustedKey(format!(
+                    "AK {fp} was not recorded by the local provider ({} AKs are trusted)",
+                    self.trusted_aks.len()
+                )))
+            }
+        })
     }
 }
 
 /// Go's `qemu-vtpm`: trusts whatever AK the document names. The quote then only shows that the
 /// document is internally consistent and fresh; anyone who controls the VM or host can forge
 /// it. Testing only.
+#[cfg(any(test, feature = "insecure-test-variants"))]
 #[derive(Debug, Clone)]
 pub struct InsecureTrustAnyAkValidator {
     measurements: Measurements,
 }
 
+#[cfg(any(test, feature = "insecure-test-variants"))]
 impl InsecureTrustAnyAkValidator {
     pub fn new(measurements: Measurements) -> Self {
         Self { measurements }
     }
 }
 
+#[cfg(any(test, feature = "insecure-test-variants"))]
 impl Validator for InsecureTrustAnyAkValidator {
     fn variant(&self) -> Variant {
         Variant::QemuVtpm
     }
     fn validate(&self, doc: &[u8], nonce: &[u8]) -> Result<VerifiedAttestation, ValidationError> {
-        validate_vtpm(Variant::QemuVtpm, doc, nonce, &self.measurements, |_, _| {
-            Ok(())
+        validate_vtpm(Variant::QemuVtpm, doc, nonce, &self.measurements, |_| {
+            Ok(TrustOutcome::default())
         })
     }
 }
@@ -152,13 +150,30 @@ fn quote_error(e: QuoteError) -> ValidationError {
     }
 }
 
-/// The common vTPM flow; `trust` decides about the AK (given its fingerprint and public area).
+/// What the AK-trust step of [`validate_vtpm`] sees.
+pub(crate) struct TrustInput<'a> {
+    pub fingerprint: &'a AkFingerprint,
+    pub ak: &'a TpmtPublic,
+    pub doc: &'a AttestationDocument,
+    /// `SHA-256(userData ‖ nonce)`.
+    pub extra_data: &'a [u8; 32],
+}
+
+/// What the AK-trust step found besides "trusted": warnings and decoded hardware claims.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TrustOutcome {
+    pub warnings: Vec<crate::Reason>,
+    pub claims: serde_json::Value,
+}
+
+/// The common vTPM flow; `trust` decides about the AK (given its fingerprint, public area, the
+/// document and the extra data), before any quote is looked at.
 pub(crate) fn validate_vtpm(
     variant: Variant,
     doc: &[u8],
     nonce: &[u8],
     measurements: &Measurements,
-    trust: impl Fn(&AkFingerprint, &TpmtPublic) -> Result<(), ValidationError>,
+    trust: impl Fn(&TrustInput<'_>) -> Result<TrustOutcome, ValidationError>,
 ) -> Result<VerifiedAttestation, ValidationError> {
     if doc.len() > document::MAX_DOCUMENT_LEN {
         return Err(ValidationError::Malformed(format!(
@@ -179,9 +194,14 @@ pub(crate) fn validate_vtpm(
             ak.object_attributes
         )));
     }
-    trust(&fingerprint, &ak)?;
-
     let extra_data = make_extra_data(&doc.user_data, nonce);
+    let outcome = trust(&TrustInput {
+        fingerprint: &fingerprint,
+        ak: &ak,
+        doc: &doc,
+        extra_data: &extra_data,
+    })?;
+
     let tpm_nonce = make_tpm_nonce(
         doc.instance_info.as_deref().unwrap_or_default(),
         &extra_data,
@@ -229,13 +249,10 @@ pub(crate) fn validate_vtpm(
     if !cmp.errors.is_empty() {
         return Err(ValidationError::Measurements(cmp.errors));
     }
-    Ok(VerifiedAttestation::new(
-        variant,
-        doc.user_data,
-        pcrs,
-        cmp.warnings,
-        fingerprint.0,
-    ))
+    Ok(
+        VerifiedAttestation::new(variant, doc.user_data, pcrs, cmp.warnings, fingerprint.0)
+            .with_evidence(outcome.warnings, outcome.claims),
+    )
 }
 
 #[cfg(test)]
@@ -623,13 +640,13 @@ mod tests {
         for (variant, ok) in [
             (Variant::QemuVtpm, true),
             (Variant::Dummy, true),
-            (Variant::AwsNitroTpm, false),
-            (Variant::AwsSevSnp, false),
-            (Variant::GcpSevEs, false),
-            (Variant::GcpSevSnp, false),
-            (Variant::AzureSevSnp, false),
+            (Variant::AwsNitroTpm, true),
+            (Variant::AwsSevSnp, true),
+            (Variant::GcpSevEs, true),
+            (Variant::GcpSevSnp, true),
+            (Variant::AzureSevSnp, true),
             (Variant::AzureTdx, false),
-            (Variant::AzureTrustedLaunch, false),
+            (Variant::AzureTrustedLaunch, true),
             (Variant::QemuTdx, false),
         ] {
             let r = validator_for(variant, measurements(&t), policy.clone());

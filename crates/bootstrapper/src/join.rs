@@ -22,7 +22,9 @@ use rand::Rng;
 use rcgen::{CertificateParams, DnType, KeyPair};
 use tonic::Code;
 
-use crate::joinservice::{FILE_CA_CERT, FILE_CA_KEY, FILE_ETCD_INITIAL_CLUSTER};
+use crate::joinservice::{
+    FILE_CA_CERT, FILE_CA_KEY, FILE_CP_CA_CERT, FILE_CP_CA_KEY, FILE_ETCD_INITIAL_CLUSTER,
+};
 use crate::pki::ClusterCa;
 use crate::run::{start_control_plane, Node, Report};
 use crate::state::{write_atomic, NodeState, Phase};
@@ -128,7 +130,27 @@ where
     let mut backoff = Backoff::new();
     let mut reporter = Reporter { node, last: None };
     loop {
-        let eps = endpoints(node)?;
+        // Checked before every round: a lone control plane has no endpoint to loop over, and
+        // must still stop asking once Init made it a member.
+        if stop() {
+            return Ok(None);
+        }
+        let eps = match endpoints(node) {
+            Ok(eps) => eps,
+            Err(e) => {
+                // Transient (the provider rewriting its file): report, wait, try again.
+                if !stop() {
+                    let phase = if stuck.is_some() {
+                        Phase::Joining
+                    } else {
+                        Phase::Waiting
+                    };
+                    reporter.phase(phase, format!("metadata unavailable, retrying: {e:#}"));
+                }
+                backoff.wait().await;
+                continue;
+            }
+        };
         let mut answered = false;
         for (who, ep) in eps {
             if stop() {
@@ -154,7 +176,7 @@ where
 
 /// Joins as a new node; returns when this node is a member, or when Init took the node lock.
 pub(crate) async fn join(node: &Arc<Node>) -> anyhow::Result<()> {
-    let me = node.me()?;
+    let me = node.metadata.self_node_retrying(&node.args.name).await;
     let disk_uuid = node.dir.disk_uuid().context("creating the disk UUID")?;
     let key = KeyPair::generate().context("generating the node key")?;
     let mut params = CertificateParams::new(Vec::<String>::new())?;
@@ -220,6 +242,13 @@ async fn admit(
             file(FILE_CA_KEY).context("the control-plane ticket has no CA key")?,
         );
         write_atomic(&node.dir.pki().join("ca.key"), &ca_key, 0o600)?;
+        let cp_ca_key = zeroize::Zeroizing::new(
+            file(FILE_CP_CA_KEY).context("the control-plane ticket has no control-plane CA key")?,
+        );
+        let cp_ca = file(FILE_CP_CA_CERT)
+            .context("the control-plane ticket has no control-plane CA certificate")?;
+        write_atomic(&node.dir.pki().join(FILE_CP_CA_CERT), &cp_ca, 0o644)?;
+        write_atomic(&node.dir.pki().join(FILE_CP_CA_KEY), &cp_ca_key, 0o600)?;
         let initial = file(FILE_ETCD_INITIAL_CLUSTER)
             .context("the control-plane ticket has no etcd membership")?;
         write_atomic(&node.dir.etcd_initial_cluster(), &initial, 0o644)?;
@@ -236,7 +265,7 @@ async fn admit(
 /// Rejoins after a restart: the node's disk is provisioned; a JoinService gives back the disk
 /// key and the measurement secret after checking the node's attestation and registry entry.
 pub(crate) async fn rejoin(node: &Arc<Node>, state: &NodeState) -> anyhow::Result<()> {
-    let me = node.me()?;
+    let me = node.metadata.self_node_retrying(&node.args.name).await;
     let disk_uuid = node.dir.disk_uuid().context("reading the disk UUID")?;
     let req = IssueRejoinTicketRequest {
         disk_uuid: disk_uuid.clone(),

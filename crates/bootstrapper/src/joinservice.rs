@@ -38,6 +38,7 @@ use crate::etcd::{unix_now, JoinConfig, NodeEntry, Store, KEY_JOIN_CONFIG};
 use crate::metadata::Metadata;
 use crate::pki::ClusterCa;
 use crate::services::NodePki;
+use cluster::authz::Service;
 
 /// Data-key ID of the measurement secret (as the Go JoinService asks the KeyService).
 pub const MEASUREMENT_SECRET_ID: &str = "measurementSecret";
@@ -45,6 +46,9 @@ pub const MEASUREMENT_SECRET_ID: &str = "measurementSecret";
 pub const FILE_ETCD_INITIAL_CLUSTER: &str = "etcd/initial-cluster";
 pub const FILE_CA_CERT: &str = "ca.crt";
 pub const FILE_CA_KEY: &str = "ca.key";
+/// The control-plane CA (certificate and key), only in control-plane tickets.
+pub const FILE_CP_CA_CERT: &str = "cp-ca.crt";
+pub const FILE_CP_CA_KEY: &str = "cp-ca.key";
 
 /// How often the JoinService re-reads the join configuration from etcd (the Go JoinService
 /// watches its ConfigMap).
@@ -96,6 +100,8 @@ pub struct JoinService {
     metadata: Metadata,
     store: Store,
     ca: Arc<ClusterCa>,
+    /// The control-plane CA: handed only to control-plane joiners.
+    cp_ca: Arc<ClusterCa>,
     keyservice: KmsClient<Channel>,
     config: Arc<RwLock<JoinConfig>>,
     /// Serializes control-plane admissions from this JoinService (etcd allows one learner).
@@ -108,6 +114,7 @@ pub async fn serve(
     metadata: Metadata,
     store: Store,
     ca: Arc<ClusterCa>,
+    cp_ca: Arc<ClusterCa>,
     pki: &NodePki,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let config: JoinConfig = store
@@ -130,6 +137,7 @@ pub async fn serve(
         metadata,
         store: store.clone(),
         ca,
+        cp_ca,
         keyservice,
         config: config.clone(),
         cp_lock: tokio::sync::Mutex::new(()),
@@ -177,7 +185,7 @@ pub async fn serve(
     };
     tracing::info!(address = %me.address, "JoinService serving");
     Ok(tokio::spawn(async move {
-        let r = tonic::transport::Server::builder()
+        let r = atls::guard::server()
             .add_service(ApiServer::from_arc(svc))
             .serve_with_incoming(incoming)
             .await;
@@ -188,7 +196,7 @@ pub async fn serve(
     }))
 }
 
-/// A client of this node's KeyService (mutual TLS with the node's cluster certificate).
+/// A client of this node's KeyService (mutual TLS with the node's control-plane certificate).
 pub async fn keyservice_client(
     addr: Ipv4Addr,
     pki: &NodePki,
@@ -319,6 +327,18 @@ impl JoinService {
     }
 }
 
+/// The authorisation table (crate `cluster`) must let a node of this role use `service`.
+fn authorise(service: Service, node: &NodeRecord) -> Result<(), Status> {
+    if cluster::authz::allows(service, node.role.into()) {
+        Ok(())
+    } else {
+        Err(Status::permission_denied(format!(
+            "a {} node may not use {service:?}",
+            node.role.as_str()
+        )))
+    }
+}
+
 fn valid_disk_uuid(s: &str) -> bool {
     s.len() == 36
         && s.chars().enumerate().all(|(i, c)| match i {
@@ -334,6 +354,7 @@ impl Api for JoinService {
         req: Request<IssueJoinTicketRequest>,
     ) -> Result<Response<IssueJoinTicketResponse>, Status> {
         let (verified, node) = self.attested_node(&req, "join")?;
+        authorise(Service::Join, &node)?;
         let r = req.into_inner();
         if !valid_disk_uuid(&r.disk_uuid) {
             return Err(Status::invalid_argument(
@@ -375,6 +396,14 @@ impl Api for JoinService {
                 data: self.ca.key_pem().as_bytes().to_vec(),
             });
             files.push(ControlPlaneCertOrKey {
+                name: FILE_CP_CA_CERT.into(),
+                data: self.cp_ca.cert_pem.clone().into_bytes(),
+            });
+            files.push(ControlPlaneCertOrKey {
+                name: FILE_CP_CA_KEY.into(),
+                data: self.cp_ca.key_pem().as_bytes().to_vec(),
+            });
+            files.push(ControlPlaneCertOrKey {
                 name: FILE_ETCD_INITIAL_CLUSTER.into(),
                 data: initial.into_bytes(),
             });
@@ -411,6 +440,7 @@ impl Api for JoinService {
         req: Request<IssueRejoinTicketRequest>,
     ) -> Result<Response<IssueRejoinTicketResponse>, Status> {
         let (verified, node) = self.attested_node(&req, "rejoin")?;
+        authorise(Service::Rejoin, &node)?;
         let r = req.into_inner();
         let fp = hex::encode(verified.ak_fingerprint());
         let nodes = self

@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use provider_local::cloud::{CloudState, NodeRecord};
@@ -56,6 +56,28 @@ impl Metadata {
 
     pub fn self_node(&self, name: &str) -> anyhow::Result<NodeRecord> {
         Ok(self.load()?.node(name)?.clone())
+    }
+
+    /// This node's record, waiting out transient errors (the provider's file briefly missing
+    /// or unreadable): retries with backoff from 50 ms doubling to 2 s, for as long as it
+    /// takes, logging each new error. A node never exits because its metadata hiccupped.
+    pub async fn self_node_retrying(&self, name: &str) -> NodeRecord {
+        let mut pause = Duration::from_millis(50);
+        let mut last = String::new();
+        loop {
+            match self.self_node(name) {
+                Ok(n) => return n,
+                Err(e) => {
+                    let msg = format!("{e:#}");
+                    if msg != last {
+                        tracing::warn!("metadata unavailable, retrying: {msg}");
+                        last = msg;
+                    }
+                }
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(2));
+        }
     }
 
     pub fn init_secret_hash(&self) -> anyhow::Result<String> {

@@ -35,10 +35,20 @@ fn validity(p: &mut CertificateParams, days: i64) {
 
 impl ClusterCa {
     pub fn generate(cluster_name: &str) -> anyhow::Result<Self> {
+        Self::generate_named(&format!("{cluster_name} cluster CA"))
+    }
+
+    /// The control-plane CA: signs only control-plane nodes' certificates and the owner's
+    /// admin certificate; etcd and the KeyService trust nothing else (see `services`).
+    pub fn generate_control_plane(cluster_name: &str) -> anyhow::Result<Self> {
+        Self::generate_named(&format!("{cluster_name} control-plane CA"))
+    }
+
+    fn generate_named(cn: &str) -> anyhow::Result<Self> {
         let key = KeyPair::generate().context("generating the CA key")?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, format!("{cluster_name} cluster CA"));
+        dn.push(DnType::CommonName, cn);
         dn.push(DnType::OrganizationName, "constellation");
         params.distinguished_name = dn;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -58,19 +68,40 @@ impl ClusterCa {
     }
 
     pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
-        write_atomic(&dir.join("ca.crt"), self.cert_pem.as_bytes(), 0o644)?;
-        write_atomic(&dir.join("ca.key"), self.key_pem.as_bytes(), 0o600)?;
+        self.save_as(dir, "ca")
+    }
+
+    /// Writes `<stem>.crt` (0644) and `<stem>.key` (0600) into `dir`.
+    pub fn save_as(&self, dir: &Path, stem: &str) -> anyhow::Result<()> {
+        write_atomic(
+            &dir.join(format!("{stem}.crt")),
+            self.cert_pem.as_bytes(),
+            0o644,
+        )?;
+        write_atomic(
+            &dir.join(format!("{stem}.key")),
+            self.key_pem.as_bytes(),
+            0o600,
+        )?;
         Ok(())
     }
 
     pub fn load(dir: &Path) -> anyhow::Result<Self> {
-        let cert_pem = std::fs::read_to_string(dir.join("ca.crt")).context("reading ca.crt")?;
+        Self::load_as(dir, "ca")
+    }
+
+    /// Reads `<stem>.crt` and `<stem>.key` from `dir`.
+    pub fn load_as(dir: &Path, stem: &str) -> anyhow::Result<Self> {
+        let (crt, key) = (format!("{stem}.crt"), format!("{stem}.key"));
+        let cert_pem =
+            std::fs::read_to_string(dir.join(&crt)).with_context(|| format!("reading {crt}"))?;
         let key_pem = zeroize::Zeroizing::new(
-            std::fs::read_to_string(dir.join("ca.key")).context("reading ca.key")?,
+            std::fs::read_to_string(dir.join(&key)).with_context(|| format!("reading {key}"))?,
         );
-        let key = KeyPair::from_pem(&key_pem).context("parsing ca.key")?;
+        let key = KeyPair::from_pem(&key_pem).with_context(|| format!("parsing {key}"))?;
         let der = rustls::pki_types::CertificateDer::from(pem_to_der(&cert_pem)?);
-        let issuer = Issuer::from_ca_cert_der(&der, key).context("parsing ca.crt")?;
+        let issuer =
+            Issuer::from_ca_cert_der(&der, key).with_context(|| format!("parsing {crt}"))?;
         Ok(Self {
             cert_pem,
             key_pem,

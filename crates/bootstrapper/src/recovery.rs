@@ -72,7 +72,7 @@ pub(crate) async fn serve(
         done: Mutex::new(Some(tx)),
     };
     tokio::spawn(async move {
-        let served = tonic::transport::Server::builder()
+        let served = atls::guard::server()
             .add_service(ApiServer::new(svc))
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = stopped.await;

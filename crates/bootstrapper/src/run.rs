@@ -24,7 +24,7 @@ use proto::init::{
     init_response, InitFailureResponse, InitRequest, InitResponse, InitSuccessResponse,
 };
 use provider_local::cloud::{NodeRecord, PORT_ETCD_CLIENT, PORT_ETCD_PEER, PORT_INIT};
-use provider_local::image::{NodeImage, ETCD_BINARY};
+use provider_local::image::ETCD_BINARY;
 use tokio::sync::Mutex;
 use tonic::{Request, Response, Status};
 
@@ -155,10 +155,27 @@ impl Node {
     }
 }
 
+/// Raises the soft limit of open file descriptors to the hard limit (as Go programs do at
+/// start): the node's services cap their connections far below it (atls::guard), so a flood
+/// of connections is refused by the caps, not by `EMFILE` in an accept loop.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!("raising the file-descriptor limit from {soft} to {hard}: {e}");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("reading the file-descriptor limit: {e}"),
+    }
+}
+
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    raise_fd_limit();
     let dir = NodeDir(args.dir.clone());
     let metadata = Metadata::new(&args.cloud);
-    let me = metadata.self_node(&args.name)?;
+    let me = metadata.self_node_retrying(&args.name).await;
     let tpm = {
         let tcti = args.tcti.clone();
         Arc::new(tokio::task::spawn_blocking(move || tpm::Tpm::open(&tcti)).await??)
@@ -211,7 +228,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             }
         })
     };
-    let served = tonic::transport::Server::builder()
+    let served = atls::guard::server()
         .add_service(ApiServer::new(InitService { node: node.clone() }))
         .serve_with_incoming(incoming)
         .await
@@ -378,6 +395,8 @@ async fn initialize(node: &Arc<Node>, req: &InitRequest) -> anyhow::Result<(Init
     };
     let ca = Arc::new(ClusterCa::generate(&cluster_name)?);
     services::setup_pki(&node.dir, &ca, &me.name, me.address)?;
+    let cp_ca = Arc::new(ClusterCa::generate_control_plane(&cluster_name)?);
+    cp_ca.save_as(&node.dir.pki(), services::CP_CA)?;
     let ak = {
         let tpm = node.tpm.clone();
         tokio::task::spawn_blocking(move || tpm.attestation_key()).await??
@@ -401,13 +420,14 @@ async fn initialize(node: &Arc<Node>, req: &InitRequest) -> anyhow::Result<(Init
             last_rejoin_at: None,
         },
     };
-    let services = start_control_plane(node, &me, ca.clone(), None, Some(init)).await?;
+    let services = start_control_plane(node, &me, ca, None, Some(init)).await?;
 
+    // The owner's admin certificate comes from the control-plane CA: it reaches etcd.
     let done = Initialized {
         cluster_id,
         cluster_name,
         endpoint: format!("https://{}:{PORT_ETCD_CLIENT}", me.address),
-        ca,
+        ca: cp_ca,
     };
     let kubeconfig = done.admin_kubeconfig()?;
     report(Phase::Initialized, services);
@@ -425,11 +445,11 @@ pub(crate) async fn start_control_plane(
     etcd_join: Option<&str>,
     init: Option<InitData>,
 ) -> anyhow::Result<Vec<&'static str>> {
-    let pki = node.pki();
-    let image = NodeImage::load(&node.metadata.load()?.image_dir)?;
-    let etcd_bin = image
-        .component_path(ETCD_BINARY)
-        .context("the node image has no etcd")?;
+    // Control-plane services speak with the control-plane identity only.
+    let (cp_ca, pki) = services::control_plane_pki(&node.dir, &me.name, me.address)?;
+    // etcd is a component of the image manifest: started from the launcher's measured copy,
+    // never from the image folder.
+    let etcd_bin = crate::launcher::component(ETCD_BINARY)?;
     let etcd =
         services::start_etcd(&etcd_bin, &node.dir, &me.name, me.address, &pki, etcd_join).await?;
     node.keep.lock().await.push(Keep::Child(etcd));
@@ -449,9 +469,16 @@ pub(crate) async fn start_control_plane(
         }
         None => Arc::new(read_master_secret(&store).await?),
     };
-    let ks = services::serve_keyservice(me.address, &ca, &pki, master).await?;
+    // The KeyService trusts client certificates from the CA the authorisation table names.
+    let ks_ca = match cluster::authz::client_ca(cluster::authz::Service::KeyService) {
+        Some(cluster::authz::ClientCa::ControlPlane) => &cp_ca,
+        Some(cluster::authz::ClientCa::Cluster) => &ca,
+        None => anyhow::bail!("the authorisation table gives the KeyService no client CA"),
+    };
+    let ks = services::serve_keyservice(me.address, ks_ca, &pki, master).await?;
     node.keep.lock().await.push(Keep::Task(ks));
-    let js = crate::joinservice::serve(me.clone(), node.metadata.clone(), store, ca, &pki).await?;
+    let js = crate::joinservice::serve(me.clone(), node.metadata.clone(), store, ca, cp_ca, &pki)
+        .await?;
     node.keep.lock().await.push(Keep::Task(js));
     Ok(vec!["ca", "etcd", "keyservice", "joinservice"])
 }

@@ -1,6 +1,6 @@
 //! Control-plane services a node starts once it belongs to a cluster: the cluster CA, etcd
-//! (Debian's `etcd` from the node image, with TLS from the cluster CA), the KeyService (mutual
-//! TLS: only holders of a cluster certificate) and the JoinService endpoint.
+//! (Debian's `etcd` from the node image, with TLS from the control-plane CA), the KeyService
+//! (mutual TLS: only holders of a control-plane certificate) and the JoinService endpoint.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
@@ -38,6 +38,44 @@ pub fn setup_pki(
         cert: pki.join("node.crt"),
         key: pki.join("node.key"),
     })
+}
+
+/// File stem of the control-plane CA under `state/pki/` (`cp-ca.crt`, `cp-ca.key`).
+pub const CP_CA: &str = "cp-ca";
+
+/// This control-plane node's identity for control-plane services: the control-plane CA (from
+/// `state/pki/cp-ca.*`, written by Init or from a control-plane join ticket) and a
+/// certificate from it for this node (`cp.crt`/`cp.key`, issued at every start). etcd (client
+/// and peer side) and the KeyService trust only this CA: a worker, whose certificate comes
+/// from the cluster CA, reaches neither (the authorisation table in ARCHITECTURE.md).
+pub fn control_plane_pki(
+    dir: &NodeDir,
+    name: &str,
+    addr: Ipv4Addr,
+) -> anyhow::Result<(Arc<ClusterCa>, NodePki)> {
+    // etcd (client and peer side) trusts the CA the authorisation table names for it.
+    anyhow::ensure!(
+        [
+            cluster::authz::Service::EtcdClient,
+            cluster::authz::Service::EtcdPeer
+        ]
+        .iter()
+        .all(|s| cluster::authz::client_ca(*s) == Some(cluster::authz::ClientCa::ControlPlane)),
+        "the authorisation table no longer gives etcd the control-plane CA: update start_etcd"
+    );
+    let pki = dir.pki();
+    let ca = ClusterCa::load_as(&pki, CP_CA).context("loading the control-plane CA")?;
+    let own = ca.issue_node(name, &[addr])?;
+    write_atomic(&pki.join("cp.crt"), own.cert_pem.as_bytes(), 0o644)?;
+    write_atomic(&pki.join("cp.key"), own.key_pem.as_bytes(), 0o600)?;
+    Ok((
+        Arc::new(ca),
+        NodePki {
+            ca: pki.join(format!("{CP_CA}.crt")),
+            cert: pki.join("cp.crt"),
+            key: pki.join("cp.key"),
+        },
+    ))
 }
 
 /// Starts this node's etcd member and waits until it listens. `join`: the `--initial-cluster`
@@ -149,7 +187,7 @@ pub async fn start_etcd(
 }
 
 /// Serves the KeyService on the node's address behind mutual TLS: clients need a certificate
-/// from the cluster CA.
+/// from `ca`, the control-plane CA (control-plane nodes and the owner's admin only).
 pub async fn serve_keyservice(
     addr: Ipv4Addr,
     ca: &ClusterCa,
@@ -180,7 +218,7 @@ pub async fn serve_keyservice(
     let incoming = async_stream_tls(listener, acceptor);
     let svc = proto::kms::api_server::ApiServer::new(keyservice::KeyService::new(master));
     Ok(tokio::spawn(async move {
-        if let Err(e) = tonic::transport::Server::builder()
+        if let Err(e) = atls::guard::server()
             .add_service(svc)
             .serve_with_incoming(incoming)
             .await
@@ -190,33 +228,16 @@ pub async fn serve_keyservice(
     }))
 }
 
-/// TLS-accepting stream for tonic; failed handshakes are logged and skipped.
+/// TLS-accepting stream for tonic under the node's connection limits ([`atls::guard`]);
+/// silent peers and failed handshakes are dropped.
 fn async_stream_tls(
     listener: tokio::net::TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
-) -> impl futures_core::Stream<Item = Result<TlsConn, std::io::Error>> {
-    let (tx, rx) = tokio::sync::mpsc::channel(16);
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, peer)) = listener.accept().await else {
-                continue;
-            };
-            // Small answers must not wait for the peer's delayed ACK.
-            let _ = tcp.set_nodelay(true);
-            let acceptor = acceptor.clone();
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => {
-                        let _ = tx.send(Ok(TlsConn(tls))).await;
-                    }
-                    Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
-                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                }
-            });
-        }
-    });
-    tokio_stream::wrappers::ReceiverStream::new(rx)
+) -> impl futures_core::Stream<Item = Result<atls::guard::Guarded<TlsConn>, std::io::Error>> {
+    atls::guard::incoming_with(listener, atls::guard::Limits::default(), move |tcp| {
+        let acceptor = acceptor.clone();
+        async move { acceptor.accept(tcp).await.map(TlsConn) }
+    })
 }
 
 /// A server-side TLS connection tonic can serve (tonic's own impl needs its TLS feature).

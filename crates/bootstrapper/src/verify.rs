@@ -31,10 +31,11 @@ pub(crate) async fn serve(
     let listener = tokio::net::TcpListener::bind(SocketAddrV4::new(address, PORT_VERIFY))
         .await
         .with_context(|| format!("binding the verification port {address}:{PORT_VERIFY}"))?;
-    // No Nagle: a small answer must not wait for the client's delayed ACK (40 ms per call).
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    // Connection cap and first-byte timeout (atls::guard); no Nagle: a small answer must not
+    // wait for the client's delayed ACK (40 ms per call).
+    let incoming = atls::guard::incoming(listener, atls::guard::Limits::default());
     Ok(tokio::spawn(async move {
-        let served = tonic::transport::Server::builder()
+        let served = atls::guard::server()
             .add_service(ApiServer::new(VerifyService { issuer }))
             .serve_with_incoming(incoming)
             .await;

@@ -54,6 +54,9 @@ pub enum Command {
     /// Print a shell completion script: `source <(constellation completion bash)`.
     #[command(long_about = COMPLETION_LONG)]
     Completion(CompletionArgs),
+    /// Check attestation evidence offline (debug a refused node).
+    #[command(subcommand)]
+    Attestation(AttestationCommand),
 }
 
 const COMPLETION_LONG: &str = "\
@@ -142,6 +145,74 @@ pub enum Phase {
     Image,
     /// Accepted for scripts written for the Go CLI; nothing to skip in this build.
     K8s,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AttestationCommand {
+    /// Verify captured evidence offline: verdict, every failed check, decoded claims. Exit status 0 = genuine and within policy, 1 = refused, 2 = usage error.
+    #[command(long_about = ATTESTATION_VERIFY_LONG)]
+    Verify(AttestationVerifyArgs),
+}
+
+const ATTESTATION_VERIFY_LONG: &str = "Verify captured attestation evidence offline, without contacting any node or service.\n\n\
+Formats: snp-report (raw 1184-byte SEV-SNP report or its base64), tdx-quote (raw Intel TDX quote v4 or its base64; \
+needs --collateral), azure-snp-vtpm (JSON: tpm_quote, hcl_report, vcek), azure-tdx-vtpm (JSON: tpm_quote, hcl_report, \
+td_quote; needs --collateral), gce-vtpm (go-tpm-tools attestation protobuf), document (a node's attestation document; \
+variant from -c or --variant; TDX variants need --collateral).\n\
+TDX collateral (--collateral) is the JSON of Intel PCS data: pck_crl_issuer_chain, root_ca_crl, pck_crl, \
+tcb_info_issuer_chain, tcb_info, tcb_info_signature, qe_identity_issuer_chain, qe_identity, qe_identity_signature; \
+the TCB status (UpToDate, SWHardeningNeeded, OutOfDate, ...) is among the claims.\n\
+Certificates (--cert, PEM or DER, repeatable) supply what the evidence lacks: AMD ASK/ARK or VCEK, GCE AK CA certificates. \
+--at fixes the verification time (RFC 3339); several real certificates have expired since capture. \
+Without -c, the Go system's defaults for the variant apply (debug forbidden, SMT allowed, VMPL 0; minimum versions \
+\"latest\" are not enforced offline and say so); measurements are compared only with -c.\n\
+Exit status: 0 genuine and within policy, 1 refused, 2 usage error.";
+
+#[derive(Debug, Args)]
+pub struct AttestationVerifyArgs {
+    /// Evidence format: snp-report, tdx-quote, azure-snp-vtpm, azure-tdx-vtpm, gce-vtpm,
+    /// document.
+    #[arg(long, value_name = "FORMAT")]
+    pub format: String,
+    /// The evidence file.
+    #[arg(long, value_name = "FILE")]
+    pub evidence: PathBuf,
+    /// Certificates (PEM or DER; repeat the flag).
+    #[arg(long = "cert", value_name = "PEM")]
+    pub certs: Vec<PathBuf>,
+    /// Collateral file (format-specific; for SEV-SNP more certificates, for TDX the JSON with
+    /// TCB info, QE identity, CRLs and their issuer chains).
+    #[arg(long, value_name = "FILE")]
+    pub collateral: Option<PathBuf>,
+    /// The nonce the evidence must bind, as hex.
+    #[arg(long, value_name = "HEX")]
+    pub nonce: Option<String>,
+    /// Verification time, RFC 3339 (default: now).
+    #[arg(long, value_name = "RFC3339")]
+    pub at: Option<String>,
+    /// Config whose attestation section is the policy (default: the Go defaults).
+    #[arg(short = 'c', long = "config", value_name = "CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Variant of a `document` when no config is given.
+    #[arg(long, value_name = "VARIANT")]
+    pub variant: Option<String>,
+    /// Output: text (default) or json.
+    #[arg(
+        short = 'o',
+        long = "output",
+        value_name = "FORMAT",
+        default_value = "text"
+    )]
+    pub output: String,
+    /// Fetch missing AMD certificates (VCEK, ASK/ASVK, ARK) from AMD's key distribution service (cached).
+    #[arg(long)]
+    pub fetch: bool,
+    /// Key distribution service URL for --fetch.
+    #[arg(long, value_name = "URL", default_value = crate::kds::KDS_URL)]
+    pub kds_url: String,
+    /// Cache folder for --fetch (default: ~/.cache/constellation/kds).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -197,6 +197,21 @@ pub fn hint_for(err: &anyhow::Error) -> Option<String> {
 }
 
 /// The text printed for a failed command.
+/// A command line that cannot be run as given (exit status 2, like clap's own usage errors).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// The process exit status for an error: 2 for [`UsageError`], 1 otherwise (including
+/// refused attestation evidence).
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    if err.downcast_ref::<UsageError>().is_some() {
+        2
+    } else {
+        1
+    }
+}
+
 pub fn render(err: &anyhow::Error) -> String {
     let mut out = String::new();
     let mut chain = err.chain();

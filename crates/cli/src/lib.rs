@@ -7,6 +7,7 @@
 //! * [`error`]: how failures are shown: the whole cause chain, one per line, plus a hint.
 //! * [`fetch`]: reading a file from an `http(s)://` URL (timeouts, bounded retries) or a path.
 //! * [`image`]: the node image the local provider uses by default.
+//! * [`kds`]: AMD key distribution service fetcher with an on-disk cache (SEV-SNP collateral).
 //!
 //! Commands work on the workspace, the current directory (`-C` changes into another one
 //! first). The lifecycle logic lives in crate `cloudcmd`, files and formats in `config`,
@@ -20,6 +21,7 @@ pub mod error;
 pub mod fetch;
 pub mod image;
 pub mod interrupt;
+pub mod kds;
 pub mod lock;
 
 use anyhow::Context as _;

@@ -20,7 +20,7 @@ fn main() -> ExitCode {
             if e.downcast_ref::<cli::interrupt::Interrupted>().is_some() {
                 ExitCode::from(cli::interrupt::EXIT_INTERRUPTED)
             } else {
-                ExitCode::FAILURE
+                ExitCode::from(cli::error::exit_code(&e))
             }
         }
     }

@@ -368,9 +368,13 @@ fn expected_pcr15(id: &str) -> String {
     hex::encode(id.expected_pcr15())
 }
 
-/// PCR 15 read from the node's TPM itself (not from what the node reports).
-fn tpm_pcr15(address: Ipv4Addr) -> String {
-    let t = tpm::Tpm::open(&format!("swtpm:host={address},port=2321")).unwrap();
+/// PCR 15 read from control-plane-0's TPM itself (not from what the node reports), through
+/// the node's own TPM folder.
+fn tpm_pcr15(ws: &Workspace) -> String {
+    let dir = ws
+        .path()
+        .join("constellation-local/nodes/control-plane-0/tpm");
+    let t = tpm::Tpm::open(&tpm::SwtpmConfig::new(dir).tcti()).unwrap();
     hex::encode(t.read_pcrs_sha256().unwrap()[&15])
 }
 
@@ -524,12 +528,13 @@ fn mini_up_status_terminate() {
     let pcr15 = expected_pcr15(&id);
     assert_eq!(cp["pcr15"], pcr15.as_str(), "{cp:#}");
     // … and the TPM itself agrees with what the node reports.
-    assert_eq!(tpm_pcr15(ws.base), pcr15);
+    assert_eq!(tpm_pcr15(&ws), pcr15);
 
-    // Every process of the cluster names the workspace; etcd runs on the control plane.
+    // Every process of the cluster names the workspace; etcd runs on the control plane, from
+    // the node's measured copy.
     let procs = procs_naming(ws.path());
     assert!(
-        procs.iter().any(|(_, c)| c.contains("/bin/etcd ")),
+        procs.iter().any(|(_, c)| c.contains("/boot/etcd ")),
         "no etcd process: {procs:#?}"
     );
     let nodes = ws.cloud_nodes();
@@ -631,7 +636,7 @@ fn tampered_image_component_is_refused() {
     let cp = node_json(&st, "control-plane-0");
     assert_eq!(cp["phase"], "waiting", "{cp:#}");
     assert_eq!(cp["cluster_id"], Value::Null);
-    assert_eq!(tpm_pcr15(ws.base), "00".repeat(32));
+    assert_eq!(tpm_pcr15(&ws), "00".repeat(32));
     assert!(!ws.file(ADMIN_CONF_FILE).exists());
 
     // Re-running does not change the verdict.
@@ -682,7 +687,7 @@ fn init_port_in_use_then_terminate_then_apply() {
     let up = ws.ok(&["apply"]);
     let id = printed_cluster_id(&up.stdout);
     assert_eq!(ws.state_cluster_id().as_deref(), Some(id.as_str()));
-    assert_eq!(tpm_pcr15(ws.base), expected_pcr15(&id));
+    assert_eq!(tpm_pcr15(&ws), expected_pcr15(&id));
     ws.terminate_and_check_clean();
 }
 
@@ -705,10 +710,10 @@ fn etcd_port_in_use_then_apply_again() {
     assert!(
         procs_naming(ws.path())
             .iter()
-            .any(|(_, c)| c.contains("/bin/etcd ")),
+            .any(|(_, c)| c.contains("/boot/etcd ")),
         "etcd is not running"
     );
-    assert_eq!(tpm_pcr15(ws.base), expected_pcr15(&id));
+    assert_eq!(tpm_pcr15(&ws), expected_pcr15(&id));
     ws.terminate_and_check_clean();
 }
 
@@ -796,7 +801,7 @@ fn interrupted_apply_completes_on_rerun() {
         std::fs::read(ws.file(MASTER_SECRET_FILE)).unwrap(),
         secret_2
     );
-    assert_eq!(tpm_pcr15(ws.base), expected_pcr15(&id));
+    assert_eq!(tpm_pcr15(&ws), expected_pcr15(&id));
 
     ws.terminate_and_check_clean();
 }
@@ -810,7 +815,7 @@ fn killed_node_then_terminate_leaves_nothing() {
     let cp = ws.node("control-plane-0").process.unwrap();
     let etcd: Vec<Proc> = procs_naming(ws.path())
         .into_iter()
-        .filter(|(_, c)| c.contains("/bin/etcd "))
+        .filter(|(_, c)| c.contains("/boot/etcd "))
         .map(|(p, _)| p)
         .collect();
     assert_eq!(etcd.len(), 1, "one etcd expected");
@@ -886,7 +891,7 @@ fn full_control_plane_outage_then_recover() {
     let n = node_json(&st, "control-plane-0");
     assert_eq!(n["phase"], "joined", "{n:#}");
     assert_eq!(n["admitted_by"], "recover", "{n:#}");
-    assert_eq!(tpm_pcr15(ws.base), expected_pcr15(&id));
+    assert_eq!(tpm_pcr15(&ws), expected_pcr15(&id));
     ws.ok(&["verify"]);
     assert_eq!(std::fs::read(ws.file(MASTER_SECRET_FILE)).unwrap(), secret);
     assert_eq!(std::fs::read(ws.file(STATE_FILE)).unwrap(), state);
@@ -1126,7 +1131,7 @@ fn apply_killed_during_init_rpc_completes_on_rerun() {
     let _ = run.kill(Signal::SIGKILL);
     let up = ws.ok(&["apply"]);
     let id = printed_cluster_id(&up.stdout);
-    assert_eq!(tpm_pcr15(ws.base), expected_pcr15(&id));
+    assert_eq!(tpm_pcr15(&ws), expected_pcr15(&id));
     ws.terminate_and_check_clean();
 }
 
@@ -1195,7 +1200,7 @@ fn lost_or_damaged_state_file_never_leads_to_init_or_terminate() {
     );
     assert!(!ws.file(STATE_FILE).exists(), "apply wrote a state file");
     assert!(before.iter().all(Proc::alive), "apply stopped a node");
-    assert_eq!(tpm_pcr15(ws.base), expected_pcr15(&id));
+    assert_eq!(tpm_pcr15(&ws), expected_pcr15(&id));
 
     let rebuilt = ws.ok(&["state", "rebuild"]);
     assert!(
@@ -1359,7 +1364,7 @@ fn changed_measurements_are_pushed_to_the_cluster() {
 #[test]
 fn busy_range_then_changed_base_address_takes_effect() {
     let ws = Workspace::new();
-    let l = TcpListener::bind(SocketAddrV4::new(ws.base, 2321)).unwrap();
+    let l = TcpListener::bind(SocketAddrV4::new(ws.base, 9000)).unwrap();
     let o = ws.run(&["apply"]);
     assert!(!o.status.success());
     assert!(

@@ -57,7 +57,8 @@ fn main() {
     let nodes = cloud.nodes.len();
 
     // Floor: a quote on the node's own TPM (the node serves the same TPM meanwhile).
-    let tpm = tpm::Tpm::open(&format!("swtpm:host={cp},port=2321")).unwrap();
+    let cp_dir = &cloud.nodes[0].dir;
+    let tpm = tpm::Tpm::open(&tpm::SwtpmConfig::new(cp_dir.join("tpm")).tcti()).unwrap();
     tpm.quote(b"warm-up").unwrap();
     let quote = median(
         (0..runs)

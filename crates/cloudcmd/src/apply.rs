@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use attestation::{validator_for, Variant};
+use attestation::Variant;
 use config::state::State;
 use config::{Config, NodeRole, Provider};
 use proto::init::{init_response, InitRequest};
@@ -564,12 +564,16 @@ async fn init(
     };
     let expected = master.measurement_secret()?.cluster_id(&salt);
 
-    // Validator: the config's measurements (PCR 15 must be zero: an uninitialized node), and
-    // the attestation keys the local provider recorded.
+    // Validator: the config's measurements with PCR 15 enforced zero (an uninitialized node,
+    // whatever the config says), and only the attestation key the provider recorded for the
+    // control-plane node at the endpoint (crate::binding).
     let cloud = CloudState::load(&CloudState::path(ws))?
         .context("no local cloud state: run `constellation apply` first")?;
-    let policy = cloud.validator_policy();
-    let fresh = validator_for(cfg.variant(), cfg.measurements().clone(), policy.clone())?;
+    let fresh: Box<dyn attestation::Validator> = Box::new(crate::binding::NodeBound::for_init(
+        cfg,
+        &cloud,
+        &state.infrastructure.cluster_endpoint,
+    )?);
     // When resuming, the node may already have taken the lost request: its PCR 15 then holds
     // exactly this cluster's ID (only the measured Bootstrapper extends it, and only on Init
     // or join), and the node answers a repeated Init for the same cluster.
@@ -579,7 +583,9 @@ async fn init(
             15,
             measurements::Measurement::enforced(expected.expected_pcr15().to_vec()),
         )?;
-        Some(validator_for(cfg.variant(), m, policy)?)
+        let node = crate::binding::node_at(&cloud, &state.infrastructure.cluster_endpoint)?;
+        Some(Box::new(crate::binding::NodeBound::new(cfg, m, node)?)
+            as Box<dyn attestation::Validator>)
     } else {
         None
     };

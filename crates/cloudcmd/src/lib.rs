@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod apply;
+mod binding;
 pub mod cluster_store;
 /// The admin credentials file's layout (written by the first control-plane node).
 pub use bootstrapper::admin;

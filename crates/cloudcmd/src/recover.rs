@@ -15,11 +15,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use attestation::validator_for;
 use bootstrapper::state::Phase;
 use config::state::State;
 use config::Config;
-use measurements::Measurement;
 use provider_local::cloud::{CloudState, Role, PORT_RECOVERY};
 use serde::Serialize;
 
@@ -111,12 +109,8 @@ pub async fn recover(
         .context("no local infrastructure in this workspace: nothing to recover")?;
 
     // A node waiting for recovery was just booted: PCR 15 must still be zero.
-    let mut m = cfg.measurements().clone();
-    m.set(15, Measurement::enforced(vec![0u8; 32]))?;
-    let policy = cloud.validator_policy();
-    let validator: Arc<dyn attestation::Validator> =
-        validator_for(cfg.variant(), m, policy)?.into();
-    let atls_cfg = atls::client::ClientConfig::new(None, vec![validator]);
+    let m = crate::binding::with_pcr15_zero(cfg.measurements())?;
+    // Each node is validated against the attestation key recorded for it (crate::binding).
 
     let status = crate::status::status(ws)?.context("the local cloud state disappeared")?;
     let mut cps: Vec<_> = status
@@ -159,7 +153,22 @@ pub async fn recover(
             n.name, n.address
         ));
         let addr = format!("{}:{PORT_RECOVERY}", n.address);
-        let cfg = atls_cfg.clone();
+        let bound = cloud
+            .node(&n.name)
+            .map_err(anyhow::Error::from)
+            .and_then(|rec| crate::binding::NodeBound::new(cfg, m.clone(), rec));
+        let bound = match bound {
+            Ok(v) => v,
+            Err(e) => {
+                results.push(NodeRecovery {
+                    node: n.name.clone(),
+                    result: RecoveryResult::Failed,
+                    detail: Some(format!("{e:#}")),
+                });
+                continue;
+            }
+        };
+        let cfg = atls::client::ClientConfig::new(None, vec![Arc::new(bound)]);
         let kms_uri = master.to_kms_uri();
         let deadline = Instant::now() + opts.connect_timeout.unwrap_or(Duration::from_secs(30));
         let name = n.name.clone();

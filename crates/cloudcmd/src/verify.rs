@@ -15,7 +15,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use attestation::validator_for;
 use config::state::State;
 use config::Config;
 use measurements::{Measurement, Measurements};
@@ -112,29 +111,42 @@ pub async fn verify(ws: &Path, cfg: &Config, opts: &VerifyOptions) -> anyhow::Re
             .map(|(i, m)| (i, Measurement::warn_only(m.expected.clone())))
             .collect(),
     )?;
-    let policy = cloud.validator_policy();
-    let validator: std::sync::Arc<dyn attestation::Validator> =
-        validator_for(cfg.variant(), report_all, policy)?.into();
-
-    let targets: Vec<(String, String)> = match &opts.node_endpoint {
+    // Each node's document must be signed by the attestation key the provider recorded for
+    // *that* node (crate::binding): a node relaying the nonce to another node, or presenting
+    // another node's document, fails. An endpoint the provider has no node for fails too.
+    let validator_of = |node: Option<&provider_local::cloud::NodeRecord>, endpoint: &str| {
+        let node = node.with_context(|| {
+            format!("the provider has no node at {endpoint}, so no attestation key to trust")
+        })?;
+        crate::binding::NodeBound::new(cfg, report_all.clone(), node)
+            .map(|v| std::sync::Arc::new(v) as std::sync::Arc<dyn attestation::Validator>)
+    };
+    let targets: Vec<(String, String, Result<_, String>)> = match &opts.node_endpoint {
         Some(ep) => {
             // A node name of this workspace's cluster, or HOST[:PORT].
-            if let Some(n) = cloud.nodes.iter().find(|n| n.name == ep.trim()) {
-                vec![(n.name.clone(), format!("{}:{PORT_VERIFY}", n.address))]
-            } else {
-                let endpoint = with_default_port(ep)?;
-                let name = cloud
+            let by_name = cloud.nodes.iter().find(|n| n.name == ep.trim());
+            let endpoint = match by_name {
+                Some(n) => format!("{}:{PORT_VERIFY}", n.address),
+                None => with_default_port(ep)?,
+            };
+            let node = by_name.or_else(|| {
+                cloud
                     .nodes
                     .iter()
                     .find(|n| endpoint == format!("{}:{PORT_VERIFY}", n.address))
-                    .map_or_else(|| endpoint.clone(), |n| n.name.clone());
-                vec![(name, endpoint)]
-            }
+            });
+            let name = node.map_or_else(|| endpoint.clone(), |n| n.name.clone());
+            let v = validator_of(node, &endpoint).map_err(|e| format!("{e:#}"));
+            vec![(name, endpoint, v)]
         }
         None => cloud
             .nodes
             .iter()
-            .map(|n| (n.name.clone(), format!("{}:{PORT_VERIFY}", n.address)))
+            .map(|n| {
+                let endpoint = format!("{}:{PORT_VERIFY}", n.address);
+                let v = validator_of(Some(n), &endpoint).map_err(|e| format!("{e:#}"));
+                (n.name.clone(), endpoint, v)
+            })
             .collect(),
     };
     if targets.is_empty() {
@@ -143,10 +155,22 @@ pub async fn verify(ws: &Path, cfg: &Config, opts: &VerifyOptions) -> anyhow::Re
     let expected = std::sync::Arc::new(expected);
     let tasks: Vec<_> = targets
         .into_iter()
-        .map(|(node, endpoint)| {
-            let validator = validator.clone();
+        .map(|(node, endpoint, validator)| {
             let expected = expected.clone();
-            tokio::spawn(async move { verify_node(node, endpoint, &*validator, &expected).await })
+            tokio::spawn(async move {
+                match validator {
+                    Ok(v) => verify_node(node, endpoint, &*v, &expected).await,
+                    Err(e) => NodeVerification {
+                        node,
+                        endpoint,
+                        verified: false,
+                        error: Some(e),
+                        pcrs: vec![],
+                        attestation_key: None,
+                        document: None,
+                    },
+                }
+            })
         })
         .collect();
     let mut nodes = Vec::with_capacity(tasks.len());

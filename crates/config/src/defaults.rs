@@ -21,6 +21,65 @@ pub const DEFAULT_SERVICE_CIDR: &str = "10.96.0.0/12";
 pub const AZURE_DEFAULT_ACCEPTED_KEY_DIGEST: &str =
     "0356215882a825279a85b300b0b742931d113bf7e32dde2e50ffde7ec743ca491ecdd7f336dc28a6e0b2bb57af7a44a3";
 
+/// The Go config's default `amdRootKey`: AMD's ARK-Milan certificate (public trust anchor;
+/// SHA-256 of its DER is `attestation::snp::roots::ARK_MILAN_SHA256`).
+pub const GO_DEFAULT_AMD_ROOT_KEY: &str = "-----BEGIN CERTIFICATE-----\n\
+MIIGYzCCBBKgAwIBAgIDAQAAMEYGCSqGSIb3DQEBCjA5oA8wDQYJYIZIAWUDBAIC\n\
+BQChHDAaBgkqhkiG9w0BAQgwDQYJYIZIAWUDBAICBQCiAwIBMKMDAgEBMHsxFDAS\n\
+BgNVBAsMC0VuZ2luZWVyaW5nMQswCQYDVQQGEwJVUzEUMBIGA1UEBwwLU2FudGEg\n\
+Q2xhcmExCzAJBgNVBAgMAkNBMR8wHQYDVQQKDBZBZHZhbmNlZCBNaWNybyBEZXZp\n\
+Y2VzMRIwEAYDVQQDDAlBUkstTWlsYW4wHhcNMjAxMDIyMTcyMzA1WhcNNDUxMDIy\n\
+MTcyMzA1WjB7MRQwEgYDVQQLDAtFbmdpbmVlcmluZzELMAkGA1UEBhMCVVMxFDAS\n\
+BgNVBAcMC1NhbnRhIENsYXJhMQswCQYDVQQIDAJDQTEfMB0GA1UECgwWQWR2YW5j\n\
+ZWQgTWljcm8gRGV2aWNlczESMBAGA1UEAwwJQVJLLU1pbGFuMIICIjANBgkqhkiG\n\
+9w0BAQEFAAOCAg8AMIICCgKCAgEA0Ld52RJOdeiJlqK2JdsVmD7FktuotWwX1fNg\n\
+W41XY9Xz1HEhSUmhLz9Cu9DHRlvgJSNxbeYYsnJfvyjx1MfU0V5tkKiU1EesNFta\n\
+1kTA0szNisdYc9isqk7mXT5+KfGRbfc4V/9zRIcE8jlHN61S1ju8X93+6dxDUrG2\n\
+SzxqJ4BhqyYmUDruPXJSX4vUc01P7j98MpqOS95rORdGHeI52Naz5m2B+O+vjsC0\n\
+60d37jY9LFeuOP4Meri8qgfi2S5kKqg/aF6aPtuAZQVR7u3KFYXP59XmJgtcog05\n\
+gmI0T/OitLhuzVvpZcLph0odh/1IPXqx3+MnjD97A7fXpqGd/y8KxX7jksTEzAOg\n\
+bKAeam3lm+3yKIcTYMlsRMXPcjNbIvmsBykD//xSniusuHBkgnlENEWx1UcbQQrs\n\
++gVDkuVPhsnzIRNgYvM48Y+7LGiJYnrmE8xcrexekBxrva2V9TJQqnN3Q53kt5vi\n\
+Qi3+gCfmkwC0F0tirIZbLkXPrPwzZ0M9eNxhIySb2npJfgnqz55I0u33wh4r0ZNQ\n\
+eTGfw03MBUtyuzGesGkcw+loqMaq1qR4tjGbPYxCvpCq7+OgpCCoMNit2uLo9M18\n\
+fHz10lOMT8nWAUvRZFzteXCm+7PHdYPlmQwUw3LvenJ/ILXoQPHfbkH0CyPfhl1j\n\
+WhJFZasCAwEAAaN+MHwwDgYDVR0PAQH/BAQDAgEGMB0GA1UdDgQWBBSFrBrRQ/fI\n\
+rFXUxR1BSKvVeErUUzAPBgNVHRMBAf8EBTADAQH/MDoGA1UdHwQzMDEwL6AtoCuG\n\
+KWh0dHBzOi8va2RzaW50Zi5hbWQuY29tL3ZjZWsvdjEvTWlsYW4vY3JsMEYGCSqG\n\
+SIb3DQEBCjA5oA8wDQYJYIZIAWUDBAICBQChHDAaBgkqhkiG9w0BAQgwDQYJYIZI\n\
+AWUDBAICBQCiAwIBMKMDAgEBA4ICAQC6m0kDp6zv4Ojfgy+zleehsx6ol0ocgVel\n\
+ETobpx+EuCsqVFRPK1jZ1sp/lyd9+0fQ0r66n7kagRk4Ca39g66WGTJMeJdqYriw\n\
+STjjDCKVPSesWXYPVAyDhmP5n2v+BYipZWhpvqpaiO+EGK5IBP+578QeW/sSokrK\n\
+dHaLAxG2LhZxj9aF73fqC7OAJZ5aPonw4RE299FVarh1Tx2eT3wSgkDgutCTB1Yq\n\
+zT5DuwvAe+co2CIVIzMDamYuSFjPN0BCgojl7V+bTou7dMsqIu/TW/rPCX9/EUcp\n\
+KGKqPQ3P+N9r1hjEFY1plBg93t53OOo49GNI+V1zvXPLI6xIFVsh+mto2RtgEX/e\n\
+pmMKTNN6psW88qg7c1hTWtN6MbRuQ0vm+O+/2tKBF2h8THb94OvvHHoFDpbCELlq\n\
+HnIYhxy0YKXGyaW1NjfULxrrmxVW4wcn5E8GddmvNa6yYm8scJagEi13mhGu4Jqh\n\
+3QU3sf8iUSUr09xQDwHtOQUVIqx4maBZPBtSMf+qUDtjXSSq8lfWcd8bLr9mdsUn\n\
+JZJ0+tuPMKmBnSH860llKk+VpVQsgqbzDIvOLvD6W1Umq25boxCYJ+TuBoa4s+HH\n\
+CViAvgT9kf/rBq1d+ivj6skkHxuzcxbk1xv6ZGxrteJxVH7KlX7YRdZ6eARKwLe4\n\
+AFZEAwoKCQ==\n\
+-----END CERTIFICATE-----\n";
+
+/// The Go config's default `intelRootKey`: the Intel SGX Root CA certificate (public trust
+/// anchor, valid 2018-05-21 to 2049-12-31).
+pub const GO_DEFAULT_INTEL_ROOT_KEY: &str = "-----BEGIN CERTIFICATE-----\n\
+MIICjzCCAjSgAwIBAgIUImUM1lqdNInzg7SVUr9QGzknBqwwCgYIKoZIzj0EAwIw\n\
+aDEaMBgGA1UEAwwRSW50ZWwgU0dYIFJvb3QgQ0ExGjAYBgNVBAoMEUludGVsIENv\n\
+cnBvcmF0aW9uMRQwEgYDVQQHDAtTYW50YSBDbGFyYTELMAkGA1UECAwCQ0ExCzAJ\n\
+BgNVBAYTAlVTMB4XDTE4MDUyMTEwNDUxMFoXDTQ5MTIzMTIzNTk1OVowaDEaMBgG\n\
+A1UEAwwRSW50ZWwgU0dYIFJvb3QgQ0ExGjAYBgNVBAoMEUludGVsIENvcnBvcmF0\n\
+aW9uMRQwEgYDVQQHDAtTYW50YSBDbGFyYTELMAkGA1UECAwCQ0ExCzAJBgNVBAYT\n\
+AlVTMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEC6nEwMDIYZOj/iPWsCzaEKi7\n\
+1OiOSLRFhWGjbnBVJfVnkY4u3IjkDYYL0MxO4mqsyYjlBalTVYxFP2sJBK5zlKOB\n\
+uzCBuDAfBgNVHSMEGDAWgBQiZQzWWp00ifODtJVSv1AbOScGrDBSBgNVHR8ESzBJ\n\
+MEegRaBDhkFodHRwczovL2NlcnRpZmljYXRlcy50cnVzdGVkc2VydmljZXMuaW50\n\
+ZWwuY29tL0ludGVsU0dYUm9vdENBLmRlcjAdBgNVHQ4EFgQUImUM1lqdNInzg7SV\n\
+Ur9QGzknBqwwDgYDVR0PAQH/BAQDAgEGMBIGA1UdEwEB/wQIMAYBAf8CAQEwCgYI\n\
+KoZIzj0EAwIDSQAwRgIhAOW/5QkR+S9CiSDcNoowLuPRLsWGf/Yi7GSX94BgwTwg\n\
+AiEA4J0lrHoMs+Xo5o/sX6O9QWxHRAvZUGOdRQ7cvqRXaqI=\n\
+-----END CERTIFICATE-----\n";
+
 /// Name of the required control-plane group.
 pub const CONTROL_PLANE_GROUP: &str = "control_plane_default";
 /// Name of the required worker group.
@@ -82,6 +141,55 @@ fn go_v2_24_0(provider: Provider, variant: Variant) -> Option<[&'static str; 3]>
     })
 }
 
+/// `SHA-256(0³² ‖ SHA-256(00000000))`: a PCR holding only the `EV_SEPARATOR` event.
+const SEPARATOR_ONLY: &str = "3d458cfe55cc03ea1f443f1562beec8df51c75e14a9fcf9a7234a13f198e7969";
+const ZERO_HEX: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The Go system's warn-only PCRs and their values (`measurements/overrides.go`): AWS 0, 2, 3,
+/// 6, 14; Azure 1, 2, 3, 14; GCP 1, 2, 3, 6, 14; OpenStack 14; QEMU none.
+fn go_warn_only(provider: Provider, variant: Variant) -> Vec<(u32, &'static str)> {
+    let mut out = match provider {
+        Provider::Aws => vec![
+            (2, SEPARATOR_ONLY),
+            (3, SEPARATOR_ONLY),
+            (6, SEPARATOR_ONLY),
+        ],
+        Provider::Azure => vec![
+            (1, SEPARATOR_ONLY),
+            (2, SEPARATOR_ONLY),
+            (3, SEPARATOR_ONLY),
+        ],
+        Provider::Gcp => vec![
+            (
+                1,
+                "3695dcc55e3aa34027c27793c85c723c697d708c42d1f73bd6fa4f26608a5b24",
+            ),
+            (2, SEPARATOR_ONLY),
+            (3, SEPARATOR_ONLY),
+            (6, SEPARATOR_ONLY),
+        ],
+        _ => Vec::new(),
+    };
+    match variant {
+        Variant::AwsNitroTpm => out.push((
+            0,
+            "737f767a12f54e70eecbc8684011323ae2fe2dd9f90785577969d7a2013e8c12",
+        )),
+        Variant::AwsSevSnp => out.push((
+            0,
+            "d6df855358f5b10f06f0fab3f408ad26cd165a2949bad69e2cc75692529e662a",
+        )),
+        _ => {}
+    }
+    if matches!(
+        provider,
+        Provider::Aws | Provider::Azure | Provider::Gcp | Provider::OpenStack
+    ) {
+        out.push((14, ZERO_HEX));
+    }
+    out
+}
+
 /// The measurements `config generate` writes for `provider` + `variant` when the caller has
 /// none:
 ///
@@ -107,8 +215,12 @@ pub fn default_measurements(provider: Provider, variant: Variant) -> Measurement
         for idx in ZERO_ENFORCED {
             map.insert(idx, zero());
         }
-        if provider != Provider::Qemu {
-            map.insert(14, Measurement::warn_only(vec![0u8; PCR_LEN_SHA256]));
+        for (idx, value) in go_warn_only(provider, variant) {
+            // Invariant: the table holds 64-character lowercase hex constants (tested).
+            map.insert(
+                idx,
+                Measurement::warn_only(hex::decode(value).unwrap_or_default()),
+            );
         }
     } else if variant == Variant::QemuTdx {
         let placeholder = || Measurement::enforced([0x12, 0x34].repeat(24));
@@ -146,7 +258,7 @@ fn sev_snp(measurements: Measurements) -> Option<SevSnp> {
         tee_version: Tcb::Latest,
         snp_version: Tcb::Latest,
         microcode_version: Tcb::Latest,
-        amd_root_key: String::new(),
+        amd_root_key: GO_DEFAULT_AMD_ROOT_KEY.to_string(),
         amd_signing_key: String::new(),
     })
 }
@@ -308,7 +420,7 @@ impl Config {
                         enforcement_policy: EnforcementPolicy::MaaFallback,
                         maa_url: String::new(),
                     },
-                    amd_root_key: String::new(),
+                    amd_root_key: GO_DEFAULT_AMD_ROOT_KEY.to_string(),
                     amd_signing_key: String::new(),
                 })
             }
@@ -321,7 +433,7 @@ impl Config {
                     qe_vendor_id: HexOrLatest::Latest,
                     mr_seam: OptHex(None),
                     xfam: HexOrLatest::Latest,
-                    intel_root_key: String::new(),
+                    intel_root_key: GO_DEFAULT_INTEL_ROOT_KEY.to_string(),
                 })
             }
             Variant::Dummy => {

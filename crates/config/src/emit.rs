@@ -148,7 +148,7 @@ fn sev_snp_versions(
 fn amd_keys(o: &mut Out, i: usize, root: &str, signing: &str) {
     o.field(
         i,
-        "PEM of AMD's root key (ARK). Empty = the built-in AMD ARK-Milan certificate.",
+        "PEM of AMD's root key (ARK); the only root trusted. Empty = the pinned ARKs of\nMilan, Genoa and Turin.",
         "amdRootKey",
         &q(root),
     );
@@ -558,8 +558,8 @@ fn attestation(o: &mut Out, a: &AttestationConfig) {
         }
         o.field(
             3,
-            "equal: only accepted digests; maaFallback: ask Microsoft Azure Attestation\n\
-             otherwise; warnOnly: log a mismatch.",
+            "Equal: only accepted digests; MAAFallback: ask Microsoft Azure Attestation\n\
+             otherwise; WarnOnly: log a mismatch (any case).",
             "enforcementPolicy",
             f.enforcement_policy.as_str(),
         );

@@ -32,11 +32,13 @@ mod provider;
 pub mod raw;
 pub mod secret;
 pub mod state;
+mod validation;
 
 pub use atomic::WriteError;
 pub use defaults::{
     default_measurements, release_version, AZURE_DEFAULT_ACCEPTED_KEY_DIGEST, CONTROL_PLANE_GROUP,
-    DEFAULT_LOCAL_BASE_ADDRESS, DEFAULT_NAME, DEFAULT_SERVICE_CIDR, WORKER_GROUP,
+    DEFAULT_LOCAL_BASE_ADDRESS, DEFAULT_NAME, DEFAULT_SERVICE_CIDR, GO_DEFAULT_AMD_ROOT_KEY,
+    GO_DEFAULT_INTEL_ROOT_KEY, WORKER_GROUP,
 };
 pub use provider::{
     kubernetes_minor_supported, resolve_kubernetes_version, Provider, UnknownProvider,

@@ -461,9 +461,10 @@ pub enum EnforcementPolicy {
 impl EnforcementPolicy {
     pub fn as_str(self) -> &'static str {
         match self {
-            EnforcementPolicy::Equal => "equal",
-            EnforcementPolicy::MaaFallback => "maaFallback",
-            EnforcementPolicy::WarnOnly => "warnOnly",
+            // The Go CLI's spelling (its stringer); reading is case-insensitive as in Go.
+            EnforcementPolicy::Equal => "Equal",
+            EnforcementPolicy::MaaFallback => "MAAFallback",
+            EnforcementPolicy::WarnOnly => "WarnOnly",
         }
     }
 }
@@ -474,7 +475,7 @@ impl<'de> Deserialize<'de> for EnforcementPolicy {
         impl Visitor<'_> for V {
             type Value = EnforcementPolicy;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("equal, maaFallback or warnOnly")
+                f.write_str("Equal, MAAFallback or WarnOnly (any case)")
             }
             // Legacy form: true = equal, false = warnOnly.
             fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
@@ -485,10 +486,10 @@ impl<'de> Deserialize<'de> for EnforcementPolicy {
                 })
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                match v {
+                match v.to_ascii_lowercase().as_str() {
                     "equal" => Ok(EnforcementPolicy::Equal),
-                    "maaFallback" => Ok(EnforcementPolicy::MaaFallback),
-                    "warnOnly" => Ok(EnforcementPolicy::WarnOnly),
+                    "maafallback" => Ok(EnforcementPolicy::MaaFallback),
+                    "warnonly" => Ok(EnforcementPolicy::WarnOnly),
                     _ => Err(E::invalid_value(de::Unexpected::Str(v), &self)),
                 }
             }

@@ -89,8 +89,29 @@ fn local_defaults() {
 fn go_default_measurements_table() {
     let m = default_measurements(Provider::Aws, Variant::AwsSevSnp);
     let idx: Vec<u32> = m.iter().map(|(i, _)| i).collect();
-    assert_eq!(idx, vec![4, 8, 9, 11, 12, 13, 14, 15]);
-    assert!(m.get(14).unwrap().warn_only);
+    assert_eq!(idx, vec![0, 2, 3, 4, 6, 8, 9, 11, 12, 13, 14, 15]);
+    // The Go system's warn-only PCRs per provider (overrides.go), everything else enforced.
+    let warn = |p, v| -> Vec<u32> {
+        default_measurements(p, v)
+            .iter()
+            .filter(|(_, m)| m.warn_only)
+            .map(|(i, _)| i)
+            .collect()
+    };
+    assert_eq!(warn(Provider::Aws, Variant::AwsSevSnp), [0, 2, 3, 6, 14]);
+    assert_eq!(warn(Provider::Aws, Variant::AwsNitroTpm), [0, 2, 3, 6, 14]);
+    assert_eq!(warn(Provider::Azure, Variant::AzureSevSnp), [1, 2, 3, 14]);
+    assert_eq!(warn(Provider::Gcp, Variant::GcpSevSnp), [1, 2, 3, 6, 14]);
+    assert_eq!(warn(Provider::OpenStack, Variant::QemuVtpm), [14]);
+    assert!(warn(Provider::Qemu, Variant::QemuVtpm).is_empty());
+    assert_eq!(
+        hex::encode(&m.get(0).unwrap().expected),
+        "d6df855358f5b10f06f0fab3f408ad26cd165a2949bad69e2cc75692529e662a"
+    );
+    assert_eq!(
+        hex::encode(&m.get(2).unwrap().expected),
+        "3d458cfe55cc03ea1f443f1562beec8df51c75e14a9fcf9a7234a13f198e7969"
+    );
     assert_eq!(
         hex::encode(&m.get(4).unwrap().expected),
         "26af34bd97da78339c046ddf656ff20303b6e53d902d39f7d817295a3f272312"
@@ -390,10 +411,40 @@ fn attestation_extras() {
     assert!(e.to_string().contains("\"latest\" or a number"), "{e}");
 
     let az = generated(Provider::Azure).to_yaml();
-    let y = az.replace("enforcementPolicy: maaFallback", "enforcementPolicy: true");
+    let y = az.replace("enforcementPolicy: MAAFallback", "enforcementPolicy: true");
     let r = RawConfig::from_yaml(&y).unwrap();
     let fsc = r.attestation.azure_sev_snp.unwrap().firmware_signer_config;
     assert_eq!(fsc.enforcement_policy, raw::EnforcementPolicy::Equal);
+    // Case-insensitive, as in Go (whose CLI writes MAAFallback).
+    for (text, want) in [
+        ("MAAFallback", raw::EnforcementPolicy::MaaFallback),
+        ("maaFallback", raw::EnforcementPolicy::MaaFallback),
+        ("EQUAL", raw::EnforcementPolicy::Equal),
+        ("warnonly", raw::EnforcementPolicy::WarnOnly),
+    ] {
+        let y = az.replace(
+            "enforcementPolicy: MAAFallback",
+            &format!("enforcementPolicy: {text}"),
+        );
+        let r = RawConfig::from_yaml(&y).unwrap();
+        let fsc = r.attestation.azure_sev_snp.unwrap().firmware_signer_config;
+        assert_eq!(fsc.enforcement_policy, want, "{text}");
+    }
+    let y = az.replace(
+        "enforcementPolicy: MAAFallback",
+        "enforcementPolicy: sometimes",
+    );
+    assert!(RawConfig::from_yaml(&y).is_err());
+    // Measurement hex in upper case reads the same (and is written back lower case).
+    let upper = az.replace(
+        "9b9297441883ed7624486bb01872d0ca10ae3b6ebd6963b4ca21347e39cbd8b6",
+        "9B9297441883ED7624486BB01872D0CA10AE3B6EBD6963B4CA21347E39CBD8B6",
+    );
+    assert_ne!(upper, az);
+    assert_eq!(
+        RawConfig::from_yaml(&upper).unwrap(),
+        RawConfig::from_yaml(&az).unwrap()
+    );
     let y = az.replace(
         &format!("acceptedKeyDigests:\n        - \"{AZURE_DEFAULT_ACCEPTED_KEY_DIGEST}\""),
         &format!("acceptedKeyDigests: \"{AZURE_DEFAULT_ACCEPTED_KEY_DIGEST}\""),

@@ -28,6 +28,9 @@ enum Cmd {
         tcti: String,
         #[arg(long)]
         variant: attestation::Variant,
+        /// The node-owned folder the measured copies of the components run from.
+        #[arg(long)]
+        run_dir: PathBuf,
         /// Arguments for the boot component.
         #[arg(last = true)]
         boot_args: Vec<String>,
@@ -62,12 +65,14 @@ fn main() -> std::process::ExitCode {
             image,
             tcti,
             variant,
+            run_dir,
             boot_args,
         } => Err(bootstrapper::launcher::launch(
             &bootstrapper::launcher::LaunchArgs {
                 image,
                 tcti,
                 variant,
+                run_dir,
                 boot_args,
             },
         )),

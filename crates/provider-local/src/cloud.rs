@@ -17,14 +17,13 @@ use crate::process::ProcessRecord;
 pub const STATE_DIR: &str = "constellation-local";
 pub const STATE_FILE: &str = "cloud.json";
 
-/// Fixed ports; every node has its own loopback address, so ports never collide between nodes.
-pub const PORT_INIT: u16 = 9000;
-pub const PORT_KEYSERVICE: u16 = 9001;
-pub const PORT_RECOVERY: u16 = 9999;
-pub const PORT_JOIN: u16 = 30090;
-pub const PORT_VERIFY: u16 = 30081;
-pub const PORT_ETCD_CLIENT: u16 = 2379;
-pub const PORT_ETCD_PEER: u16 = 2380;
+/// Fixed ports (defined in the shared vocabulary, crate `cluster`); every node has its own
+/// loopback address, so ports never collide between nodes.
+pub use cluster::ports::{
+    ETCD_CLIENT as PORT_ETCD_CLIENT, ETCD_PEER as PORT_ETCD_PEER, INIT as PORT_INIT,
+    JOIN as PORT_JOIN, KEYSERVICE as PORT_KEYSERVICE, RECOVERY as PORT_RECOVERY,
+    VERIFY as PORT_VERIFY,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CloudError {
@@ -52,20 +51,8 @@ pub enum CloudError {
     NoAddress { base: Ipv4Addr, max: u32 },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Role {
-    ControlPlane,
-    Worker,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::ControlPlane => "control-plane",
-            Role::Worker => "worker",
-        }
-    }
-}
+/// The node role of the shared vocabulary (crate `cluster`).
+pub use cluster::Role;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

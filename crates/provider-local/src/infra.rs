@@ -7,7 +7,7 @@
 //! process, started through the launcher (`constellation-node launch`), which measures the image
 //! into that TPM before the Bootstrapper runs.
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -225,7 +225,7 @@ fn tcti_dir(node: &NodeRecord) -> PathBuf {
 }
 
 fn swtpm_config(node: &NodeRecord) -> SwtpmConfig {
-    SwtpmConfig::new(tcti_dir(node), node.address)
+    SwtpmConfig::new(tcti_dir(node))
 }
 
 /// Fails if something other than our own processes listens on the node's address.
@@ -287,10 +287,9 @@ fn stop_unrecorded(node: &NodeRecord, tpm: bool, programs: bool) {
 pub fn address_range_free(base: Ipv4Addr, count: u32) -> bool {
     (0..count).all(|i| {
         let a = Ipv4Addr::from(u32::from(base).saturating_add(i));
-        [tpm::swtpm::DEFAULT_PORT, tpm::swtpm::DEFAULT_PORT + 1]
-            .into_iter()
-            .chain(node_ports(Role::ControlPlane).iter().copied())
-            .all(|p| check_free(a, p).is_ok())
+        node_ports(Role::ControlPlane)
+            .iter()
+            .all(|p| check_free(a, *p).is_ok())
     })
 }
 
@@ -405,10 +404,9 @@ pub fn apply(
                 let _ = Swtpm::stop(p.pid);
             }
         }
-        // A TPM an interrupted apply started without recording it would hold the TPM's port,
+        // A TPM an interrupted apply started without recording it would hold the TPM's socket,
         // and a node process it started would measure itself into the new TPM: stop both.
         stop_unrecorded(&node, true, true);
-        check_free(node.address, tpm::swtpm::DEFAULT_PORT)?;
         let cfg = swtpm_config(&node);
         let d = Swtpm::spawn_detached(&cfg).map_err(|e| InfraError::Swtpm {
             node: node.name.clone(),
@@ -418,8 +416,7 @@ pub fn apply(
         state.save(&path)?;
         // As the platform owning the TPM: a node that died did not shut its TPM down in order,
         // which counts against the TPM's dictionary-attack limit; clear it at every start.
-        let tpm_port = SocketAddr::V4(SocketAddrV4::new(node.address, tpm::swtpm::DEFAULT_PORT));
-        tpm::swtpm::reset_dictionary_attack_lockout(tpm_port).map_err(|e| InfraError::Swtpm {
+        tpm::swtpm::reset_dictionary_attack_lockout(&cfg).map_err(|e| InfraError::Swtpm {
             node: node.name.clone(),
             source: e,
         })?;
@@ -466,6 +463,9 @@ pub fn apply(
             .arg(swtpm_config(&node).tcti())
             .arg("--variant")
             .arg(wanted.variant.as_str())
+            // The measured copies run from the node's own folder (see bootstrapper::launcher).
+            .arg("--run-dir")
+            .arg(node.dir.join("boot"))
             .arg("--")
             .arg("bootstrapper")
             .arg("--name")

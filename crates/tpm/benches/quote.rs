@@ -8,13 +8,11 @@ use std::sync::Arc;
 
 use attestation::{Issuer, Variant};
 use criterion::{criterion_group, criterion_main, Criterion};
-use tpm::swtpm::unique_loopback_ip;
 use tpm::{Swtpm, SwtpmConfig, Tpm, TpmIssuer};
 
 fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let swtpm = Swtpm::spawn_owned(&SwtpmConfig::new(dir.path(), unique_loopback_ip()))
-        .expect("start swtpm");
+    let swtpm = Swtpm::spawn_owned(&SwtpmConfig::new(dir.path())).expect("start swtpm");
     eprintln!("swtpm startup: {:?}", swtpm.startup_time());
     let tpm = Arc::new(Tpm::open(&swtpm.tcti()).expect("open TPM"));
     tpm.attestation_key().expect("AK");

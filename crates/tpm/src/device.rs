@@ -1,30 +1,13 @@
 //! [`Tpm`]: one serialized connection to one TPM (the node's swtpm).
 
 use std::collections::BTreeMap;
-use std::str::FromStr;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
-use attestation::tpm2::HashAlg;
-use sha1::Sha1;
-use sha2::{Digest as _, Sha256, Sha384, Sha512};
-use tss_esapi::attributes::ObjectAttributesBuilder;
-use tss_esapi::constants::CapabilityType;
-use tss_esapi::handles::{KeyHandle, ObjectHandle, PcrHandle, PersistentTpmHandle, TpmHandle};
-use tss_esapi::interface_types::algorithm::{
-    EccSchemeAlgorithm, HashingAlgorithm, PublicAlgorithm,
-};
-use tss_esapi::interface_types::dynamic_handles::Persistent;
-use tss_esapi::interface_types::ecc::EccCurve;
-use tss_esapi::interface_types::resource_handles::{Hierarchy, Provision};
-use tss_esapi::interface_types::session_handles::AuthSession;
-use tss_esapi::structures::{
-    AttestInfo, CapabilityData, Data, Digest, DigestValues, EccPoint, EccScheme,
-    KeyDerivationFunctionScheme, PcrSelectionList, PcrSlot, Public, PublicBuilder,
-    PublicEccParametersBuilder, SignatureScheme, SymmetricDefinitionObject,
-};
-use tss_esapi::tcti_ldr::TctiNameConf;
-use tss_esapi::traits::Marshall;
-use tss_esapi::Context;
+use attestation::tpm2::{HashAlg, PcrSelection, PcrSelectionList, TpmsAttest, TpmtPublic};
+use zeroize::Zeroizing;
+
+use crate::wire::{self, Command, Params};
 
 /// Persistent handle of the ECC attestation key (go-tpm-tools `client.AttestationKeyECC`,
 /// `DefaultAKECCHandle`).
@@ -37,6 +20,8 @@ pub const AK_PUBLIC_LEN: usize = 88;
 pub const MAX_QUALIFYING_DATA: usize = 64;
 /// Quote-read-check attempts before giving up when PCRs keep changing.
 const QUOTE_ATTEMPTS: u32 = 12;
+/// Longest authorisation value accepted from an auth file (SHA-256 digest size).
+pub const MAX_AUTH_LEN: usize = 32;
 
 /// A quote over the SHA-256 bank, PCRs 0..=23.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,24 +36,32 @@ pub struct Quote {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TpmError {
-    #[error("invalid TCTI {tcti:?}")]
-    InvalidTcti {
-        tcti: String,
-        #[source]
-        source: tss_esapi::Error,
-    },
-    #[error("connecting to the TPM at {tcti:?}")]
+    #[error("invalid TPM address {tcti:?}: {reason} (want swtpm:path=<socket>[,auth=<file>])")]
+    InvalidTcti { tcti: String, reason: &'static str },
+    #[error("connecting to the TPM socket {path:?}")]
     Connect {
-        tcti: String,
+        path: PathBuf,
         #[source]
-        source: tss_esapi::Error,
+        source: std::io::Error,
     },
-    #[error("TPM command {command} failed")]
-    Command {
+    #[error("reading the TPM authorisation file {path:?}")]
+    AuthFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "the TPM authorisation file {path:?} holds {len} bytes, at most {MAX_AUTH_LEN} are allowed"
+    )]
+    AuthTooLong { path: PathBuf, len: usize },
+    #[error("TPM command {command}: I/O on the TPM socket")]
+    Io {
         command: &'static str,
         #[source]
-        source: tss_esapi::Error,
+        source: std::io::Error,
     },
+    #[error("TPM command {command} failed: response code 0x{rc:03X}, {}", wire::rc_name(*rc))]
+    Command { command: &'static str, rc: u32 },
     #[error("PCR index {0} is out of range (0..=23)")]
     PcrIndex(u32),
     #[error("qualifying data is {0} bytes, at most 64 are allowed")]
@@ -83,17 +76,24 @@ pub enum TpmError {
     Unexpected(String),
 }
 
-fn cmd(command: &'static str) -> impl FnOnce(tss_esapi::Error) -> TpmError {
-    move |source| TpmError::Command { command, source }
+impl TpmError {
+    /// True iff the TPM refused the authorisation value (the caller does not hold the node's).
+    pub fn is_auth_failure(&self) -> bool {
+        matches!(self, TpmError::Command { rc, .. } if wire::is_auth_failure(*rc))
+    }
 }
 
-/// One TPM, reached through a TCTI (e.g. `swtpm:host=127.1.0.1,port=2321`).
+/// One TPM, reached through swtpm's unix socket (`swtpm:path=<socket>[,auth=<file>]`).
+///
+/// The authorisation value (read from the owner-only `auth` file the provider wrote when it
+/// created the TPM, see [`crate::swtpm`]) authorises the owner hierarchy and the attestation key:
+/// a process that can reach the socket but does not hold the value can neither quote with the
+/// AK nor recreate it.
 ///
 /// Every method takes an internal lock, so one `Tpm` may be shared (`Arc<Tpm>`) by threads; the
 /// calls block on TPM I/O (≈ 0.1 ms per command on swtpm, ≈ 4 ms per quote), so async callers use
-/// `tokio::task::spawn_blocking`. A raw swtpm has no resource manager: every method flushes
-/// what it loads and uses password (not HMAC) sessions, so nothing stays in the TPM between
-/// calls and several `Tpm` values (or processes) can use one swtpm, command by command.
+/// `tokio::task::spawn_blocking`. Every command is one connection (see [`crate::wire`]), so
+/// several `Tpm` values (or processes) can use one swtpm, command by command.
 pub struct Tpm {
     inner: Mutex<Inner>,
 }
@@ -105,32 +105,67 @@ impl std::fmt::Debug for Tpm {
 }
 
 struct Inner {
-    ctx: Context,
+    socket: PathBuf,
+    auth: Zeroizing<Vec<u8>>,
     /// PCR banks with PCRs allocated, as reported by the TPM at open.
-    banks: Vec<HashingAlgorithm>,
-    /// ESYS handle of the persistent AK and its TPMT_PUBLIC, once loaded.
-    ak: Option<(KeyHandle, Vec<u8>)>,
+    banks: Vec<HashAlg>,
+    /// The AK's TPMT_PUBLIC, once loaded.
+    ak: Option<Vec<u8>>,
+}
+
+/// The parts of a TPM address: `swtpm:path=<socket>[,auth=<file>]`.
+pub(crate) fn parse_tcti(tcti: &str) -> Result<(PathBuf, Option<PathBuf>), TpmError> {
+    let invalid = |reason| TpmError::InvalidTcti {
+        tcti: tcti.to_string(),
+        reason,
+    };
+    let rest = tcti
+        .strip_prefix("swtpm:")
+        .ok_or_else(|| invalid("not an swtpm address"))?;
+    let (mut path, mut auth) = (None, None);
+    for part in rest.split(',') {
+        match part.split_once('=') {
+            Some(("path", v)) if !v.is_empty() => path = Some(PathBuf::from(v)),
+            Some(("auth", v)) if !v.is_empty() => auth = Some(PathBuf::from(v)),
+            _ => return Err(invalid("unknown or empty option (TCP is not offered)")),
+        }
+    }
+    Ok((path.ok_or_else(|| invalid("no socket path"))?, auth))
+}
+
+/// Reads an authorisation file (raw bytes, at most [`MAX_AUTH_LEN`]).
+pub(crate) fn read_auth(path: &Path) -> Result<Zeroizing<Vec<u8>>, TpmError> {
+    let bytes = Zeroizing::new(std::fs::read(path).map_err(|source| TpmError::AuthFile {
+        path: path.to_path_buf(),
+        source,
+    })?);
+    if bytes.len() > MAX_AUTH_LEN {
+        return Err(TpmError::AuthTooLong {
+            path: path.to_path_buf(),
+            len: bytes.len(),
+        });
+    }
+    Ok(bytes)
 }
 
 impl Tpm {
-    /// Connects to the TPM behind `tcti` and reads its allocated PCR banks. The TPM must be
-    /// started up already (swtpm does that itself, see [`crate::swtpm`]).
+    /// Connects to the TPM at `tcti` (`swtpm:path=<socket>[,auth=<file>]`; without `auth` the
+    /// value is empty) and reads its allocated PCR banks. The TPM must be started up already
+    /// (swtpm does that itself, see [`crate::swtpm`]).
     pub fn open(tcti: &str) -> Result<Tpm, TpmError> {
-        let conf = TctiNameConf::from_str(tcti).map_err(|source| TpmError::InvalidTcti {
-            tcti: tcti.to_string(),
-            source,
-        })?;
-        let mut ctx = Context::new(conf).map_err(|source| TpmError::Connect {
-            tcti: tcti.to_string(),
-            source,
-        })?;
-        let banks = allocated_banks(&mut ctx)?;
-        if !banks.contains(&HashingAlgorithm::Sha256) {
+        let (socket, auth_file) = parse_tcti(tcti)?;
+        let auth = match auth_file {
+            Some(f) => read_auth(&f)?,
+            None => Zeroizing::new(Vec::new()),
+        };
+        let banks = allocated_banks(&socket)?;
+        if !banks.contains(&HashAlg::Sha256) {
             return Err(TpmError::NoSha256Bank);
         }
         Ok(Tpm {
             inner: Mutex::new(Inner {
-                ctx,
+                socket,
+                auth,
                 banks,
                 ak: None,
             }),
@@ -138,8 +173,7 @@ impl Tpm {
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        // A panic while holding the lock leaves at worst a stale ESYS handle; the context
-        // itself stays usable.
+        // A panic while holding the lock leaves at worst a stale cached AK; nothing else.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -147,25 +181,25 @@ impl Tpm {
     ///
     /// Loads the key from persistent handle 0x81008F00, or creates it there: a primary key in
     /// the owner hierarchy from go-tpm-tools' `AKTemplateECC` (restricted ECDSA-SHA256 P-256
-    /// signing key, attributes 0x00050072), made persistent with EvictControl. ECC rather than
-    /// RSA: the signature dominates a quote's cost in swtpm (see BENCHMARKS.md). Idempotent
-    /// across processes and swtpm restarts on the same state; a key at that handle that does not
-    /// match the template is an error, never replaced.
+    /// signing key, attributes 0x00050072) with the node's authorisation value as its
+    /// `userAuth`, made persistent with EvictControl. ECC rather than RSA: the signature
+    /// dominates a quote's cost in swtpm (see BENCHMARKS.md). Idempotent across processes and
+    /// swtpm restarts on the same state; a key at that handle that does not match the template
+    /// is an error, never replaced.
     pub fn attestation_key(&self) -> Result<Vec<u8>, TpmError> {
-        let mut inner = self.lock();
-        inner.ak().map(|(_, public)| public)
+        self.lock().ak()
     }
 
     /// The PCR banks the TPM has allocated (at least SHA-256).
-    pub fn banks(&self) -> Vec<HashingAlgorithm> {
+    pub fn banks(&self) -> Vec<HashAlg> {
         self.lock().banks.clone()
     }
 
     /// PCRs 0..=23 of the SHA-256 bank.
     pub fn read_pcrs_sha256(&self) -> Result<BTreeMap<u32, [u8; 32]>, TpmError> {
-        let mut inner = self.lock();
-        let pcrs = read_sha256(&mut inner.ctx)?;
-        pcrs.into_iter()
+        let socket = self.lock().socket.clone();
+        read_sha256(&socket)?
+            .into_iter()
             .map(|(i, v)| {
                 <[u8; 32]>::try_from(v.as_slice())
                     .map(|d| (i, d))
@@ -177,36 +211,21 @@ impl Tpm {
     /// TPM2_PCR_Event semantics: every allocated bank `b` of PCR `index` becomes
     /// `H_b(old ‖ H_b(data))`; for SHA-256 that is `SHA256(old ‖ SHA256(data))`.
     ///
-    /// tss-esapi 7.7 does not wrap TPM2_PCR_Event, so the event digests are computed here and
-    /// sent with TPM2_PCR_Extend — the resulting PCR values are the same, and `data` is not
-    /// limited to the command's 1024 bytes.
+    /// The event digests are computed here and sent with TPM2_PCR_Extend — the resulting PCR
+    /// values are the same, and `data` is not limited to TPM2_PCR_Event's 1024 bytes.
     pub fn pcr_event(&self, index: u32, data: &[u8]) -> Result<(), TpmError> {
-        let handle = pcr_handle(index)?;
-        let mut inner = self.lock();
-        let mut values = DigestValues::new();
-        for &bank in &inner.banks {
-            let digest = match bank {
-                HashingAlgorithm::Sha1 => Sha1::digest(data).to_vec(),
-                HashingAlgorithm::Sha256 => Sha256::digest(data).to_vec(),
-                HashingAlgorithm::Sha384 => Sha384::digest(data).to_vec(),
-                HashingAlgorithm::Sha512 => Sha512::digest(data).to_vec(),
-                other => {
-                    return Err(TpmError::Unexpected(format!(
-                        "PCR bank {other:?} is allocated but not supported here"
-                    )))
-                }
-            };
-            values.set(bank, to_digest(digest)?);
-        }
-        extend(&mut inner.ctx, handle, values)
+        check_pcr(index)?;
+        let inner = self.lock();
+        let values: Vec<(HashAlg, Vec<u8>)> =
+            inner.banks.iter().map(|b| (*b, b.digest(data))).collect();
+        extend(&inner.socket, index, &values)
     }
 
     /// TPM2_PCR_Extend of the SHA-256 bank only: PCR `index` becomes `SHA256(old ‖ digest)`.
     pub fn extend_sha256(&self, index: u32, digest: &[u8; 32]) -> Result<(), TpmError> {
-        let handle = pcr_handle(index)?;
-        let mut values = DigestValues::new();
-        values.set(HashingAlgorithm::Sha256, to_digest(digest.to_vec())?);
-        extend(&mut self.lock().ctx, handle, values)
+        check_pcr(index)?;
+        let socket = self.lock().socket.clone();
+        extend(&socket, index, &[(HashAlg::Sha256, digest.to_vec())])
     }
 
     /// Quotes the SHA-256 bank, PCRs 0..=23, with the attestation key (created if needed);
@@ -219,7 +238,6 @@ impl Tpm {
         if qualifying_data.len() > MAX_QUALIFYING_DATA {
             return Err(TpmError::QualifyingDataTooLong(qualifying_data.len()));
         }
-        let selection = sha256_selection()?;
         for attempt in 1..=QUOTE_ATTEMPTS {
             if attempt > 1 {
                 // Another connection (process) extended a PCR between our quote and our read.
@@ -228,29 +246,33 @@ impl Tpm {
                 std::thread::sleep(jittered_backoff(attempt));
             }
             let mut inner = self.lock();
-            let (ak, _) = inner.ak()?;
-            let data = Data::try_from(qualifying_data.to_vec()).map_err(cmd("Quote"))?;
-            let (attest, signature) = inner
-                .ctx
-                .execute_with_password_session(|ctx| {
-                    ctx.quote(ak, data, SignatureScheme::Null, selection.clone())
-                })
-                .map_err(cmd("Quote"))?;
-            let pcrs = read_sha256(&mut inner.ctx)?;
-            let signed = match attest.attested() {
-                AttestInfo::Quote { info } => info.pcr_digest().value().to_vec(),
-                _ => {
-                    return Err(TpmError::Unexpected(
-                        "Quote returned a non-quote attestation".into(),
-                    ))
-                }
-            };
+            inner.ak()?;
+            let mut params = Vec::with_capacity(96);
+            wire::put_tpm2b(&mut params, qualifying_data);
+            params.extend_from_slice(&wire::TPM_ALG_NULL.to_be_bytes()); // inScheme: the key's
+            params.extend_from_slice(&sha256_selection().encode());
+            let resp = wire::execute(
+                &inner.socket,
+                &Command {
+                    name: "Quote",
+                    code: wire::CC_QUOTE,
+                    handles: &[AK_HANDLE],
+                    auth: Some(&inner.auth),
+                    params,
+                },
+                0,
+            )?;
+            let mut p = Params::new("Quote", &resp.params);
+            let attest = p.tpm2b()?.to_vec();
+            let signature = p.rest().to_vec();
+            let signed = TpmsAttest::decode(&attest)
+                .map_err(|e| TpmError::Unexpected(format!("Quote returned {e}")))?
+                .pcr_digest;
+            let pcrs = read_sha256(&inner.socket)?;
             if HashAlg::Sha256.digest_parts(pcrs.values().map(Vec::as_slice)) == signed {
                 return Ok(Quote {
-                    attest: attest.marshall().map_err(cmd("marshal TPMS_ATTEST"))?,
-                    signature: signature
-                        .marshall()
-                        .map_err(cmd("marshal TPMT_SIGNATURE"))?,
+                    attest,
+                    signature,
                     pcrs,
                 });
             }
@@ -265,15 +287,15 @@ impl Tpm {
     /// `len` random bytes from the TPM (TPM2_GetRandom; one round trip, ≤ 32 bytes per call on
     /// swtpm, longer requests are split).
     pub fn get_random(&self, len: usize) -> Result<Vec<u8>, TpmError> {
-        let mut inner = self.lock();
+        let socket = self.lock().socket.clone();
         let mut out = Vec::with_capacity(len);
         while out.len() < len {
-            let want = (len - out.len()).min(32);
-            let got = inner.ctx.get_random(want).map_err(cmd("GetRandom"))?;
-            if got.value().is_empty() {
+            let want = (len - out.len()).min(32) as u16;
+            let got = get_random(&socket, want)?;
+            if got.is_empty() {
                 return Err(TpmError::Unexpected("GetRandom returned no bytes".into()));
             }
-            out.extend_from_slice(got.value());
+            out.extend_from_slice(&got);
         }
         out.truncate(len);
         Ok(out)
@@ -289,203 +311,223 @@ fn jittered_backoff(attempt: u32) -> std::time::Duration {
     std::time::Duration::from_micros(random % window_us)
 }
 
+/// TPM_RC_HANDLE for handle 1: nothing at that handle.
+fn is_no_such_handle(e: &TpmError) -> bool {
+    matches!(e, TpmError::Command { rc, .. } if rc & 0x80 != 0 && rc & 0xBF == 0x8B)
+}
+
 impl Inner {
-    fn ak(&mut self) -> Result<(KeyHandle, Vec<u8>), TpmError> {
-        if let Some((handle, public)) = &self.ak {
-            return Ok((*handle, public.clone()));
+    fn ak(&mut self) -> Result<Vec<u8>, TpmError> {
+        if let Some(public) = &self.ak {
+            return Ok(public.clone());
         }
-        let template = ak_template()?;
-        let template_bytes = template.marshall().map_err(cmd("marshal AK template"))?;
-        let handle = if persistent_exists(&mut self.ctx, AK_HANDLE)? {
-            load_persistent(&mut self.ctx)?
-        } else {
-            create_persistent_ak(&mut self.ctx, template)?
+        let public = match read_public(&self.socket, AK_HANDLE) {
+            Ok(p) => p,
+            Err(e) if is_no_such_handle(&e) => {
+                create_persistent_ak(&self.socket, &self.auth)?;
+                read_public(&self.socket, AK_HANDLE)?
+            }
+            Err(e) => return Err(e),
         };
-        let (public, _, _) = self.ctx.read_public(handle).map_err(cmd("ReadPublic"))?;
-        let public = public.marshall().map_err(cmd("marshal TPMT_PUBLIC"))?;
+        let template = ak_template();
         // Everything before `unique` (type … kdf) must be our template's; the template's empty
         // unique is two zero-length coordinates (4 bytes).
-        let fixed = template_bytes.len().saturating_sub(4);
-        if public.len() != AK_PUBLIC_LEN || public.get(..fixed) != template_bytes.get(..fixed) {
-            let _ = self.ctx.tr_close(&mut ObjectHandle::from(handle));
+        let fixed = template.len().saturating_sub(4);
+        if public.len() != AK_PUBLIC_LEN || public.get(..fixed) != template.get(..fixed) {
             return Err(TpmError::ForeignKey(format!(
                 "{} byte public area starting {}",
                 public.len(),
                 hex_prefix(&public)
             )));
         }
-        self.ak = Some((handle, public.clone()));
-        Ok((handle, public))
+        self.ak = Some(public.clone());
+        Ok(public)
     }
 }
 
 /// go-tpm-tools `AKTemplateECC`: NIST P-256, SHA-256 name, fixedTPM | fixedParent |
 /// sensitiveDataOrigin | userWithAuth | restricted | sign (0x00050072), ECDSA-SHA256, NULL
 /// symmetric and KDF, empty policy and unique.
-fn ak_template() -> Result<Public, TpmError> {
-    let attributes = ObjectAttributesBuilder::new()
-        .with_fixed_tpm(true)
-        .with_fixed_parent(true)
-        .with_sensitive_data_origin(true)
-        .with_user_with_auth(true)
-        .with_restricted(true)
-        .with_sign_encrypt(true)
-        .build()
-        .map_err(cmd("AK template attributes"))?;
-    let scheme = EccScheme::create(
-        EccSchemeAlgorithm::EcDsa,
-        Some(HashingAlgorithm::Sha256),
-        None,
-    )
-    .map_err(cmd("AK template scheme"))?;
-    let params = PublicEccParametersBuilder::new()
-        .with_symmetric(SymmetricDefinitionObject::Null)
-        .with_ecc_scheme(scheme)
-        .with_curve(EccCurve::NistP256)
-        .with_key_derivation_function_scheme(KeyDerivationFunctionScheme::Null)
-        .with_is_signing_key(true)
-        .with_is_decryption_key(false)
-        .with_restricted(true)
-        .build()
-        .map_err(cmd("AK template parameters"))?;
-    PublicBuilder::new()
-        .with_public_algorithm(PublicAlgorithm::Ecc)
-        .with_name_hashing_algorithm(HashingAlgorithm::Sha256)
-        .with_object_attributes(attributes)
-        .with_ecc_parameters(params)
-        .with_ecc_unique_identifier(EccPoint::default())
-        .build()
-        .map_err(cmd("AK template"))
+fn ak_template() -> Vec<u8> {
+    TpmtPublic::ak_template_ecc(Vec::new(), Vec::new()).encode()
 }
 
-fn create_persistent_ak(ctx: &mut Context, template: Public) -> Result<KeyHandle, TpmError> {
-    let created = ctx
-        .execute_with_password_session(|ctx| {
-            ctx.create_primary(Hierarchy::Owner, template, None, None, None, None)
-        })
-        .map_err(cmd("CreatePrimary"))?;
-    let transient = created.key_handle;
-    let persistent = PersistentTpmHandle::new(AK_HANDLE)
-        .map(Persistent::Persistent)
-        .map_err(cmd("EvictControl"));
-    let evicted = persistent.and_then(|persistent| {
-        ctx.execute_with_password_session(|ctx| {
-            ctx.evict_control(Provision::Owner, transient.into(), persistent)
-        })
-        .map_err(cmd("EvictControl"))
-    });
+fn read_public(socket: &Path, handle: u32) -> Result<Vec<u8>, TpmError> {
+    let resp = wire::execute(
+        socket,
+        &Command {
+            name: "ReadPublic",
+            code: wire::CC_READ_PUBLIC,
+            handles: &[handle],
+            auth: None,
+            params: Vec::new(),
+        },
+        0,
+    )?;
+    Ok(Params::new("ReadPublic", &resp.params).tpm2b()?.to_vec())
+}
+
+fn create_persistent_ak(socket: &Path, auth: &[u8]) -> Result<(), TpmError> {
+    let mut sensitive = Vec::with_capacity(4 + auth.len());
+    wire::put_tpm2b(&mut sensitive, auth); // userAuth: the node's value
+    wire::put_tpm2b(&mut sensitive, &[]); // data
+    let mut params = Vec::with_capacity(128);
+    wire::put_tpm2b(&mut params, &sensitive);
+    wire::put_tpm2b(&mut params, &ak_template());
+    wire::put_tpm2b(&mut params, &[]); // outsideInfo
+    params.extend_from_slice(&0u32.to_be_bytes()); // creationPCR: none
+    let created = wire::execute(
+        socket,
+        &Command {
+            name: "CreatePrimary",
+            code: wire::CC_CREATE_PRIMARY,
+            handles: &[wire::TPM_RH_OWNER],
+            auth: Some(auth),
+            params,
+        },
+        1,
+    )?;
+    let transient =
+        created.handles.first().copied().ok_or_else(|| {
+            TpmError::Unexpected("CreatePrimary returned no object handle".into())
+        })?;
+    let evicted = wire::execute(
+        socket,
+        &Command {
+            name: "EvictControl",
+            code: wire::CC_EVICT_CONTROL,
+            handles: &[wire::TPM_RH_OWNER, transient],
+            auth: Some(auth),
+            params: AK_HANDLE.to_be_bytes().to_vec(),
+        },
+        0,
+    );
     // The transient copy is not needed either way (no resource manager would flush it).
-    let flushed = ctx
-        .flush_context(transient.into())
-        .map_err(cmd("FlushContext"));
-    let handle = match evicted {
-        Ok(handle) => handle,
+    let flushed = wire::execute(
+        socket,
+        &Command {
+            name: "FlushContext",
+            code: wire::CC_FLUSH_CONTEXT,
+            handles: &[],
+            auth: None,
+            params: transient.to_be_bytes().to_vec(),
+        },
+        0,
+    );
+    match evicted {
+        Ok(_) => {
+            tracing::info!(
+                handle = format!("0x{AK_HANDLE:08X}"),
+                "created persistent attestation key"
+            );
+        }
         // Another client (process) made its AK persistent between our check and our
         // EvictControl (TPM_RC_NV_DEFINED): use that one.
-        Err(e) if persistent_exists(ctx, AK_HANDLE)? => {
-            tracing::debug!(error = %e, "attestation key was created concurrently");
-            flushed?;
-            return load_persistent(ctx);
+        Err(TpmError::Command { rc, .. }) if rc & 0xFFF == 0x14C => {
+            tracing::debug!("attestation key was created concurrently");
         }
         Err(e) => return Err(e),
-    };
-    flushed?;
-    tracing::info!(
-        handle = format!("0x{AK_HANDLE:08X}"),
-        "created persistent attestation key"
-    );
-    Ok(KeyHandle::from(handle))
-}
-
-fn load_persistent(ctx: &mut Context) -> Result<KeyHandle, TpmError> {
-    let tpm_handle = PersistentTpmHandle::new(AK_HANDLE).map_err(cmd("TR_FromTPMPublic"))?;
-    let object = ctx
-        .tr_from_tpm_public(TpmHandle::Persistent(tpm_handle))
-        .map_err(cmd("TR_FromTPMPublic"))?;
-    Ok(KeyHandle::from(object))
-}
-
-fn persistent_exists(ctx: &mut Context, handle: u32) -> Result<bool, TpmError> {
-    let (data, _) = ctx
-        .get_capability(CapabilityType::Handles, handle, 1)
-        .map_err(cmd("GetCapability(handles)"))?;
-    match data {
-        CapabilityData::Handles(list) => Ok(list.iter().any(|h| u32::from(*h) == handle)),
-        other => Err(TpmError::Unexpected(format!(
-            "GetCapability(handles) returned {other:?}"
-        ))),
     }
+    flushed.map(drop)
 }
 
-fn allocated_banks(ctx: &mut Context) -> Result<Vec<HashingAlgorithm>, TpmError> {
-    let (data, _) = ctx
-        .get_capability(CapabilityType::AssignedPcr, 0, 1)
-        .map_err(cmd("GetCapability(PCRs)"))?;
-    match data {
-        CapabilityData::AssignedPcr(list) => Ok(list
-            .get_selections()
-            .iter()
-            .filter(|s| !s.is_empty())
-            .map(|s| s.hashing_algorithm())
-            .collect()),
-        other => Err(TpmError::Unexpected(format!(
-            "GetCapability(PCRs) returned {other:?}"
-        ))),
-    }
+fn allocated_banks(socket: &Path) -> Result<Vec<HashAlg>, TpmError> {
+    const TPM_CAP_PCRS: u32 = 5;
+    let mut params = TPM_CAP_PCRS.to_be_bytes().to_vec();
+    params.extend_from_slice(&0u32.to_be_bytes());
+    params.extend_from_slice(&1u32.to_be_bytes());
+    let resp = wire::execute(
+        socket,
+        &Command {
+            name: "GetCapability(PCRs)",
+            code: wire::CC_GET_CAPABILITY,
+            handles: &[],
+            auth: None,
+            params,
+        },
+        0,
+    )?;
+    let mut p = Params::new("GetCapability(PCRs)", &resp.params);
+    let _more = p.u8()?;
+    let _cap = p.u32()?;
+    let list = PcrSelectionList::decode(p.rest())
+        .map_err(|e| TpmError::Unexpected(format!("GetCapability(PCRs) returned {e}")))?;
+    Ok(list
+        .0
+        .into_iter()
+        .filter(|s| !s.pcrs.is_empty())
+        .map(|s| s.hash)
+        .collect())
 }
 
-fn pcr_slot(index: u32) -> Result<PcrSlot, TpmError> {
+fn check_pcr(index: u32) -> Result<(), TpmError> {
     if index >= PCR_COUNT {
         return Err(TpmError::PcrIndex(index));
     }
-    PcrSlot::try_from(1u32 << index).map_err(|_| TpmError::PcrIndex(index))
+    Ok(())
 }
 
-fn pcr_handle(index: u32) -> Result<PcrHandle, TpmError> {
-    if index >= PCR_COUNT {
-        return Err(TpmError::PcrIndex(index));
-    }
-    // ESYS_TR_PCR0..31 are the values 0..31.
-    PcrHandle::try_from(ObjectHandle::from(index)).map_err(|_| TpmError::PcrIndex(index))
+fn sha256_selection() -> PcrSelectionList {
+    selection(0..PCR_COUNT)
 }
 
-fn sha256_selection() -> Result<PcrSelectionList, TpmError> {
-    let slots = (0..PCR_COUNT)
-        .map(pcr_slot)
-        .collect::<Result<Vec<_>, _>>()?;
-    PcrSelectionList::builder()
-        .with_selection(HashingAlgorithm::Sha256, &slots)
-        .build()
-        .map_err(cmd("PCR selection"))
+fn selection(pcrs: impl IntoIterator<Item = u32>) -> PcrSelectionList {
+    PcrSelectionList(vec![PcrSelection {
+        hash: HashAlg::Sha256,
+        size_of_select: 3,
+        pcrs: pcrs.into_iter().collect(),
+    }])
 }
 
 /// PCRs 0..=23 of the SHA-256 bank (the TPM returns at most 8 per PCR_Read).
-fn read_sha256(ctx: &mut Context) -> Result<BTreeMap<u32, Vec<u8>>, TpmError> {
-    let mut remaining = sha256_selection()?;
+fn read_sha256(socket: &Path) -> Result<BTreeMap<u32, Vec<u8>>, TpmError> {
     let mut out = BTreeMap::new();
     // 24 PCRs, ≥ 1 per call on any conforming TPM; bound the loop anyway.
     for _ in 0..PCR_COUNT {
+        let remaining: Vec<u32> = (0..PCR_COUNT).filter(|i| !out.contains_key(i)).collect();
         if remaining.is_empty() {
             break;
         }
-        let (_, read, digests) = ctx.pcr_read(remaining.clone()).map_err(cmd("PCR_Read"))?;
-        let slots: Vec<PcrSlot> = read
-            .get_selections()
-            .iter()
-            .filter(|s| s.hashing_algorithm() == HashingAlgorithm::Sha256)
-            .flat_map(|s| s.selected())
-            .collect();
-        if slots.is_empty() || slots.len() != digests.value().len() {
+        let resp = wire::execute(
+            socket,
+            &Command {
+                name: "PCR_Read",
+                code: wire::CC_PCR_READ,
+                handles: &[],
+                auth: None,
+                params: selection(remaining).encode(),
+            },
+            0,
+        )?;
+        let mut p = Params::new("PCR_Read", &resp.params);
+        let _counter = p.u32()?;
+        // TPML_PCR_SELECTION: count, then per bank hash, sizeofSelect, bitmap.
+        let banks = p.u32()?;
+        let mut read = Vec::new();
+        for _ in 0..banks.min(16) {
+            let hash = p.u16()?;
+            let size = p.u8()?;
+            let bitmap = p.take(usize::from(size))?;
+            if hash == HashAlg::Sha256.tpm_id() {
+                for (byte, b) in bitmap.iter().enumerate() {
+                    read.extend(
+                        (0..8u32)
+                            .filter(|bit| b & (1 << bit) != 0)
+                            .map(|bit| byte as u32 * 8 + bit),
+                    );
+                }
+            }
+        }
+        let count = p.u32()?;
+        if read.is_empty() || read.len() != count as usize {
             return Err(TpmError::Unexpected(format!(
-                "PCR_Read returned {} digests for {} PCRs",
-                digests.value().len(),
-                slots.len()
+                "PCR_Read returned {count} digests for {} PCRs",
+                read.len()
             )));
         }
-        for (slot, digest) in slots.iter().zip(digests.value()) {
-            out.insert(u32::from(*slot).trailing_zeros(), digest.value().to_vec());
+        for index in read {
+            out.insert(index, p.tpm2b()?.to_vec());
         }
-        remaining.subtract(&read).map_err(cmd("PCR selection"))?;
     }
     if out.len() != PCR_COUNT as usize {
         return Err(TpmError::Unexpected(format!(
@@ -496,28 +538,75 @@ fn read_sha256(ctx: &mut Context) -> Result<BTreeMap<u32, Vec<u8>>, TpmError> {
     Ok(out)
 }
 
-fn extend(ctx: &mut Context, handle: PcrHandle, values: DigestValues) -> Result<(), TpmError> {
-    ctx.execute_with_password_session(|ctx| ctx.pcr_extend(handle, values))
-        .map_err(cmd("PCR_Extend"))
-}
-
-/// Runs `f` with an empty-password authorization in session slot 1. A password session costs
-/// nothing on the client; ESYS's HMAC sessions (`execute_with_nullauth_session`) cost two extra
-/// TPM commands and ~4 ms of OpenSSL-3 work per call, for no benefit on a local, empty-auth TPM.
-trait PasswordSession {
-    fn execute_with_password_session<T>(&mut self, f: impl FnOnce(&mut Context) -> T) -> T;
-}
-
-impl PasswordSession for Context {
-    fn execute_with_password_session<T>(&mut self, f: impl FnOnce(&mut Context) -> T) -> T {
-        self.execute_with_session(Some(AuthSession::Password), f)
+fn extend(socket: &Path, index: u32, values: &[(HashAlg, Vec<u8>)]) -> Result<(), TpmError> {
+    let mut params = (values.len() as u32).to_be_bytes().to_vec();
+    for (alg, digest) in values {
+        params.extend_from_slice(&alg.tpm_id().to_be_bytes());
+        params.extend_from_slice(digest);
     }
+    // PCRs 0..=23 have an empty authorisation value.
+    wire::execute(
+        socket,
+        &Command {
+            name: "PCR_Extend",
+            code: wire::CC_PCR_EXTEND,
+            handles: &[index],
+            auth: Some(&[]),
+            params,
+        },
+        0,
+    )
+    .map(drop)
 }
 
-fn to_digest(bytes: Vec<u8>) -> Result<Digest, TpmError> {
-    Digest::try_from(bytes).map_err(cmd("digest"))
+pub(crate) fn get_random(socket: &Path, n: u16) -> Result<Vec<u8>, TpmError> {
+    let resp = wire::execute(
+        socket,
+        &Command {
+            name: "GetRandom",
+            code: wire::CC_GET_RANDOM,
+            handles: &[],
+            auth: None,
+            params: n.to_be_bytes().to_vec(),
+        },
+        0,
+    )?;
+    Ok(Params::new("GetRandom", &resp.params).tpm2b()?.to_vec())
 }
 
 fn hex_prefix(b: &[u8]) -> String {
     b.iter().take(12).map(|x| format!("{x:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tcti_parsing() {
+        let (p, a) = parse_tcti("swtpm:path=/n/tpm/swtpm.sock,auth=/n/tpm/auth").unwrap();
+        assert_eq!(p, PathBuf::from("/n/tpm/swtpm.sock"));
+        assert_eq!(a, Some(PathBuf::from("/n/tpm/auth")));
+        assert_eq!(parse_tcti("swtpm:path=/s").unwrap().1, None);
+        for bad in [
+            "swtpm:host=127.0.0.1,port=2321",
+            "device:/dev/tpm0",
+            "swtpm:",
+            "swtpm:path=",
+        ] {
+            assert!(
+                matches!(parse_tcti(bad), Err(TpmError::InvalidTcti { .. })),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn auth_failure_codes() {
+        // TPM_RC_AUTH_FAIL and TPM_RC_BAD_AUTH for session 1, as swtpm answers them.
+        assert!(wire::is_auth_failure(0x98E));
+        assert!(wire::is_auth_failure(0x9A2));
+        assert!(!wire::is_auth_failure(0x921));
+        assert!(!wire::is_auth_failure(0x18B));
+    }
 }

@@ -1,19 +1,23 @@
-//! `swtpm` processes: one software TPM 2.0 per node, with its state in the node's directory.
+//! `swtpm` processes: one software TPM 2.0 per node, owned by that node.
 //!
-//! # Transport
-//! Debian 12's `libtss2-tcti-swtpm` 3.2.1 can talk to swtpm over a unix socket (`path=`), but
-//! `tss-esapi` 7.7's `TctiNameConf` only carries `host=`/`port=` for the swtpm TCTI and drops
-//! anything else, and this crate does not call the C loader directly (`forbid(unsafe_code)`).
-//! So swtpm listens on TCP: the TPM command channel on `ip:port` and the control channel on
-//! `ip:port+1` (the TCTI derives the control port that way; it cannot be chosen separately).
-//! Every node has its own loopback address (any 127.x.y.z works on Linux), so the same ports can
-//! be used by all nodes ([`DEFAULT_PORT`]).
+//! # Transport and ownership
+//! swtpm listens on two unix sockets in the node's TPM folder, which is owner-only (0700): the
+//! TPM command channel `swtpm.sock` and the control channel `ctrl.sock` (reset, state blobs), both
+//! created with mode 0600. Nothing listens on TCP, so no other user of the host can send the TPM
+//! commands, reset it, or read its state through swtpm; the state files are owner-only as well.
+//! The TPM speaks raw TPM 2.0 over `swtpm.sock` (see [`crate::wire`]).
 //!
-//! swtpm serves one connection at a time, but libtss2 3.2.1's swtpm TCTI opens a new
-//! connection for every command (measured: connect, command, close), so several
-//! [`crate::Tpm`] values, also in different processes of one node, can share one swtpm; their
-//! commands interleave. There is no resource manager: [`crate::Tpm`] leaves no transient
-//! object or session in the TPM between calls.
+//! At its first start the TPM is taken into ownership ([`take_ownership`]): a random 32-byte
+//! authorisation value is written to `auth` (0600) and becomes the owner, endorsement and lockout
+//! hierarchies' authorisation; the attestation key is created with it as its `userAuth`
+//! ([`crate::Tpm::attestation_key`]). A process that reaches the socket without the value can
+//! neither quote with the AK, nor recreate it from the owner seed, nor reset the lockout.
+//! [`SwtpmConfig::tcti`] is `swtpm:path=<dir>/swtpm.sock,auth=<dir>/auth`.
+//!
+//! swtpm serves one connection at a time; every command opens its own connection (connect,
+//! command, close), so several [`crate::Tpm`] values, also in different processes of one node,
+//! can share one swtpm; their commands interleave. There is no resource manager:
+//! [`crate::Tpm`] leaves no transient object or session in the TPM between calls.
 //!
 //! # State
 //! `dir/state/` holds the TPM's permanent state (seeds, persistent keys such as the AK, NV), so a
@@ -30,7 +34,8 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -39,50 +44,59 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use zeroize::Zeroizing;
 
-/// Default TPM command port on a node's own loopback address (control channel: `port + 1`).
-pub const DEFAULT_PORT: u16 = 2321;
+use crate::wire;
 
 /// How long a start may take before we give up (typical: ~10 ms).
 const START_DEADLINE: Duration = Duration::from_secs(10);
 /// How long swtpm gets to exit after SIGTERM before it is killed.
 const TERM_DEADLINE: Duration = Duration::from_secs(5);
 const KILL_DEADLINE: Duration = Duration::from_secs(5);
+/// Length of the node's TPM authorisation value.
+const AUTH_LEN: usize = 32;
+/// `sun_path` holds 108 bytes including the terminating NUL.
+const MAX_SOCKET_PATH: usize = 107;
 
-/// Where and how one node's swtpm runs.
+/// Where one node's swtpm runs: its TPM folder.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SwtpmConfig {
-    /// The node's TPM directory: `state/` (TPM state), `swtpm.log`, `swtpm.pid` (detached).
+    /// The node's TPM folder (0700): `state/` (TPM state), `swtpm.sock`, `ctrl.sock`, `auth`,
+    /// `swtpm.log`, `swtpm.pid` (detached).
     pub dir: PathBuf,
-    /// The node's own loopback address.
-    pub ip: Ipv4Addr,
-    /// TPM command port; the control channel uses `port + 1`.
-    pub port: u16,
 }
 
 impl SwtpmConfig {
-    /// A config on `ip` with [`DEFAULT_PORT`].
-    pub fn new(dir: impl Into<PathBuf>, ip: Ipv4Addr) -> Self {
-        Self {
-            dir: dir.into(),
-            ip,
-            port: DEFAULT_PORT,
-        }
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
     }
 
-    /// The TCTI string for [`crate::Tpm::open`].
+    /// The TPM address for [`crate::Tpm::open`]: the command socket and the auth file.
     pub fn tcti(&self) -> String {
-        format!("swtpm:host={},port={}", self.ip, self.port)
+        format!(
+            "swtpm:path={},auth={}",
+            self.socket_path().display(),
+            self.auth_path().display()
+        )
     }
 
-    fn ctrl_port(&self) -> Result<u16, SwtpmError> {
-        self.port
-            .checked_add(1)
-            .filter(|_| self.port != 0)
-            .ok_or(SwtpmError::InvalidPort(self.port))
+    /// The TPM command channel.
+    pub fn socket_path(&self) -> PathBuf {
+        self.dir.join("swtpm.sock")
     }
 
-    fn state_dir(&self) -> PathBuf {
+    /// The swtpm control channel (reset, state blobs, shutdown).
+    pub fn ctrl_path(&self) -> PathBuf {
+        self.dir.join("ctrl.sock")
+    }
+
+    /// The node's TPM authorisation value (0600).
+    pub fn auth_path(&self) -> PathBuf {
+        self.dir.join("auth")
+    }
+
+    /// The TPM's persistent state (seeds, AK, NV).
+    pub fn state_dir(&self) -> PathBuf {
         self.dir.join("state")
     }
 
@@ -94,27 +108,21 @@ impl SwtpmConfig {
         self.dir.join("swtpm.pid")
     }
 
-    fn addr(&self) -> SocketAddr {
-        SocketAddr::V4(SocketAddrV4::new(self.ip, self.port))
-    }
-
     /// The `swtpm socket` arguments shared by both modes.
     fn args(&self) -> Result<Vec<String>, SwtpmError> {
-        let ctrl = self.ctrl_port()?;
-        if !self.ip.is_loopback() {
-            return Err(SwtpmError::NotLoopback(self.ip));
-        }
         let state = path_str(&self.state_dir())?;
         let log = path_str(&self.log_path())?;
+        let server = socket_str(&self.socket_path())?;
+        let ctrl = socket_str(&self.ctrl_path())?;
         Ok(vec![
             "socket".into(),
             "--tpm2".into(),
             "--tpmstate".into(),
-            format!("dir={state}"),
+            format!("dir={state},mode=0600"),
             "--server".into(),
-            format!("type=tcp,port={},bindaddr={}", self.port, self.ip),
+            format!("type=unixio,path={server},mode=0600"),
             "--ctrl".into(),
-            format!("type=tcp,port={ctrl},bindaddr={}", self.ip),
+            format!("type=unixio,path={ctrl},mode=0600"),
             "--flags".into(),
             "not-need-init,startup-clear".into(),
             "--log".into(),
@@ -129,14 +137,42 @@ impl SwtpmConfig {
             path: state.clone(),
             source,
         })?;
-        restrict_permissions(&state)
+        // The folder holds the sockets, the auth value and the state (the TPM's seeds): owner
+        // only, both levels.
+        restrict_permissions(&self.dir)?;
+        restrict_permissions(&state)?;
+        // A socket left by a killed swtpm would make the next one fail to bind; one that a
+        // running swtpm answers on means the TPM is in use (a second swtpm would unlink and
+        // steal its path).
+        for sock in [self.socket_path(), self.ctrl_path()] {
+            if UnixStream::connect(&sock).is_ok() {
+                return Err(SwtpmError::InUse(sock));
+            }
+            match fs::remove_file(&sock) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(SwtpmError::Io {
+                        what: "removing a stale socket",
+                        path: sock,
+                        source,
+                    })
+                }
+            }
+        }
+        Ok(())
     }
 }
 
-#[cfg(unix)]
+fn socket_str(p: &Path) -> Result<String, SwtpmError> {
+    let s = path_str(p)?;
+    if s.len() > MAX_SOCKET_PATH {
+        return Err(SwtpmError::SocketPathTooLong(p.to_path_buf()));
+    }
+    Ok(s)
+}
+
 fn restrict_permissions(dir: &Path) -> Result<(), SwtpmError> {
-    use std::os::unix::fs::PermissionsExt;
-    // The state holds the TPM's seeds: owner only.
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|source| SwtpmError::Io {
         what: "restricting permissions of",
         path: dir.to_path_buf(),
@@ -154,10 +190,10 @@ fn path_str(p: &Path) -> Result<String, SwtpmError> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SwtpmError {
-    #[error("port {0} is not usable for swtpm (needs port and port+1)")]
-    InvalidPort(u16),
-    #[error("swtpm must listen on a loopback address, not {0}")]
-    NotLoopback(Ipv4Addr),
+    #[error("a TPM already answers on {0:?} (another swtpm runs on this folder)")]
+    InUse(PathBuf),
+    #[error("socket path {0:?} is longer than a unix socket address allows (107 bytes)")]
+    SocketPathTooLong(PathBuf),
     #[error("path {0:?} is not usable for swtpm (must be UTF-8 without ',')")]
     BadPath(PathBuf),
     #[error("{what} {path:?}")]
@@ -176,16 +212,27 @@ pub enum SwtpmError {
         log: String,
     },
     #[error(
-        "swtpm for {dir:?} did not accept connections on {addr} within {waited:?}; log: {log}"
+        "swtpm for {dir:?} did not accept connections on {socket:?} within {waited:?}; log: {log}"
     )]
     NotReady {
         dir: PathBuf,
-        addr: SocketAddr,
+        socket: PathBuf,
         waited: Duration,
         log: String,
     },
-    #[error("resetting the dictionary-attack lockout of the TPM at {addr} failed: {detail}")]
-    Lockout { addr: SocketAddr, detail: String },
+    #[error("resetting the dictionary-attack lockout of the TPM in {dir:?}")]
+    Lockout {
+        dir: PathBuf,
+        #[source]
+        source: crate::TpmError,
+    },
+    #[error("taking ownership of the TPM in {dir:?} ({step})")]
+    Ownership {
+        dir: PathBuf,
+        step: &'static str,
+        #[source]
+        source: crate::TpmError,
+    },
     #[error("pid file {path:?} does not hold a pid: {content:?}")]
     BadPidFile { path: PathBuf, content: String },
     #[error("process {pid} is {comm:?}, not swtpm; not stopping it")]
@@ -236,7 +283,7 @@ impl Swtpm {
             Ok(None) => None,
             Err(e) => Some(format!("unknown ({e})")),
         });
-        if let Err(e) = ready {
+        if let Err(e) = ready.and_then(|()| take_ownership(config)) {
             let _ = child.kill();
             let _ = child.wait();
             return Err(e);
@@ -292,7 +339,7 @@ impl Swtpm {
                     Some(Err(source)) => SwtpmError::Spawn(source),
                     _ => SwtpmError::NotReady {
                         dir: config.dir.clone(),
-                        addr: config.addr(),
+                        socket: config.socket_path(),
                         waited: start.elapsed(),
                         log: log_tail(config, log_from),
                     },
@@ -310,7 +357,7 @@ impl Swtpm {
         let ready = wait_ready(config, start, log_from, || {
             (!is_alive(pid)).then(|| "daemon exited".to_string())
         });
-        if let Err(e) = ready {
+        if let Err(e) = ready.and_then(|()| take_ownership(config)) {
             let _ = Swtpm::stop(pid);
             return Err(e);
         }
@@ -413,54 +460,119 @@ impl Drop for Swtpm {
     }
 }
 
-/// TPM2_DictionaryAttackLockReset with the lockout hierarchy's (empty) password: clears the
-/// TPM's failed-authorization counter.
+/// TPM2_DictionaryAttackLockReset with the lockout hierarchy's authorisation (the node's
+/// value in `auth`): clears the TPM's failed-authorization counter.
 ///
 /// Each unorderly end of a TPM (its node killed, swtpm stopped without TPM2_Shutdown) counts as
 /// a failed authorization at the next start-up once a DA-protected key (our attestation key,
 /// as go-tpm-tools' template) was used; after a few the TPM refuses to quote
 /// (TPM_RC_LOCKOUT) for a long recovery time. Clouds manage their vTPMs' lockout; the local
 /// provider, which owns these TPMs' lockout hierarchy, calls this after every TPM start.
-/// tss-esapi 7 has no binding for the command, so it is sent as raw bytes on the TPM port.
-pub fn reset_dictionary_attack_lockout(addr: SocketAddr) -> Result<(), SwtpmError> {
-    const TPM_ST_SESSIONS: u16 = 0x8002;
-    const TPM_CC_DICTIONARY_ATTACK_LOCK_RESET: u32 = 0x0000_0139;
-    const TPM_RH_LOCKOUT: u32 = 0x4000_000A;
-    const TPM_RS_PW: u32 = 0x4000_0009;
-    let fail = |detail: String| SwtpmError::Lockout { addr, detail };
-    // Password session: handle, empty nonce, attributes 0, empty password.
-    let mut session = TPM_RS_PW.to_be_bytes().to_vec();
-    session.extend_from_slice(&0u16.to_be_bytes());
-    session.push(0);
-    session.extend_from_slice(&0u16.to_be_bytes());
-    let mut body = TPM_CC_DICTIONARY_ATTACK_LOCK_RESET.to_be_bytes().to_vec();
-    body.extend_from_slice(&TPM_RH_LOCKOUT.to_be_bytes());
-    body.extend_from_slice(&(session.len() as u32).to_be_bytes());
-    body.extend_from_slice(&session);
-    let mut cmd = TPM_ST_SESSIONS.to_be_bytes().to_vec();
-    cmd.extend_from_slice(&((2 + 4 + body.len()) as u32).to_be_bytes());
-    cmd.extend_from_slice(&body);
+pub fn reset_dictionary_attack_lockout(config: &SwtpmConfig) -> Result<(), SwtpmError> {
+    let fail = |source| SwtpmError::Lockout {
+        dir: config.dir.clone(),
+        source,
+    };
+    let auth = crate::device::read_auth(&config.auth_path()).map_err(fail)?;
+    wire::execute(
+        &config.socket_path(),
+        &wire::Command {
+            name: "DictionaryAttackLockReset",
+            code: wire::CC_DA_LOCK_RESET,
+            handles: &[wire::TPM_RH_LOCKOUT],
+            auth: Some(&auth),
+            params: Vec::new(),
+        },
+        0,
+    )
+    .map(drop)
+    .map_err(fail)
+}
 
-    let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .map_err(|e| fail(format!("connecting: {e}")))?;
-    conn.set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| fail(e.to_string()))?;
-    conn.write_all(&cmd)
-        .map_err(|e| fail(format!("sending the command: {e}")))?;
-    let mut header = [0u8; 10];
-    conn.read_exact(&mut header)
-        .map_err(|e| fail(format!("reading the response: {e}")))?;
-    let rc = u32::from_be_bytes([header[6], header[7], header[8], header[9]]);
-    if rc != 0 {
-        return Err(fail(format!("the TPM answered response code 0x{rc:03X}")));
+/// Makes the TPM the node's: creates the node's authorisation value (`auth`, 0600, 32 random
+/// bytes from the TPM) unless it exists, and sets it as the lockout, endorsement and owner
+/// hierarchies' authorisation if they still have the empty one (a new TPM). Idempotent: a TPM
+/// whose owner hierarchy already takes the value is left alone (the owner hierarchy is changed
+/// last and is not dictionary-attack protected, so probing it is free).
+pub fn take_ownership(config: &SwtpmConfig) -> Result<(), SwtpmError> {
+    let fail = |step| {
+        let dir = config.dir.clone();
+        move |source| SwtpmError::Ownership { dir, step, source }
+    };
+    let socket = config.socket_path();
+    let auth_path = config.auth_path();
+    let auth = match crate::device::read_auth(&auth_path) {
+        Ok(a) => a,
+        Err(crate::TpmError::AuthFile { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            let value = Zeroizing::new(
+                crate::device::get_random(&socket, AUTH_LEN as u16)
+                    .map_err(fail("drawing the authorisation value"))?,
+            );
+            if value.len() != AUTH_LEN {
+                return Err(fail("drawing the authorisation value")(
+                    crate::TpmError::Unexpected(format!(
+                        "GetRandom returned {} of {AUTH_LEN} bytes",
+                        value.len()
+                    )),
+                ));
+            }
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&auth_path)
+                .and_then(|mut f| f.write_all(&value).and_then(|()| f.sync_all()).map(|()| f))
+                .map_err(|source| SwtpmError::Io {
+                    what: "writing the TPM authorisation value",
+                    path: auth_path.clone(),
+                    source,
+                })?;
+            let _ = f.flush();
+            value
+        }
+        Err(e) => return Err(fail("reading the authorisation value")(e)),
+    };
+    let change = |hierarchy: u32, current: &[u8], name| {
+        let mut params = Vec::with_capacity(2 + auth.len());
+        wire::put_tpm2b(&mut params, &auth);
+        wire::execute(
+            &socket,
+            &wire::Command {
+                name,
+                code: wire::CC_HIERARCHY_CHANGE_AUTH,
+                handles: &[hierarchy],
+                auth: Some(current),
+                params,
+            },
+            0,
+        )
+        .map(drop)
+    };
+    match change(wire::TPM_RH_OWNER, &auth, "HierarchyChangeAuth(owner)") {
+        Ok(()) => return Ok(()),
+        Err(e) if e.is_auth_failure() => {}
+        Err(e) => return Err(fail("probing the owner hierarchy")(e)),
     }
+    change(wire::TPM_RH_LOCKOUT, &[], "HierarchyChangeAuth(lockout)")
+        .map_err(fail("lockout hierarchy"))?;
+    change(
+        wire::TPM_RH_ENDORSEMENT,
+        &[],
+        "HierarchyChangeAuth(endorsement)",
+    )
+    .map_err(fail("endorsement hierarchy"))?;
+    change(wire::TPM_RH_OWNER, &[], "HierarchyChangeAuth(owner)")
+        .map_err(fail("owner hierarchy"))?;
+    tracing::debug!(dir = ?config.dir, "took ownership of the TPM");
     Ok(())
 }
 
 /// A loopback address unique to this process and call (127.128-255.x.y, derived from the pid
 /// and a counter), for tests and benchmarks that start several swtpm instances side by side.
 /// The local provider assigns node addresses itself.
-pub fn unique_loopback_ip() -> Ipv4Addr {
+pub fn unique_loopback_ip() -> std::net::Ipv4Addr {
     static NEXT: AtomicU8 = AtomicU8::new(0);
     let pid = std::process::id();
     // 1..=254: never .0 or .255; repeats after 254 calls.
@@ -469,7 +581,7 @@ pub fn unique_loopback_ip() -> Ipv4Addr {
     // whose pids agree modulo 2^15).
     let folded = (pid ^ (pid >> 15)) & 0x7fff;
     let [_, _, hi, lo] = folded.to_be_bytes();
-    Ipv4Addr::new(127, 128 | hi, lo, n)
+    std::net::Ipv4Addr::new(127, 128 | hi, lo, n)
 }
 
 /// The log file (appended to across starts) and its length before this start.
@@ -517,10 +629,10 @@ fn wait_ready(
     log_from: u64,
     mut exited: impl FnMut() -> Option<String>,
 ) -> Result<(), SwtpmError> {
-    let addr = config.addr();
+    let socket = config.socket_path();
     let deadline = start + START_DEADLINE;
     let outcome = poll_until(deadline, || {
-        if probe(&addr, deadline) {
+        if probe(&socket, deadline) {
             return Some(Ok(()));
         }
         exited().map(Err)
@@ -534,7 +646,7 @@ fn wait_ready(
         }),
         None => Err(SwtpmError::NotReady {
             dir: config.dir.clone(),
-            addr,
+            socket,
             waited: start.elapsed(),
             log: log_tail(config, log_from),
         }),
@@ -546,11 +658,11 @@ const GET_RANDOM_8: [u8; 12] = [0x80, 0x01, 0, 0, 0, 12, 0, 0, 0x01, 0x7B, 0, 8]
 
 /// One raw TPM command on a fresh connection: true iff the TPM answers with success (it
 /// answers TPM_RC_INITIALIZE before TPM2_Startup).
-fn probe(addr: &SocketAddr, deadline: Instant) -> bool {
+fn probe(socket: &Path, deadline: Instant) -> bool {
     let budget = deadline
         .saturating_duration_since(Instant::now())
         .clamp(Duration::from_millis(1), Duration::from_secs(2));
-    let Ok(mut stream) = TcpStream::connect_timeout(addr, budget) else {
+    let Ok(mut stream) = UnixStream::connect(socket) else {
         return false;
     };
     let mut header = [0u8; 10];
@@ -610,28 +722,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tcti_and_ports() {
-        let c = SwtpmConfig::new("/tmp/n1", Ipv4Addr::new(127, 1, 2, 3));
-        assert_eq!(c.tcti(), "swtpm:host=127.1.2.3,port=2321");
-        assert_eq!(c.ctrl_port().unwrap(), 2322);
-        let bad = SwtpmConfig {
-            port: u16::MAX,
-            ..c.clone()
-        };
-        assert!(matches!(
-            bad.ctrl_port(),
-            Err(SwtpmError::InvalidPort(65535))
-        ));
-        let remote = SwtpmConfig {
-            ip: Ipv4Addr::new(10, 0, 0, 1),
-            ..c
-        };
-        assert!(matches!(remote.args(), Err(SwtpmError::NotLoopback(_))));
+    fn tcti_and_arguments() {
+        let c = SwtpmConfig::new("/tmp/n1/tpm");
+        assert_eq!(
+            c.tcti(),
+            "swtpm:path=/tmp/n1/tpm/swtpm.sock,auth=/tmp/n1/tpm/auth"
+        );
+        let args = c.args().unwrap().join(" ");
+        // Both channels are unix sockets; nothing on TCP.
+        assert!(args.contains("--server type=unixio,path=/tmp/n1/tpm/swtpm.sock,mode=0600"));
+        assert!(args.contains("--ctrl type=unixio,path=/tmp/n1/tpm/ctrl.sock,mode=0600"));
+        assert!(!args.contains("tcp"), "{args}");
+        let long = SwtpmConfig::new(format!("/{}", "x".repeat(120)));
+        assert!(matches!(long.args(), Err(SwtpmError::SocketPathTooLong(_))));
     }
 
     #[test]
     fn rejects_commas_in_paths() {
-        let c = SwtpmConfig::new("/tmp/a,b", Ipv4Addr::LOCALHOST);
+        let c = SwtpmConfig::new("/tmp/a,b");
         assert!(matches!(c.args(), Err(SwtpmError::BadPath(_))));
     }
 
@@ -641,7 +749,7 @@ mod tests {
         let b = unique_loopback_ip();
         assert_ne!(a, b);
         assert!(a.is_loopback() && b.is_loopback());
-        assert_ne!(a, Ipv4Addr::LOCALHOST);
+        assert_ne!(a, std::net::Ipv4Addr::LOCALHOST);
     }
 
     #[test]

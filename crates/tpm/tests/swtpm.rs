@@ -54,7 +54,7 @@ fn pcr_event_matches_shared_vector() {
         hex::decode("128c164378fe8767f998fbdfe4b4d6463ec5ae1b664ea5999bc27417607ae9b6").unwrap();
     let banks = tpm.banks();
     eprintln!("allocated PCR banks: {banks:?}");
-    assert!(banks.contains(&tpm::HashingAlgorithm::Sha256));
+    assert!(banks.contains(&tpm::HashAlg::Sha256));
     let before = tpm.read_pcrs_sha256().unwrap();
     assert_eq!(before[&15], [0u8; 32]);
     tpm.pcr_event(15, &cluster_id).unwrap();
@@ -222,19 +222,16 @@ fn parent_and_session(pid: &str) -> (u32, u32) {
 fn startup_time_and_errors() {
     let t = TestTpm::start();
     eprintln!("swtpm owned startup: {:?}", t.swtpm.startup_time());
-    // The same state directory cannot be used twice at once (swtpm locks it), and the error
-    // carries swtpm's log.
-    let mut config = t.swtpm.config().clone();
-    config.ip = tpm::swtpm::unique_loopback_ip();
+    // The same TPM folder cannot be used twice at once (its socket answers), and the first
+    // swtpm keeps working.
+    let config = t.swtpm.config().clone();
     let err = Swtpm::spawn_owned(&config).unwrap_err();
     eprintln!("second swtpm on the same dir: {err}");
-    assert!(matches!(err, tpm::SwtpmError::Exited { .. }), "{err}");
+    assert!(matches!(err, tpm::SwtpmError::InUse(_)), "{err}");
+    t.open().attestation_key().unwrap();
     // Nothing listens: connecting fails instead of hanging.
-    let nobody = SwtpmConfig::new(t.dir.path(), tpm::swtpm::unique_loopback_ip());
-    assert!(matches!(
-        Tpm::open(&nobody.tcti()),
-        Err(TpmError::Connect { .. })
-    ));
+    let nobody = format!("swtpm:path={}/nobody.sock", t.dir.path().display());
+    assert!(matches!(Tpm::open(&nobody), Err(TpmError::Connect { .. })));
 }
 
 #[test]
@@ -297,8 +294,7 @@ fn unorderly_restarts_lock_the_tpm_out_until_the_lockout_is_reset() {
     let restarts = locked_after.expect("10 unorderly restarts did not lock the TPM out");
     eprintln!("locked out after {restarts} unorderly restarts");
     let s = swtpm.unwrap();
-    let addr = std::net::SocketAddr::V4(std::net::SocketAddrV4::new(config.ip, config.port));
-    tpm::swtpm::reset_dictionary_attack_lockout(addr).unwrap();
+    tpm::swtpm::reset_dictionary_attack_lockout(&config).unwrap();
     Tpm::open(&s.tcti()).unwrap().quote(b"after reset").unwrap();
     drop(s);
     drop(dir);

@@ -2,9 +2,10 @@
 
 use std::path::Path;
 
-use crate::args::{Command, ConfigCommand, MiniCommand, StateCommand};
+use crate::args::{AttestationCommand, Command, ConfigCommand, MiniCommand, StateCommand};
 
 pub mod apply;
+pub mod attestation_verify;
 pub mod config_fetch_measurements;
 pub mod config_generate;
 pub mod mini;
@@ -76,6 +77,7 @@ pub fn dispatch(command: Command) -> anyhow::Result<()> {
             completion(a.shell);
             Ok(())
         }
+        Command::Attestation(AttestationCommand::Verify(a)) => attestation_verify::run(&a),
     }
 }
 

@@ -22,11 +22,12 @@ impl Rogue {
     /// Starts a TPM in `dir` on a fresh loopback address and measures `image` into it.
     pub fn boot(dir: &Path, image: &Path) -> Rogue {
         let ip = unique_loopback_ip();
-        let swtpm = Swtpm::spawn_owned(&SwtpmConfig::new(dir, ip)).unwrap();
+        let swtpm = Swtpm::spawn_owned(&SwtpmConfig::new(dir)).unwrap();
         bootstrapper::launcher::measure(&bootstrapper::launcher::LaunchArgs {
             image: image.to_path_buf(),
             tcti: swtpm.tcti(),
             variant: Variant::LocalVtpm,
+            run_dir: dir.join("boot"),
             boot_args: vec![],
         })
         .unwrap();

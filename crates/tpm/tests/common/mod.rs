@@ -1,10 +1,9 @@
 #![allow(dead_code)]
 
 use tempfile::TempDir;
-use tpm::swtpm::unique_loopback_ip;
 use tpm::{Swtpm, SwtpmConfig};
 
-/// One swtpm in its own temporary directory on its own loopback address. Fields drop in order:
+/// One swtpm in its own temporary directory. Fields drop in order:
 /// the process is stopped before its directory is removed.
 pub struct TestTpm {
     pub swtpm: Swtpm,
@@ -24,5 +23,5 @@ impl TestTpm {
 }
 
 pub fn config(dir: &TempDir) -> SwtpmConfig {
-    SwtpmConfig::new(dir.path().join("tpm"), unique_loopback_ip())
+    SwtpmConfig::new(dir.path().join("tpm"))
 }
