@@ -16,13 +16,27 @@ here="$(cd "$(dirname "$0")" && pwd)"
 # pkg-config, gcc: native build steps of dependencies (ring, the pause image)
 # etcd-server, etcd-client: the control plane's replicated state (etcd, etcdctl)
 # protobuf-compiler, libprotobuf-dev: protoc and google/protobuf/*.proto for the etcd client's build
-PKGS=(swtpm swtpm-tools etcd-server etcd-client protobuf-compiler libprotobuf-dev pkg-config gcc)
+# The Kubernetes node runtime (crates/kube): containerd + runc (one containerd per node),
+# containernetworking-plugins (CNI bridge/host-local/loopback/portmap in /usr/lib/cni), iproute2 (`ip`:
+# namespaces, veths, bridges, routes), util-linux (unshare, nsenter, mount), iptables + conntrack (kube-proxy's
+# dataplane inside a node's namespace), busybox-static (the workload image and test containers), libc6-dev
+# (libc.a for the statically linked pause program built with gcc -static)
+PKGS=(swtpm swtpm-tools etcd-server etcd-client protobuf-compiler libprotobuf-dev pkg-config gcc
+  containerd runc containernetworking-plugins iproute2 util-linux iptables conntrack busybox-static libc6-dev)
 
 check() {
   local missing=()
   for tool in swtpm swtpm_ioctl etcd etcdctl protoc pkg-config cc; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("program $tool")
   done
+  # Kubernetes node runtime (crates/kube)
+  for tool in containerd ctr runc ip unshare nsenter mount iptables conntrack busybox; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("program $tool (Kubernetes node runtime)")
+  done
+  for plugin in bridge host-local loopback portmap; do
+    [ -x "/usr/lib/cni/$plugin" ] || missing+=("CNI plugin /usr/lib/cni/$plugin (package containernetworking-plugins)")
+  done
+  [ -f /usr/lib/x86_64-linux-gnu/libc.a ] || [ -f /usr/lib/libc.a ] || missing+=("libc.a for gcc -static (package libc6-dev)")
   for f in /usr/include/google/protobuf/descriptor.proto /usr/include/google/protobuf/empty.proto; do
     [ -f "$f" ] || missing+=("file $f (package libprotobuf-dev)")
   done
