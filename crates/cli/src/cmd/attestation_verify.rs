@@ -558,63 +558,35 @@ fn tdx_collateral(inputs: &Inputs, format: &str) -> anyhow::Result<tdx::Collater
     tdx::Collateral::from_json(bytes).map_err(|e| UsageError(format!("--collateral: {e}")).into())
 }
 
-/// The TDX policy: the config's `azureTDX` section, or the Go defaults. `latest` values are
-/// resolved online by the Go CLI; offline they are not enforced (a warning says so).
+/// The TDX policy: the config's section ([`config::TdxValidation`]: `azureTDX`, or the Go
+/// defaults for `qemu-tdx`), or the Go defaults. `latest` values are resolved online by the
+/// Go CLI; offline they are not enforced (a warning says so).
 fn tdx_policy(inputs: &Inputs, report: &mut EvidenceReport) -> TdxPolicy {
-    use config::raw::{HexOrLatest, Tcb};
-    let mut p = TdxPolicy::default();
-    let section = inputs
-        .config
-        .as_ref()
-        .and_then(|c| c.raw().attestation.azure_tdx.as_ref());
-    let Some(s) = section else {
+    let Some(cfg) = &inputs.config else {
         report.warnings.push(Reason::new(
             "config-minimum-version",
             "qeSVN, pceSVN, teeTCBSVN, xfam (Go default: \"latest\", resolved online)",
             "not enforced offline",
         ));
-        return p;
+        return TdxPolicy::default();
     };
-    let mut latest = Vec::new();
-    match s.qe_svn {
-        Tcb::Value(v) => p.min_qe_svn = v,
-        Tcb::Latest => latest.push("qeSVN"),
-    }
-    match s.pce_svn {
-        Tcb::Value(v) => p.min_pce_svn = v,
-        Tcb::Latest => latest.push("pceSVN"),
-    }
-    match s.tee_tcb_svn {
-        HexOrLatest::Value(v) => p.min_tee_tcb_svn = v,
-        HexOrLatest::Latest => latest.push("teeTCBSVN"),
-    }
-    match s.qe_vendor_id {
-        HexOrLatest::Value(v) => p.qe_vendor_id = Some(v),
-        HexOrLatest::Latest => {}
-    }
-    match s.xfam {
-        HexOrLatest::Value(v) => p.xfam = Some(v),
-        HexOrLatest::Latest => latest.push("xfam"),
-    }
-    p.mr_seam = s.mr_seam.0;
-    if !latest.is_empty() {
-        report.warnings.push(Reason::new(
-            "config-minimum-version",
-            format!("{} (\"latest\", resolved online)", latest.join(", ")),
-            "not enforced offline",
-        ));
-    }
-    if !s.intel_root_key.trim().is_empty() {
-        match p.clone().with_root_certificate(s.intel_root_key.as_bytes()) {
-            Ok(with_root) => p = with_root,
-            Err(e) => report.refuse(Reason::new(
-                tdx::check::ROOT,
-                "intelRootKey: a PEM certificate",
-                e,
-            )),
+    let v = match cfg.variant() {
+        v @ (Variant::AzureTdx | Variant::QemuTdx) => v,
+        _ => inputs.variant.unwrap_or(Variant::AzureTdx),
+    };
+    match cfg.raw().attestation.tdx_validation(v) {
+        Ok(Some(t)) => {
+            report.warnings.extend(t.notes);
+            return t.policy;
         }
+        Ok(None) => report.warnings.push(Reason::new(
+            "config",
+            format!("a TDX section for {v}"),
+            format!("config is for {}; Go defaults used", cfg.variant()),
+        )),
+        Err(r) => report.refuse(r),
     }
-    p
+    TdxPolicy::default()
 }
 
 /// Compares `report_data` with `--nonce` as Go's `CompareExtraData` does (zero padded).
