@@ -91,6 +91,8 @@ pub struct Inputs {
     pub variant: Option<Variant>,
     /// Fetch missing AMD certificates (`--fetch`).
     pub kds: Option<crate::kds::Kds>,
+    /// Fetch TDX collateral from Intel PCS when `--collateral` is absent (`--fetch`).
+    pub pcs: Option<crate::pcs::Pcs>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -159,6 +161,13 @@ pub fn run(a: &AttestationVerifyArgs) -> anyhow::Result<()> {
                 .clone()
                 .unwrap_or_else(crate::kds::Kds::default_cache);
             crate::kds::Kds::new(&a.kds_url, &cache)
+        }),
+        pcs: a.fetch.then(|| {
+            let cache = a
+                .cache_dir
+                .clone()
+                .unwrap_or_else(crate::pcs::Pcs::default_cache);
+            crate::pcs::Pcs::new(&a.pcs_url, &cache)
         }),
     };
     let report = verify(&a.format, &evidence, &inputs)?;
@@ -552,10 +561,51 @@ fn tdx_collateral(inputs: &Inputs, format: &str) -> anyhow::Result<tdx::Collater
     let bytes = inputs.collateral.as_deref().ok_or_else(|| {
         UsageError(format!(
             "format {format} needs the quote's collateral (--collateral FILE: JSON with \
-             tcb_info, qe_identity, CRLs and their issuer chains)"
+             tcb_info, qe_identity, CRLs and their issuer chains; or --fetch)"
         ))
     })?;
     tdx::Collateral::from_json(bytes).map_err(|e| UsageError(format!("--collateral: {e}")).into())
+}
+
+/// The collateral for `quote`: `--collateral`, or with `--fetch` from Intel PCS (cached) for
+/// the quote's FMSPC and PCK CA. A failed fetch is a refusal (check `collateral-fetch`) naming
+/// the URL; `None` then.
+fn tdx_collateral_for(
+    quote: &[u8],
+    inputs: &Inputs,
+    format: &str,
+    report: &mut EvidenceReport,
+) -> anyhow::Result<Option<tdx::Collateral>> {
+    let Some(pcs) = inputs.pcs.as_ref().filter(|_| inputs.collateral.is_none()) else {
+        return tdx_collateral(inputs, format).map(Some);
+    };
+    let fetched = tdx::Quote::parse(quote)
+        .map_err(|e| crate::pcs::PcsError::Quote(e.to_string()))
+        .and_then(|q| {
+            let fmspc =
+                tdx::quote_fmspc(&q).map_err(|e| crate::pcs::PcsError::Quote(e.to_string()))?;
+            let ca = crate::pcs::PckCa::of_quote(&q)?;
+            pcs.collateral(fmspc, ca, inputs.now)
+        });
+    match fetched {
+        Ok(c) => Ok(Some(c)),
+        Err(crate::pcs::PcsError::Quote(e)) => {
+            report.refuse(Reason::new(
+                tdx::check::QUOTE_FORMAT,
+                "a TDX quote v4 naming its platform (FMSPC, PCK CA)",
+                e,
+            ));
+            Ok(None)
+        }
+        Err(e) => {
+            report.refuse(Reason::new(
+                "collateral-fetch",
+                "TDX collateral (TCB info, QE identity, CRLs) from Intel PCS",
+                e,
+            ));
+            Ok(None)
+        }
+    }
 }
 
 /// The TDX policy: the config's section ([`config::TdxValidation`]: `azureTDX`, or the Go
@@ -615,7 +665,6 @@ fn tdx_report_data(claims: &tdx::TdxClaims, inputs: &Inputs, report: &mut Eviden
 
 /// `tdx-quote`: a raw TDX quote (or its base64) with `--collateral`.
 fn tdx_quote(evidence: &[u8], inputs: &Inputs) -> anyhow::Result<EvidenceReport> {
-    let collateral = tdx_collateral(inputs, "tdx-quote")?;
     let mut report = EvidenceReport::default();
     let bytes = if tdx::Quote::parse(evidence).is_ok() {
         evidence.to_vec()
@@ -628,6 +677,9 @@ fn tdx_quote(evidence: &[u8], inputs: &Inputs) -> anyhow::Result<EvidenceReport>
         base64::engine::general_purpose::STANDARD
             .decode(&text)
             .unwrap_or_else(|_| evidence.to_vec())
+    };
+    let Some(collateral) = tdx_collateral_for(&bytes, inputs, "tdx-quote", &mut report)? else {
+        return Ok(report);
     };
     let policy = tdx_policy(inputs, &mut report);
     let claims = match tdx::Quote::parse(&bytes)
@@ -661,7 +713,9 @@ fn tdx_quote(evidence: &[u8], inputs: &Inputs) -> anyhow::Result<EvidenceReport>
 /// (`tpm_quote`, `hcl_report`, `td_quote`), with `--collateral` for the TD quote.
 fn azure_tdx_vtpm(evidence: &[u8], inputs: &Inputs) -> anyhow::Result<EvidenceReport> {
     use tdx::AzureTdxEvidenceError as E;
-    let collateral = tdx_collateral(inputs, "azure-tdx-vtpm")?;
+    if inputs.pcs.is_none() {
+        tdx_collateral(inputs, "azure-tdx-vtpm")?;
+    }
     let mut report = EvidenceReport::default();
     let e = match tdx::AzureTdxEvidence::from_json(evidence) {
         Ok(e) => e,
@@ -673,6 +727,10 @@ fn azure_tdx_vtpm(evidence: &[u8], inputs: &Inputs) -> anyhow::Result<EvidenceRe
             ));
             return Ok(report);
         }
+    };
+    let Some(collateral) = tdx_collateral_for(&e.td_quote, inputs, "azure-tdx-vtpm", &mut report)?
+    else {
+        return Ok(report);
     };
     let policy = tdx_policy(inputs, &mut report);
     if inputs.nonce.is_none() {
