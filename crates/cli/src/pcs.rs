@@ -13,8 +13,8 @@
 //! * `{base}/sgx/certification/v4/rootcacrl`: the root CA CRL (hex-encoded DER; DER and PEM
 //!   are accepted too).
 //!
-//! Issuer chains come URL-encoded (PEM). The signed JSON (`tcbInfo`, `enclaveIdentity`) is
-//! kept byte for byte: the signature covers exactly those bytes.
+//! The form of each answer is checked by the pure [`tdx::pcs::parse_answer`] (issuer chains
+//! URL-decoded, the signed JSON kept byte for byte) before it is cached.
 //!
 //! Cache: one JSON file per item (`tcb-FMSPC`, `qe-identity`, `pckcrl-CA`, `rootcacrl`),
 //! expiring at the item's own `nextUpdate`, judged at the verification time: a cached item is
@@ -25,14 +25,11 @@
 use std::path::{Path, PathBuf};
 
 use attestation::tdx;
+use attestation::tdx::pcs::PcsAnswer;
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 
 /// Intel's public PCS.
 pub const PCS_URL: &str = "https://api.trustedservices.intel.com";
-
-/// Largest issuer chain header accepted (a chain is two certificates, about 2 kB).
-const MAX_CHAIN_LEN: usize = 64 * 1024;
 
 /// The CA that issued a platform's PCK certificate, which selects the PCK CRL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,13 +95,6 @@ struct Item {
     issuer_chain: String,
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Kind {
-    /// JSON `{"<field>": {...}, "signature": "hex"}`.
-    Signed(&'static str),
-    Crl,
-}
-
 #[derive(Debug, Clone)]
 pub struct Pcs {
     base: String,
@@ -142,15 +132,13 @@ impl Pcs {
         let tcb = self.item(
             &format!("tcb-{fmspc}"),
             &format!("tdx/certification/v4/tcb?fmspc={fmspc}"),
-            Kind::Signed("tcbInfo"),
-            Some("TCB-Info-Issuer-Chain"),
+            PcsAnswer::TcbInfo,
             now,
         )?;
         let qe = self.item(
             "qe-identity",
             "tdx/certification/v4/qe/identity",
-            Kind::Signed("enclaveIdentity"),
-            Some("SGX-Enclave-Identity-Issuer-Chain"),
+            PcsAnswer::QeIdentity,
             now,
         )?;
         let pck_crl = self.item(
@@ -159,15 +147,13 @@ impl Pcs {
                 "sgx/certification/v4/pckcrl?ca={}&encoding=der",
                 ca.as_str()
             ),
-            Kind::Crl,
-            Some("SGX-PCK-CRL-Issuer-Chain"),
+            PcsAnswer::PckCrl,
             now,
         )?;
         let root_crl = self.item(
             "rootcacrl",
             "sgx/certification/v4/rootcacrl",
-            Kind::Crl,
-            None,
+            PcsAnswer::RootCaCrl,
             now,
         )?;
         let unhex = |item: &Item, what: &str, v: &str| {
@@ -189,14 +175,7 @@ impl Pcs {
         })
     }
 
-    fn item(
-        &self,
-        name: &str,
-        path: &str,
-        kind: Kind,
-        chain_header: Option<&str>,
-        now: i64,
-    ) -> Result<Item, PcsError> {
+    fn item(&self, name: &str, path: &str, kind: PcsAnswer, now: i64) -> Result<Item, PcsError> {
         let file = self.cache.join(format!("{name}.json"));
         let url = format!("{}/{path}", self.base);
         if let Some(item) = std::fs::read(&file)
@@ -214,15 +193,10 @@ impl Pcs {
                 "PCS cache expired"
             );
         }
-        let names: Vec<&str> = chain_header.into_iter().collect();
+        let names: Vec<&str> = kind.chain_header().into_iter().collect();
         let (body, headers) = crate::fetch::fetch_url_with_headers(&url, &names)?;
-        let item = parse_answer(
-            &url,
-            &body,
-            headers.first().cloned().flatten(),
-            kind,
-            chain_header,
-        )?;
+        let chain = headers.first().and_then(Option::as_deref);
+        let item = parse_answer(&url, &body, chain, kind)?;
         let cache_err = |what: String| PcsError::Cache {
             path: file.clone(),
             what,
@@ -236,177 +210,22 @@ impl Pcs {
     }
 }
 
-/// Checks the form of one PCS answer and turns it into a cache item (no trust decision).
+/// [`tdx::pcs::parse_answer`] with the URL in its error.
 fn parse_answer(
     url: &str,
     body: &[u8],
-    chain: Option<String>,
-    kind: Kind,
-    chain_header: Option<&str>,
+    chain: Option<&str>,
+    kind: PcsAnswer,
 ) -> Result<Item, PcsError> {
-    let bad = |what: String| PcsError::Answer {
+    let it = tdx::pcs::parse_answer(kind, body, chain).map_err(|what| PcsError::Answer {
         url: url.to_string(),
         what,
-    };
-    let mut item = match kind {
-        Kind::Signed(field) => {
-            let shape = || format!("not the JSON {{\"{field}\": {{..}}, \"signature\": \"hex\"}}");
-            let map: std::collections::BTreeMap<String, &RawValue> =
-                serde_json::from_slice(body).map_err(|e| bad(format!("{}: {e}", shape())))?;
-            let (Some(signed), Some(sig)) = (map.get(field), map.get("signature")) else {
-                return Err(bad(shape()));
-            };
-            let signature: String = serde_json::from_str(sig.get())
-                .map_err(|e| bad(format!("signature is not a string: {e}")))?;
-            if hex::decode(&signature).is_err() {
-                return Err(bad(format!("signature {signature:?} is not hex")));
-            }
-            let data = signed.get().to_string();
-            #[derive(Deserialize)]
-            #[serde(rename_all = "camelCase")]
-            struct Dates {
-                next_update: String,
-            }
-            let d: Dates = serde_json::from_str(&data)
-                .map_err(|e| bad(format!("{field} has no nextUpdate: {e}")))?;
-            let next_update = tdx::parse_rfc3339(&d.next_update).ok_or_else(|| {
-                bad(format!(
-                    "{field}.nextUpdate {:?} is not an RFC 3339 time",
-                    d.next_update
-                ))
-            })?;
-            Item {
-                url: url.to_string(),
-                next_update,
-                data,
-                signature,
-                issuer_chain: String::new(),
-            }
-        }
-        Kind::Crl => {
-            let der = crl_der(body).ok_or_else(|| {
-                bad(format!(
-                    "not a CRL (DER, hex DER or PEM; {} bytes starting {:?})",
-                    body.len(),
-                    String::from_utf8_lossy(&body[..body.len().min(16)])
-                ))
-            })?;
-            let (_, crl) = x509_parser::parse_x509_crl(&der)
-                .map_err(|e| bad(format!("CRL does not parse: {e}")))?;
-            // Without nextUpdate the CRL is fetched again each time.
-            let next_update = crl.next_update().map_or(i64::MIN, |t| t.timestamp());
-            Item {
-                url: url.to_string(),
-                next_update,
-                data: hex::encode(&der),
-                signature: String::new(),
-                issuer_chain: String::new(),
-            }
-        }
-    };
-    item.issuer_chain = match (chain_header, chain) {
-        (None, _) => String::new(),
-        (Some(h), None) => return Err(bad(format!("no {h} header"))),
-        (Some(h), Some(v)) => {
-            if v.len() > MAX_CHAIN_LEN {
-                return Err(bad(format!("{h} header is {} bytes", v.len())));
-            }
-            let pem = url_decode(&v).ok_or_else(|| bad(format!("{h} is not URL-encoded text")))?;
-            if !pem.contains("-----BEGIN CERTIFICATE-----") {
-                return Err(bad(format!("{h} holds no PEM certificate")));
-            }
-            pem
-        }
-    };
-    Ok(item)
-}
-
-/// A CRL body as DER: DER itself, hex text of DER, or PEM.
-fn crl_der(body: &[u8]) -> Option<Vec<u8>> {
-    if body.first() == Some(&0x30) {
-        return Some(body.to_vec());
-    }
-    let text = std::str::from_utf8(body).ok()?.trim();
-    if text.starts_with("-----BEGIN") {
-        return x509_parser::pem::Pem::iter_from_buffer(text.as_bytes())
-            .next()
-            .and_then(Result::ok)
-            .map(|p| p.contents);
-    }
-    hex::decode(text).ok().filter(|d| d.first() == Some(&0x30))
-}
-
-/// Decodes `%XX` escapes and `+` (a space, as in query strings and Go's `QueryUnescape`).
-fn url_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' => {
-                let h = s.get(i + 1..i + 3)?;
-                out.push(u8::from_str_radix(h, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn url_decoding() {
-        assert_eq!(
-            url_decode("-----BEGIN%20CERTIFICATE-----%0AMII%2B%2F+x").as_deref(),
-            Some("-----BEGIN CERTIFICATE-----\nMII+/ x")
-        );
-        assert_eq!(url_decode("%4"), None);
-        assert_eq!(url_decode("%zz"), None);
-        assert_eq!(url_decode("%ff"), None, "not UTF-8");
-    }
-
-    #[test]
-    fn signed_json_is_kept_byte_for_byte() {
-        let body = br#"{"tcbInfo":{"b":1, "nextUpdate":"2025-07-19T10:16:03Z","a":[ 1,2 ]},"signature":"0a0B"}"#;
-        let chain = "-----BEGIN%20CERTIFICATE-----%0Ax".to_string();
-        let it = parse_answer(
-            "u",
-            body,
-            Some(chain),
-            Kind::Signed("tcbInfo"),
-            Some("TCB-Info-Issuer-Chain"),
-        )
-        .unwrap();
-        assert_eq!(
-            it.data,
-            r#"{"b":1, "nextUpdate":"2025-07-19T10:16:03Z","a":[ 1,2 ]}"#
-        );
-        assert_eq!(it.next_update, 1_752_920_163);
-        assert_eq!(it.issuer_chain, "-----BEGIN CERTIFICATE-----\nx");
-        let e = parse_answer(
-            "http://pcs/x",
-            body,
-            None,
-            Kind::Signed("tcbInfo"),
-            Some("TCB-Info-Issuer-Chain"),
-        )
-        .unwrap_err()
-        .to_string();
-        assert_eq!(e, "GET http://pcs/x: no TCB-Info-Issuer-Chain header");
-        let e = parse_answer("http://pcs/x", b"<html>", None, Kind::Crl, None)
-            .unwrap_err()
-            .to_string();
-        assert!(e.starts_with("GET http://pcs/x: not a CRL"), "{e}");
-    }
+    })?;
+    Ok(Item {
+        url: url.to_string(),
+        next_update: it.next_update,
+        data: it.data,
+        signature: it.signature,
+        issuer_chain: it.issuer_chain,
+    })
 }
