@@ -151,7 +151,7 @@ pub enum Phase {
 pub enum AttestationCommand {
     /// Verify captured evidence offline: verdict, every failed check, decoded claims. Exit status 0 = genuine and within policy, 1 = refused, 2 = usage error.
     #[command(long_about = ATTESTATION_VERIFY_LONG)]
-    Verify(AttestationVerifyArgs),
+    Verify(Box<AttestationVerifyArgs>),
 }
 
 const ATTESTATION_VERIFY_LONG: &str = "Verify captured attestation evidence offline, without contacting any node or service.\n\n\
@@ -217,8 +217,13 @@ pub struct AttestationVerifyArgs {
     /// Intel PCS URL for --fetch (an Intel PCCS serving the same v4 API works too).
     #[arg(long, value_name = "URL", default_value = crate::pcs::PCS_URL)]
     pub pcs_url: String,
+    /// Azure THIM URL for --fetch with azure-snp-vtpm: the VCEK and ASK/ARK chain from the
+    /// Azure CVM's instance metadata service (inside the CVM:
+    /// http://169.254.169.254/metadata/THIM/amd/certification); tried before AMD's KDS.
+    #[arg(long, value_name = "URL")]
+    pub thim_url: Option<String>,
     /// Cache folder for --fetch (default: ~/.cache/constellation/kds for AMD,
-    /// ~/.cache/constellation/pcs for Intel).
+    /// ~/.cache/constellation/pcs for Intel, ~/.cache/constellation/thim for THIM).
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
 }

@@ -65,13 +65,15 @@ pub fn fetch(location: &str) -> Result<Vec<u8>, FetchError> {
 }
 
 fn fetch_url(url: &str) -> Result<Vec<u8>, FetchError> {
-    fetch_url_with_headers(url, &[]).map(|(body, _)| body)
+    fetch_url_with_headers(url, &[], &[]).map(|(body, _)| body)
 }
 
-/// GETs `url` (same timeouts and retries as [`fetch`]) and returns the body with the values of
-/// the response headers `names` (`None` where absent or not text).
+/// GETs `url` with the request headers `send` (same timeouts and retries as [`fetch`]) and
+/// returns the body with the values of the response headers `names` (`None` where absent or
+/// not text).
 pub fn fetch_url_with_headers(
     url: &str,
+    send: &[(&str, &str)],
     names: &[&str],
 ) -> Result<(Vec<u8>, Vec<Option<String>>), FetchError> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -85,7 +87,11 @@ pub fn fetch_url_with_headers(
     loop {
         attempt += 1;
         tracing::debug!(url, attempt, "GET");
-        let result = agent.get(url).call().and_then(|mut resp| {
+        let mut req = agent.get(url);
+        for (k, v) in send {
+            req = req.header(*k, *v);
+        }
+        let result = req.call().and_then(|mut resp| {
             let status = resp.status().as_u16();
             let headers: Vec<Option<String>> = names
                 .iter()

@@ -194,7 +194,7 @@ impl Pcs {
             );
         }
         let names: Vec<&str> = kind.chain_header().into_iter().collect();
-        let (body, headers) = crate::fetch::fetch_url_with_headers(&url, &names)?;
+        let (body, headers) = crate::fetch::fetch_url_with_headers(&url, &[], &names)?;
         let chain = headers.first().and_then(Option::as_deref);
         let item = parse_answer(&url, &body, chain, kind)?;
         let cache_err = |what: String| PcsError::Cache {

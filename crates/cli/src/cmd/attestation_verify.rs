@@ -93,6 +93,8 @@ pub struct Inputs {
     pub kds: Option<crate::kds::Kds>,
     /// Fetch TDX collateral from Intel PCS when `--collateral` is absent (`--fetch`).
     pub pcs: Option<crate::pcs::Pcs>,
+    /// Fetch the VCEK and chain of an Azure SNP CVM from THIM (`--fetch --thim-url`).
+    pub thim: Option<crate::thim::Thim>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -168,6 +170,13 @@ pub fn run(a: &AttestationVerifyArgs) -> anyhow::Result<()> {
                 .clone()
                 .unwrap_or_else(crate::pcs::Pcs::default_cache);
             crate::pcs::Pcs::new(&a.pcs_url, &cache)
+        }),
+        thim: a.thim_url.as_deref().filter(|_| a.fetch).map(|url| {
+            let cache = a
+                .cache_dir
+                .clone()
+                .unwrap_or_else(crate::thim::Thim::default_cache);
+            crate::thim::Thim::new(url, &cache)
         }),
     };
     let report = verify(&a.format, &evidence, &inputs)?;
@@ -327,6 +336,40 @@ fn fetch_missing(
         ));
     }
     certs.extend(more);
+}
+
+/// With `--fetch --thim-url`: adds the certificates (VCEK, ASK, ARK) of the Azure CVM's THIM
+/// answer that `certs` lacks (a role already given is kept). A failure is a warning naming the
+/// URL; AMD KDS may still fill in what is missing.
+fn fetch_from_thim(
+    report_bytes: &[u8],
+    certs: &mut Vec<AmdCert>,
+    inputs: &Inputs,
+    report: &mut EvidenceReport,
+) {
+    let (Some(thim), Ok(r)) = (&inputs.thim, snp::Report::parse(report_bytes)) else {
+        return;
+    };
+    let has_chain = certs.iter().any(|c| matches!(c.role, snp::Role::Ark(_)))
+        && certs.iter().any(|c| matches!(c.role, snp::Role::Ask(_)));
+    let has_leaf = certs.iter().any(|c| c.role == snp::Role::Vcek);
+    if has_chain && has_leaf {
+        return;
+    }
+    match thim.certs(r.reported_tcb) {
+        Ok(more) => {
+            for c in more {
+                if !certs.iter().any(|h| h.role == c.role) {
+                    certs.push(c);
+                }
+            }
+        }
+        Err(e) => report.warnings.push(Reason::new(
+            "collateral-fetch",
+            "the VCEK and ASK/ARK from Azure THIM",
+            e,
+        )),
+    }
 }
 
 /// Verifies a parsed SNP report with certificates and policy; records claims and reasons.
@@ -515,6 +558,7 @@ fn azure_snp_vtpm(evidence: &[u8], inputs: &Inputs) -> EvidenceReport {
         Ok(c) => certs.extend(c),
         Err(r) => report.refuse(r),
     }
+    fetch_from_thim(hcl.hw_report, &mut certs, inputs, &mut report);
     fetch_missing(hcl.hw_report, &mut certs, inputs, &mut report);
     if check_snp(hcl.hw_report, &certs, &v, inputs.now, &mut report).is_none() {
         return report;
