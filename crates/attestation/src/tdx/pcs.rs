@@ -57,7 +57,6 @@ pub struct PcsItem {
 /// Checks the form of the PCS answer `kind` (`body` and the value of its issuer chain header,
 /// as received) and returns the item; the error says what is wrong.
 pub fn parse_answer(kind: PcsAnswer, body: &[u8], chain: Option<&str>) -> Result<PcsItem, String> {
-    let bad = |what: String| what;
     let chain_header = kind.chain_header();
     let mut item = match kind {
         PcsAnswer::TcbInfo | PcsAnswer::QeIdentity => {
@@ -68,14 +67,14 @@ pub fn parse_answer(kind: PcsAnswer, body: &[u8], chain: Option<&str>) -> Result
             };
             let shape = || format!("not the JSON {{\"{field}\": {{..}}, \"signature\": \"hex\"}}");
             let map: std::collections::BTreeMap<String, &RawValue> =
-                serde_json::from_slice(body).map_err(|e| bad(format!("{}: {e}", shape())))?;
+                serde_json::from_slice(body).map_err(|e| format!("{}: {e}", shape()))?;
             let (Some(signed), Some(sig)) = (map.get(field), map.get("signature")) else {
-                return Err(bad(shape()));
+                return Err(shape());
             };
             let signature: String = serde_json::from_str(sig.get())
-                .map_err(|e| bad(format!("signature is not a string: {e}")))?;
+                .map_err(|e| format!("signature is not a string: {e}"))?;
             if hex::decode(&signature).is_err() {
-                return Err(bad(format!("signature {signature:?} is not hex")));
+                return Err(format!("signature {signature:?} is not hex"));
             }
             let data = signed.get().to_string();
             #[derive(Deserialize)]
@@ -84,12 +83,12 @@ pub fn parse_answer(kind: PcsAnswer, body: &[u8], chain: Option<&str>) -> Result
                 next_update: String,
             }
             let d: Dates = serde_json::from_str(&data)
-                .map_err(|e| bad(format!("{field} has no nextUpdate: {e}")))?;
+                .map_err(|e| format!("{field} has no nextUpdate: {e}"))?;
             let next_update = super::parse_rfc3339(&d.next_update).ok_or_else(|| {
-                bad(format!(
+                format!(
                     "{field}.nextUpdate {:?} is not an RFC 3339 time",
                     d.next_update
-                ))
+                )
             })?;
             PcsItem {
                 next_update,
@@ -100,14 +99,14 @@ pub fn parse_answer(kind: PcsAnswer, body: &[u8], chain: Option<&str>) -> Result
         }
         PcsAnswer::PckCrl | PcsAnswer::RootCaCrl => {
             let der = crl_der(body).ok_or_else(|| {
-                bad(format!(
+                format!(
                     "not a CRL (DER, hex DER or PEM; {} bytes starting {:?})",
                     body.len(),
                     String::from_utf8_lossy(&body[..body.len().min(16)])
-                ))
+                )
             })?;
             let (_, crl) = x509_parser::parse_x509_crl(&der)
-                .map_err(|e| bad(format!("CRL does not parse: {e}")))?;
+                .map_err(|e| format!("CRL does not parse: {e}"))?;
             // Without nextUpdate the CRL is fetched again each time.
             let next_update = crl.next_update().map_or(i64::MIN, |t| t.timestamp());
             PcsItem {
@@ -120,14 +119,14 @@ pub fn parse_answer(kind: PcsAnswer, body: &[u8], chain: Option<&str>) -> Result
     };
     item.issuer_chain = match (chain_header, chain) {
         (None, _) => String::new(),
-        (Some(h), None) => return Err(bad(format!("no {h} header"))),
+        (Some(h), None) => return Err(format!("no {h} header")),
         (Some(h), Some(v)) => {
             if v.len() > MAX_CHAIN_LEN {
-                return Err(bad(format!("{h} header is {} bytes", v.len())));
+                return Err(format!("{h} header is {} bytes", v.len()));
             }
-            let pem = url_decode(v).ok_or_else(|| bad(format!("{h} is not URL-encoded text")))?;
+            let pem = url_decode(v).ok_or_else(|| format!("{h} is not URL-encoded text"))?;
             if !pem.contains("-----BEGIN CERTIFICATE-----") {
-                return Err(bad(format!("{h} holds no PEM certificate")));
+                return Err(format!("{h} holds no PEM certificate"));
             }
             pem
         }
