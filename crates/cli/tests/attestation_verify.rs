@@ -395,6 +395,8 @@ fn usage_errors_exit_2() {
 struct Kds {
     addr: std::net::SocketAddr,
     hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Every request's head (request line and headers), in order.
+    requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -407,7 +409,8 @@ impl Kds {
         let addr = listener.local_addr().unwrap();
         let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (hits2, stop2) = (hits.clone(), stop.clone());
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (hits2, stop2, requests2) = (hits.clone(), stop.clone(), requests.clone());
         let thread = std::thread::spawn(move || {
             for stream in listener.incoming() {
                 if stop2.load(Ordering::SeqCst) {
@@ -430,6 +433,7 @@ impl Kds {
                     .trim_start_matches('/')
                     .to_string();
                 hits2.fetch_add(1, Ordering::SeqCst);
+                requests2.lock().unwrap().push(text.clone());
                 let _ = match files.get(&path) {
                     Some(body) => write!(
                         s,
@@ -447,6 +451,7 @@ impl Kds {
         Self {
             addr,
             hits,
+            requests,
             stop,
             thread: Some(thread),
         }
@@ -761,6 +766,9 @@ fn fetch_gets_the_azure_vcek_chain_from_thim_and_caches_it() {
         "{err}"
     );
     assert_eq!(thim.hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // The instance metadata service answers only requests that carry `Metadata: true`.
+    let head = thim.requests.lock().unwrap()[0].to_ascii_lowercase();
+    assert!(head.contains("\r\nmetadata: true\r\n"), "{head}");
     drop(thim);
     // From the cache, THIM gone.
     let (code, j, err) = call(&args(&url, cache.path()));
