@@ -158,7 +158,7 @@ const ATTESTATION_VERIFY_LONG: &str = "Verify captured attestation evidence offl
 Formats: snp-report (raw 1184-byte SEV-SNP report or its base64), tdx-quote (raw Intel TDX quote v4 or its base64; \
 needs --collateral or --fetch), azure-snp-vtpm (JSON: tpm_quote, hcl_report, vcek), azure-tdx-vtpm (JSON: tpm_quote, hcl_report, \
 td_quote; needs --collateral or --fetch), gce-vtpm (go-tpm-tools attestation protobuf), document (a node's attestation document; \
-variant from -c or --variant; TDX variants need --collateral).\n\
+variant from -c or --variant; TDX variants need --collateral or --fetch).\n\
 TDX collateral (--collateral) is the JSON of Intel PCS data: pck_crl_issuer_chain, root_ca_crl, pck_crl, \
 tcb_info_issuer_chain, tcb_info, tcb_info_signature, qe_identity_issuer_chain, qe_identity, qe_identity_signature; \
 the TCB status (UpToDate, SWHardeningNeeded, OutOfDate, ...) is among the claims. With --fetch and no --collateral, \

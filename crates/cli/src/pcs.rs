@@ -229,3 +229,32 @@ fn parse_answer(
         issuer_chain: it.issuer_chain,
     })
 }
+
+/// Intel PCS as the collateral source of the TDX validators (`document` with `--fetch`), at a
+/// fixed verification time.
+#[derive(Debug, Clone)]
+pub struct PcsSource {
+    pub pcs: Pcs,
+    /// Unix seconds, judges the cache.
+    pub now: i64,
+}
+
+impl tdx::CollateralSource for PcsSource {
+    /// Without the quote: the PCK CRL of the platform CA.
+    fn collateral(&self, fmspc: [u8; 6]) -> Result<tdx::Collateral, String> {
+        self.pcs
+            .collateral(fmspc, PckCa::Platform, self.now)
+            .map_err(|e| e.to_string())
+    }
+
+    fn collateral_for_quote(
+        &self,
+        quote: &tdx::Quote<'_>,
+        fmspc: [u8; 6],
+    ) -> Result<tdx::Collateral, String> {
+        let ca = PckCa::of_quote(quote).map_err(|e| e.to_string())?;
+        self.pcs
+            .collateral(fmspc, ca, self.now)
+            .map_err(|e| e.to_string())
+    }
+}

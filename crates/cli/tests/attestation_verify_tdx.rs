@@ -246,6 +246,26 @@ fn qemu_tdx_document_binds_user_data_and_nonce() {
     );
     let (code, _, err) = run(&args);
     assert_eq!(code, 2, "{err}");
+    // With --fetch the validator takes its collateral from (a stand-in for) Intel PCS.
+    let pcs = PcsStandIn::start(pcs_routes(&t.collateral), None);
+    let cache = tempfile::tempdir().unwrap();
+    let url = pcs.url();
+    let fetch = [
+        "--fetch",
+        "--pcs-url",
+        &url,
+        "--cache-dir",
+        s(cache.path()),
+        "--at",
+        AT,
+    ];
+    let (code, j, err) = run(&[&args[..], &fetch].concat());
+    assert_eq!(
+        (code, checks(&j, "reasons")),
+        (1, vec!["nonce".to_string()]),
+        "{err}"
+    );
+    assert_eq!(pcs.hits(), 4);
 }
 
 /// Go's default `intelRootKey` (written by `config generate`) is the root the TDX verifier

@@ -954,7 +954,13 @@ fn document(evidence: &[u8], inputs: &Inputs) -> anyhow::Result<EvidenceReport> 
     let is_tdx = matches!(variant, Variant::AzureTdx | Variant::QemuTdx);
     let (snp, collateral, tdx_policy, tdx_collateral) = if is_tdx {
         let c: std::sync::Arc<dyn tdx::CollateralSource> =
-            std::sync::Arc::new(tdx_collateral(inputs, "document")?);
+            match inputs.pcs.as_ref().filter(|_| inputs.collateral.is_none()) {
+                Some(pcs) => std::sync::Arc::new(crate::pcs::PcsSource {
+                    pcs: pcs.clone(),
+                    now: inputs.now,
+                }),
+                None => std::sync::Arc::new(tdx_collateral(inputs, "document")?),
+            };
         (
             SnpValidation::default(),
             Collateral::default(),
