@@ -362,3 +362,47 @@ pub fn image_measurements(data: &[u8]) {
         let _ = r.measurements_path();
     }
 }
+
+/// Intel PCS answers: `kind byte ‖ issuer chain header ‖ 0 ‖ body` (no 0: no header). Whatever
+/// is accepted is an item the collateral can carry: signed JSON that parses as an object with
+/// a `nextUpdate`, or a CRL as hex DER; the URL decoder never panics either.
+pub fn pcs_answer(data: &[u8]) {
+    use attestation::tdx::pcs::{self, PcsAnswer};
+    let Some((kind, rest)) = data.split_first() else {
+        return;
+    };
+    let kind = [
+        PcsAnswer::TcbInfo,
+        PcsAnswer::QeIdentity,
+        PcsAnswer::PckCrl,
+        PcsAnswer::RootCaCrl,
+    ][usize::from(kind % 4)];
+    let (chain, body) = match rest.iter().position(|b| *b == 0) {
+        Some(i) => (std::str::from_utf8(&rest[..i]).ok(), &rest[i + 1..]),
+        None => (None, rest),
+    };
+    if let Some(c) = chain {
+        let _ = pcs::url_decode(c);
+    }
+    let Ok(item) = pcs::parse_answer(kind, body, chain) else {
+        return;
+    };
+    assert_eq!(item.issuer_chain.is_empty(), kind.chain_header().is_none());
+    match kind {
+        PcsAnswer::TcbInfo | PcsAnswer::QeIdentity => {
+            let v: serde_json::Value =
+                serde_json::from_str(&item.data).expect("accepted signed JSON parses");
+            assert!(
+                v.get("nextUpdate").is_some(),
+                "accepted JSON has nextUpdate"
+            );
+        }
+        PcsAnswer::PckCrl | PcsAnswer::RootCaCrl => {
+            assert!(item.signature.is_empty());
+            assert!(
+                pcs::crl_der(item.data.as_bytes()).is_some(),
+                "accepted CRL is hex DER"
+            );
+        }
+    }
+}

@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 
 type Target = fn(&[u8]);
 
-const TARGETS: [(&str, Target); 16] = [
+const TARGETS: [(&str, Target); 17] = [
     ("tpms_attest", attestation_fuzz::tpms_attest),
     ("tpmt_public", attestation_fuzz::tpmt_public),
     ("tpmt_signature", attestation_fuzz::tpmt_signature),
@@ -36,6 +36,7 @@ const TARGETS: [(&str, Target); 16] = [
     ("snp_report", attestation_fuzz::snp_report),
     ("snp_certs", attestation_fuzz::snp_certs),
     ("snp_instance_info", attestation_fuzz::snp_instance_info),
+    ("pcs_answer", attestation_fuzz::pcs_answer),
 ];
 
 fn shared(rel: &str) -> Option<Vec<u8>> {
@@ -209,6 +210,12 @@ fn tdx_seeds() -> Vec<(&'static str, Vec<u8>)> {
     let mut out = vec![
         ("tdx_quote", quote.clone()),
         ("tdx_collateral", pair(&quote, empty)),
+        (
+            "pcs_answer",
+            b"\x00-----BEGIN%20CERTIFICATE-----%0AMAA%3D%0A-----END%20CERTIFICATE-----%0A\0\
+              {\"tcbInfo\":{\"nextUpdate\":\"2025-07-19T10:16:03Z\"},\"signature\":\"00\"}"
+                .to_vec(),
+        ),
     ];
     if let (Some(q), Some(c)) = (
         shared("tdx-dcap/tdx_quote"),
@@ -220,7 +227,83 @@ fn tdx_seeds() -> Vec<(&'static str, Vec<u8>)> {
         let policy = attestation::tdx::TdxPolicy::default();
         attestation::tdx::verify(&quote, &col, attestation_fuzz::TDX_SEED_TIME, &policy).unwrap();
         out.push(("tdx_collateral", pair(&q, &c)));
+        out.extend(pcs_seeds(&c));
         out.push(("tdx_quote", q));
+    }
+    out
+}
+
+/// Intel PCS answers (`kind ‖ URL-encoded issuer chain ‖ 0 ‖ body`) made from the captured
+/// collateral, as Intel serves them.
+fn pcs_seeds(collateral: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
+    use attestation::tdx::pcs::PcsAnswer;
+    let c: serde_json::Value = serde_json::from_slice(collateral).unwrap();
+    let f = |k: &str| c[k].as_str().unwrap().to_string();
+    let enc = |s: String| -> String {
+        s.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    };
+    let seed = |kind: u8, chain: Option<String>, body: Vec<u8>| {
+        let mut v = vec![kind];
+        if let Some(c) = chain {
+            v.extend(c.into_bytes());
+            v.push(0);
+        }
+        v.extend(body);
+        ("pcs_answer", v)
+    };
+    let out = vec![
+        seed(
+            0,
+            Some(enc(f("tcb_info_issuer_chain"))),
+            format!(
+                "{{\"tcbInfo\":{},\"signature\":\"{}\"}}",
+                f("tcb_info"),
+                f("tcb_info_signature")
+            )
+            .into_bytes(),
+        ),
+        seed(
+            1,
+            Some(enc(f("qe_identity_issuer_chain"))),
+            format!(
+                "{{\"enclaveIdentity\":{},\"signature\":\"{}\"}}",
+                f("qe_identity"),
+                f("qe_identity_signature")
+            )
+            .into_bytes(),
+        ),
+        seed(
+            2,
+            Some(enc(f("pck_crl_issuer_chain"))),
+            hex::decode(f("pck_crl")).unwrap(),
+        ),
+        seed(3, None, f("root_ca_crl").into_bytes()),
+    ];
+    // The seeds are accepted answers, so mutations reach every check.
+    for (_, s) in &out {
+        let kind = [
+            PcsAnswer::TcbInfo,
+            PcsAnswer::QeIdentity,
+            PcsAnswer::PckCrl,
+            PcsAnswer::RootCaCrl,
+        ][usize::from(s[0])];
+        let rest = &s[1..];
+        let (chain, body) = match rest.iter().position(|b| *b == 0) {
+            Some(i) => (
+                Some(std::str::from_utf8(&rest[..i]).unwrap()),
+                &rest[i + 1..],
+            ),
+            None => (None, rest),
+        };
+        attestation::tdx::pcs::parse_answer(kind, body, chain).unwrap();
     }
     out
 }

@@ -151,17 +151,19 @@ pub enum Phase {
 pub enum AttestationCommand {
     /// Verify captured evidence offline: verdict, every failed check, decoded claims. Exit status 0 = genuine and within policy, 1 = refused, 2 = usage error.
     #[command(long_about = ATTESTATION_VERIFY_LONG)]
-    Verify(AttestationVerifyArgs),
+    Verify(Box<AttestationVerifyArgs>),
 }
 
 const ATTESTATION_VERIFY_LONG: &str = "Verify captured attestation evidence offline, without contacting any node or service.\n\n\
 Formats: snp-report (raw 1184-byte SEV-SNP report or its base64), tdx-quote (raw Intel TDX quote v4 or its base64; \
-needs --collateral), azure-snp-vtpm (JSON: tpm_quote, hcl_report, vcek), azure-tdx-vtpm (JSON: tpm_quote, hcl_report, \
-td_quote; needs --collateral), gce-vtpm (go-tpm-tools attestation protobuf), document (a node's attestation document; \
-variant from -c or --variant; TDX variants need --collateral).\n\
+needs --collateral or --fetch), azure-snp-vtpm (JSON: tpm_quote, hcl_report, vcek), azure-tdx-vtpm (JSON: tpm_quote, hcl_report, \
+td_quote; needs --collateral or --fetch), gce-vtpm (go-tpm-tools attestation protobuf), document (a node's attestation document; \
+variant from -c or --variant; TDX variants need --collateral or --fetch).\n\
 TDX collateral (--collateral) is the JSON of Intel PCS data: pck_crl_issuer_chain, root_ca_crl, pck_crl, \
 tcb_info_issuer_chain, tcb_info, tcb_info_signature, qe_identity_issuer_chain, qe_identity, qe_identity_signature; \
-the TCB status (UpToDate, SWHardeningNeeded, OutOfDate, ...) is among the claims.\n\
+the TCB status (UpToDate, SWHardeningNeeded, OutOfDate, ...) is among the claims. With --fetch and no --collateral, \
+it is fetched from Intel's PCS (--pcs-url) for the quote's FMSPC and PCK CA and cached until each item's nextUpdate \
+(judged at --at).\n\
 Certificates (--cert, PEM or DER, repeatable) supply what the evidence lacks: AMD ASK/ARK or VCEK, GCE AK CA certificates. \
 --at fixes the verification time (RFC 3339); several real certificates have expired since capture. \
 Without -c, the Go system's defaults for the variant apply (debug forbidden, SMT allowed, VMPL 0; minimum versions \
@@ -204,13 +206,24 @@ pub struct AttestationVerifyArgs {
         default_value = "text"
     )]
     pub output: String,
-    /// Fetch missing AMD certificates (VCEK, ASK/ASVK, ARK) from AMD's key distribution service (cached).
+    /// Fetch missing collateral (cached): AMD certificates (VCEK, ASK/ASVK, ARK) from AMD's key
+    /// distribution service for SEV-SNP; for tdx-quote and azure-tdx-vtpm without --collateral,
+    /// the TCB info, QE identity and CRLs from Intel's PCS.
     #[arg(long)]
     pub fetch: bool,
     /// Key distribution service URL for --fetch.
     #[arg(long, value_name = "URL", default_value = crate::kds::KDS_URL)]
     pub kds_url: String,
-    /// Cache folder for --fetch (default: ~/.cache/constellation/kds).
+    /// Intel PCS URL for --fetch (an Intel PCCS serving the same v4 API works too).
+    #[arg(long, value_name = "URL", default_value = crate::pcs::PCS_URL)]
+    pub pcs_url: String,
+    /// Azure THIM URL for --fetch with azure-snp-vtpm: the VCEK and ASK/ARK chain from the
+    /// Azure CVM's instance metadata service (inside the CVM:
+    /// http://169.254.169.254/metadata/THIM/amd/certification); tried before AMD's KDS.
+    #[arg(long, value_name = "URL")]
+    pub thim_url: Option<String>,
+    /// Cache folder for --fetch (default: ~/.cache/constellation/kds for AMD,
+    /// ~/.cache/constellation/pcs for Intel, ~/.cache/constellation/thim for THIM).
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
 }

@@ -65,6 +65,17 @@ pub fn fetch(location: &str) -> Result<Vec<u8>, FetchError> {
 }
 
 fn fetch_url(url: &str) -> Result<Vec<u8>, FetchError> {
+    fetch_url_with_headers(url, &[], &[]).map(|(body, _)| body)
+}
+
+/// GETs `url` with the request headers `send` (same timeouts and retries as [`fetch`]) and
+/// returns the body with the values of the response headers `names` (`None` where absent or
+/// not text).
+pub fn fetch_url_with_headers(
+    url: &str,
+    send: &[(&str, &str)],
+    names: &[&str],
+) -> Result<(Vec<u8>, Vec<Option<String>>), FetchError> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_connect(Some(CONNECT_TIMEOUT))
         .timeout_global(Some(TOTAL_TIMEOUT))
@@ -76,22 +87,35 @@ fn fetch_url(url: &str) -> Result<Vec<u8>, FetchError> {
     loop {
         attempt += 1;
         tracing::debug!(url, attempt, "GET");
-        let result = agent.get(url).call().and_then(|mut resp| {
+        let mut req = agent.get(url);
+        for (k, v) in send {
+            req = req.header(*k, *v);
+        }
+        let result = req.call().and_then(|mut resp| {
             let status = resp.status().as_u16();
+            let headers: Vec<Option<String>> = names
+                .iter()
+                .map(|n| {
+                    resp.headers()
+                        .get(*n)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string)
+                })
+                .collect();
             let body = resp
                 .body_mut()
                 .with_config()
                 .limit(MAX_SIZE)
                 .read_to_vec()?;
-            Ok((status, body))
+            Ok((status, body, headers))
         });
         let retry = match result {
-            Ok((200..=299, body)) => return Ok(body),
-            Ok((status, _)) if status >= 500 && attempt < ATTEMPTS => {
+            Ok((200..=299, body, headers)) => return Ok((body, headers)),
+            Ok((status, _, _)) if status >= 500 && attempt < ATTEMPTS => {
                 tracing::warn!(url, status, "server error, retrying");
                 true
             }
-            Ok((status, _)) => {
+            Ok((status, _, _)) => {
                 return Err(FetchError::Status {
                     url: url.to_string(),
                     status,

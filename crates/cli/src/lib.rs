@@ -8,6 +8,8 @@
 //! * [`fetch`]: reading a file from an `http(s)://` URL (timeouts, bounded retries) or a path.
 //! * [`image`]: the node image the local provider uses by default.
 //! * [`kds`]: AMD key distribution service fetcher with an on-disk cache (SEV-SNP collateral).
+//! * [`pcs`]: Intel PCS fetcher with an on-disk cache (TDX collateral).
+//! * [`thim`]: Azure THIM fetcher with an on-disk cache (VCEK and chain of an Azure SNP CVM).
 //!
 //! Commands work on the workspace, the current directory (`-C` changes into another one
 //! first). The lifecycle logic lives in crate `cloudcmd`, files and formats in `config`,
@@ -23,6 +25,8 @@ pub mod image;
 pub mod interrupt;
 pub mod kds;
 pub mod lock;
+pub mod pcs;
+pub mod thim;
 
 use anyhow::Context as _;
 

@@ -395,6 +395,8 @@ fn usage_errors_exit_2() {
 struct Kds {
     addr: std::net::SocketAddr,
     hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Every request's head (request line and headers), in order.
+    requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -407,7 +409,8 @@ impl Kds {
         let addr = listener.local_addr().unwrap();
         let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (hits2, stop2) = (hits.clone(), stop.clone());
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (hits2, stop2, requests2) = (hits.clone(), stop.clone(), requests.clone());
         let thread = std::thread::spawn(move || {
             for stream in listener.incoming() {
                 if stop2.load(Ordering::SeqCst) {
@@ -430,6 +433,7 @@ impl Kds {
                     .trim_start_matches('/')
                     .to_string();
                 hits2.fetch_add(1, Ordering::SeqCst);
+                requests2.lock().unwrap().push(text.clone());
                 let _ = match files.get(&path) {
                     Some(body) => write!(
                         s,
@@ -447,6 +451,7 @@ impl Kds {
         Self {
             addr,
             hits,
+            requests,
             stop,
             thread: Some(thread),
         }
@@ -706,5 +711,95 @@ fn document_with_the_policy_of_a_config() {
     assert_eq!(
         (code, checks(&j)),
         (1, vec!["snp-minimum-launch-tcb".to_string()])
+    );
+}
+
+/// `--fetch --thim-url`: the VCEK and ASK/ARK of an Azure SNP CVM come from (a local stand-in
+/// for) Azure THIM, then from the cache without it; a garbage answer is a warning naming the
+/// URL and the chain stays missing.
+#[test]
+fn fetch_gets_the_azure_vcek_chain_from_thim_and_caches_it() {
+    let Some(v) = vectors() else { return };
+    let ev = v.join("azure-snp-vtpm/evidence-v2.json");
+    let answer = serde_json::json!({
+        "vcekCert": std::fs::read_to_string(v.join("azure-snp-vtpm/vcek.pem")).unwrap(),
+        "certificateChain": std::fs::read_to_string(v.join("amd-roots/ask_ark_milan.pem")).unwrap(),
+        "tcbm": "DB18000000000003",
+        "cacheControl": "86400",
+    });
+    let path = "metadata/THIM/amd/certification";
+    let thim = Kds::start(std::collections::HashMap::from([(
+        path.to_string(),
+        serde_json::to_vec(&answer).unwrap(),
+    )]));
+    let cache = tempfile::tempdir().unwrap();
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let args = |thim_url: &str, cache: &Path| {
+        [
+            "--format",
+            "azure-snp-vtpm",
+            "--evidence",
+            s(&ev),
+            "--at",
+            "2025-06-01T00:00:00Z",
+            "--fetch",
+            "--thim-url",
+            thim_url,
+            // AMD KDS is not needed when THIM answers (and is unreachable here).
+            "--kds-url",
+            &closed,
+            "--cache-dir",
+            s(cache),
+        ]
+        .map(str::to_string)
+    };
+    let call = |a: &[String]| run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let url = format!("http://{}/{path}", thim.addr);
+    // The chain verifies: what is left is the Go-default id-key digest refusal (as with --cert).
+    let (code, j, err) = call(&args(&url, cache.path()));
+    assert_eq!(
+        (code, checks(&j)),
+        (1, vec!["snp-id-key-digest".to_string()]),
+        "{err}"
+    );
+    assert_eq!(thim.hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // The instance metadata service answers only requests that carry `Metadata: true`.
+    let head = thim.requests.lock().unwrap()[0].to_ascii_lowercase();
+    assert!(head.contains("\r\nmetadata: true\r\n"), "{head}");
+    drop(thim);
+    // From the cache, THIM gone.
+    let (code, j, err) = call(&args(&url, cache.path()));
+    assert_eq!(
+        (code, checks(&j)),
+        (1, vec!["snp-id-key-digest".to_string()]),
+        "{err}"
+    );
+    // A garbage answer: a warning naming the URL; without the chain the report is refused.
+    let bad = Kds::start(std::collections::HashMap::from([(
+        path.to_string(),
+        b"<html>no</html>".to_vec(),
+    )]));
+    let bad_url = format!("http://{}/{path}", bad.addr);
+    let empty = tempfile::tempdir().unwrap();
+    let (code, j, _) = call(&args(&bad_url, empty.path()));
+    assert_eq!(code, 1);
+    assert_eq!(checks(&j), ["snp-cert-chain"]);
+    let w = j["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| {
+            w["check"] == "collateral-fetch" && w["expected"].as_str().unwrap().contains("THIM")
+        })
+        .unwrap_or_else(|| panic!("{j}"));
+    assert!(
+        w["actual"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("GET {bad_url}: not the THIM JSON")),
+        "{w}"
     );
 }

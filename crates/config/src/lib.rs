@@ -33,6 +33,7 @@ pub mod raw;
 pub mod secret;
 pub mod state;
 mod validation;
+pub use validation::TdxValidation;
 
 pub use atomic::WriteError;
 pub use defaults::{

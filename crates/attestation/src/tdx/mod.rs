@@ -27,6 +27,7 @@
 mod azure_evidence;
 mod collateral;
 mod der;
+pub mod pcs;
 mod pki;
 mod quote;
 mod validators;

@@ -35,6 +35,18 @@ use crate::{
 /// from Intel PCS or Azure THIM); [`Collateral`] itself is a source for one platform.
 pub trait CollateralSource: std::fmt::Debug + Send + Sync {
     fn collateral(&self, fmspc: [u8; 6]) -> Result<Collateral, String>;
+
+    /// The collateral for `quote`, whose PCK certificate names the FMSPC `fmspc`. Default:
+    /// [`CollateralSource::collateral`]; a source that also needs the PCK CA (for the PCK
+    /// CRL, as an Intel PCS fetcher does) reads it from the quote.
+    fn collateral_for_quote(
+        &self,
+        quote: &Quote<'_>,
+        fmspc: [u8; 6],
+    ) -> Result<Collateral, String> {
+        let _ = quote;
+        self.collateral(fmspc)
+    }
 }
 
 impl CollateralSource for Collateral {
@@ -82,12 +94,15 @@ impl TdxCheck {
     ) -> Result<(TdxClaims, [u8; 32]), ValidationError> {
         let quote = Quote::parse(raw).map_err(tdx_error)?;
         let fmspc = quote_fmspc(&quote).map_err(tdx_error)?;
-        let collateral = self.collateral.collateral(fmspc).map_err(|e| {
-            ValidationError::UntrustedKey(format!(
-                "no TDX collateral for FMSPC {}: {e}",
-                hex::encode_upper(fmspc)
-            ))
-        })?;
+        let collateral = self
+            .collateral
+            .collateral_for_quote(&quote, fmspc)
+            .map_err(|e| {
+                ValidationError::UntrustedKey(format!(
+                    "no TDX collateral for FMSPC {}: {e}",
+                    hex::encode_upper(fmspc)
+                ))
+            })?;
         let claims = verify(&quote, &collateral, self.now(), policy).map_err(tdx_error)?;
         Ok((claims, Sha256::digest(quote.attestation_key).into()))
     }

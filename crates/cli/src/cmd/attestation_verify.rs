@@ -91,6 +91,10 @@ pub struct Inputs {
     pub variant: Option<Variant>,
     /// Fetch missing AMD certificates (`--fetch`).
     pub kds: Option<crate::kds::Kds>,
+    /// Fetch TDX collateral from Intel PCS when `--collateral` is absent (`--fetch`).
+    pub pcs: Option<crate::pcs::Pcs>,
+    /// Fetch the VCEK and chain of an Azure SNP CVM from THIM (`--fetch --thim-url`).
+    pub thim: Option<crate::thim::Thim>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -159,6 +163,20 @@ pub fn run(a: &AttestationVerifyArgs) -> anyhow::Result<()> {
                 .clone()
                 .unwrap_or_else(crate::kds::Kds::default_cache);
             crate::kds::Kds::new(&a.kds_url, &cache)
+        }),
+        pcs: a.fetch.then(|| {
+            let cache = a
+                .cache_dir
+                .clone()
+                .unwrap_or_else(crate::pcs::Pcs::default_cache);
+            crate::pcs::Pcs::new(&a.pcs_url, &cache)
+        }),
+        thim: a.thim_url.as_deref().filter(|_| a.fetch).map(|url| {
+            let cache = a
+                .cache_dir
+                .clone()
+                .unwrap_or_else(crate::thim::Thim::default_cache);
+            crate::thim::Thim::new(url, &cache)
         }),
     };
     let report = verify(&a.format, &evidence, &inputs)?;
@@ -318,6 +336,40 @@ fn fetch_missing(
         ));
     }
     certs.extend(more);
+}
+
+/// With `--fetch --thim-url`: adds the certificates (VCEK, ASK, ARK) of the Azure CVM's THIM
+/// answer that `certs` lacks (a role already given is kept). A failure is a warning naming the
+/// URL; AMD KDS may still fill in what is missing.
+fn fetch_from_thim(
+    report_bytes: &[u8],
+    certs: &mut Vec<AmdCert>,
+    inputs: &Inputs,
+    report: &mut EvidenceReport,
+) {
+    let (Some(thim), Ok(r)) = (&inputs.thim, snp::Report::parse(report_bytes)) else {
+        return;
+    };
+    let has_chain = certs.iter().any(|c| matches!(c.role, snp::Role::Ark(_)))
+        && certs.iter().any(|c| matches!(c.role, snp::Role::Ask(_)));
+    let has_leaf = certs.iter().any(|c| c.role == snp::Role::Vcek);
+    if has_chain && has_leaf {
+        return;
+    }
+    match thim.certs(r.reported_tcb) {
+        Ok(more) => {
+            for c in more {
+                if !certs.iter().any(|h| h.role == c.role) {
+                    certs.push(c);
+                }
+            }
+        }
+        Err(e) => report.warnings.push(Reason::new(
+            "collateral-fetch",
+            "the VCEK and ASK/ARK from Azure THIM",
+            e,
+        )),
+    }
 }
 
 /// Verifies a parsed SNP report with certificates and policy; records claims and reasons.
@@ -506,6 +558,7 @@ fn azure_snp_vtpm(evidence: &[u8], inputs: &Inputs) -> EvidenceReport {
         Ok(c) => certs.extend(c),
         Err(r) => report.refuse(r),
     }
+    fetch_from_thim(hcl.hw_report, &mut certs, inputs, &mut report);
     fetch_missing(hcl.hw_report, &mut certs, inputs, &mut report);
     if check_snp(hcl.hw_report, &certs, &v, inputs.now, &mut report).is_none() {
         return report;
@@ -552,69 +605,82 @@ fn tdx_collateral(inputs: &Inputs, format: &str) -> anyhow::Result<tdx::Collater
     let bytes = inputs.collateral.as_deref().ok_or_else(|| {
         UsageError(format!(
             "format {format} needs the quote's collateral (--collateral FILE: JSON with \
-             tcb_info, qe_identity, CRLs and their issuer chains)"
+             tcb_info, qe_identity, CRLs and their issuer chains; or --fetch)"
         ))
     })?;
     tdx::Collateral::from_json(bytes).map_err(|e| UsageError(format!("--collateral: {e}")).into())
 }
 
-/// The TDX policy: the config's `azureTDX` section, or the Go defaults. `latest` values are
-/// resolved online by the Go CLI; offline they are not enforced (a warning says so).
+/// The collateral for `quote`: `--collateral`, or with `--fetch` from Intel PCS (cached) for
+/// the quote's FMSPC and PCK CA. A failed fetch is a refusal (check `collateral-fetch`) naming
+/// the URL; `None` then.
+fn tdx_collateral_for(
+    quote: &[u8],
+    inputs: &Inputs,
+    format: &str,
+    report: &mut EvidenceReport,
+) -> anyhow::Result<Option<tdx::Collateral>> {
+    let Some(pcs) = inputs.pcs.as_ref().filter(|_| inputs.collateral.is_none()) else {
+        return tdx_collateral(inputs, format).map(Some);
+    };
+    let fetched = tdx::Quote::parse(quote)
+        .map_err(|e| crate::pcs::PcsError::Quote(e.to_string()))
+        .and_then(|q| {
+            let fmspc =
+                tdx::quote_fmspc(&q).map_err(|e| crate::pcs::PcsError::Quote(e.to_string()))?;
+            let ca = crate::pcs::PckCa::of_quote(&q)?;
+            pcs.collateral(fmspc, ca, inputs.now)
+        });
+    match fetched {
+        Ok(c) => Ok(Some(c)),
+        Err(crate::pcs::PcsError::Quote(e)) => {
+            report.refuse(Reason::new(
+                tdx::check::QUOTE_FORMAT,
+                "a TDX quote v4 naming its platform (FMSPC, PCK CA)",
+                e,
+            ));
+            Ok(None)
+        }
+        Err(e) => {
+            report.refuse(Reason::new(
+                "collateral-fetch",
+                "TDX collateral (TCB info, QE identity, CRLs) from Intel PCS",
+                e,
+            ));
+            Ok(None)
+        }
+    }
+}
+
+/// The TDX policy: the config's section ([`config::TdxValidation`]: `azureTDX`, or the Go
+/// defaults for `qemu-tdx`), or the Go defaults. `latest` values are resolved online by the
+/// Go CLI; offline they are not enforced (a warning says so).
 fn tdx_policy(inputs: &Inputs, report: &mut EvidenceReport) -> TdxPolicy {
-    use config::raw::{HexOrLatest, Tcb};
-    let mut p = TdxPolicy::default();
-    let section = inputs
-        .config
-        .as_ref()
-        .and_then(|c| c.raw().attestation.azure_tdx.as_ref());
-    let Some(s) = section else {
+    let Some(cfg) = &inputs.config else {
         report.warnings.push(Reason::new(
             "config-minimum-version",
             "qeSVN, pceSVN, teeTCBSVN, xfam (Go default: \"latest\", resolved online)",
             "not enforced offline",
         ));
-        return p;
+        return TdxPolicy::default();
     };
-    let mut latest = Vec::new();
-    match s.qe_svn {
-        Tcb::Value(v) => p.min_qe_svn = v,
-        Tcb::Latest => latest.push("qeSVN"),
-    }
-    match s.pce_svn {
-        Tcb::Value(v) => p.min_pce_svn = v,
-        Tcb::Latest => latest.push("pceSVN"),
-    }
-    match s.tee_tcb_svn {
-        HexOrLatest::Value(v) => p.min_tee_tcb_svn = v,
-        HexOrLatest::Latest => latest.push("teeTCBSVN"),
-    }
-    match s.qe_vendor_id {
-        HexOrLatest::Value(v) => p.qe_vendor_id = Some(v),
-        HexOrLatest::Latest => {}
-    }
-    match s.xfam {
-        HexOrLatest::Value(v) => p.xfam = Some(v),
-        HexOrLatest::Latest => latest.push("xfam"),
-    }
-    p.mr_seam = s.mr_seam.0;
-    if !latest.is_empty() {
-        report.warnings.push(Reason::new(
-            "config-minimum-version",
-            format!("{} (\"latest\", resolved online)", latest.join(", ")),
-            "not enforced offline",
-        ));
-    }
-    if !s.intel_root_key.trim().is_empty() {
-        match p.clone().with_root_certificate(s.intel_root_key.as_bytes()) {
-            Ok(with_root) => p = with_root,
-            Err(e) => report.refuse(Reason::new(
-                tdx::check::ROOT,
-                "intelRootKey: a PEM certificate",
-                e,
-            )),
+    let v = match cfg.variant() {
+        v @ (Variant::AzureTdx | Variant::QemuTdx) => v,
+        _ => inputs.variant.unwrap_or(Variant::AzureTdx),
+    };
+    match cfg.raw().attestation.tdx_validation(v) {
+        Ok(Some(t)) => {
+            report.warnings.extend(t.notes);
+            return t.policy;
         }
+        Ok(None) => report.warnings.push(Reason::new(
+            "config",
+            format!("a TDX section for {v}"),
+            format!("config is for {}; Go defaults used", cfg.variant()),
+        )),
+        Err(r) => report.refuse(r),
     }
-    p
+    TdxPolicy::default()
 }
 
 /// Compares `report_data` with `--nonce` as Go's `CompareExtraData` does (zero padded).
@@ -643,7 +709,6 @@ fn tdx_report_data(claims: &tdx::TdxClaims, inputs: &Inputs, report: &mut Eviden
 
 /// `tdx-quote`: a raw TDX quote (or its base64) with `--collateral`.
 fn tdx_quote(evidence: &[u8], inputs: &Inputs) -> anyhow::Result<EvidenceReport> {
-    let collateral = tdx_collateral(inputs, "tdx-quote")?;
     let mut report = EvidenceReport::default();
     let bytes = if tdx::Quote::parse(evidence).is_ok() {
         evidence.to_vec()
@@ -656,6 +721,9 @@ fn tdx_quote(evidence: &[u8], inputs: &Inputs) -> anyhow::Result<EvidenceReport>
         base64::engine::general_purpose::STANDARD
             .decode(&text)
             .unwrap_or_else(|_| evidence.to_vec())
+    };
+    let Some(collateral) = tdx_collateral_for(&bytes, inputs, "tdx-quote", &mut report)? else {
+        return Ok(report);
     };
     let policy = tdx_policy(inputs, &mut report);
     let claims = match tdx::Quote::parse(&bytes)
@@ -689,7 +757,9 @@ fn tdx_quote(evidence: &[u8], inputs: &Inputs) -> anyhow::Result<EvidenceReport>
 /// (`tpm_quote`, `hcl_report`, `td_quote`), with `--collateral` for the TD quote.
 fn azure_tdx_vtpm(evidence: &[u8], inputs: &Inputs) -> anyhow::Result<EvidenceReport> {
     use tdx::AzureTdxEvidenceError as E;
-    let collateral = tdx_collateral(inputs, "azure-tdx-vtpm")?;
+    if inputs.pcs.is_none() {
+        tdx_collateral(inputs, "azure-tdx-vtpm")?;
+    }
     let mut report = EvidenceReport::default();
     let e = match tdx::AzureTdxEvidence::from_json(evidence) {
         Ok(e) => e,
@@ -701,6 +771,10 @@ fn azure_tdx_vtpm(evidence: &[u8], inputs: &Inputs) -> anyhow::Result<EvidenceRe
             ));
             return Ok(report);
         }
+    };
+    let Some(collateral) = tdx_collateral_for(&e.td_quote, inputs, "azure-tdx-vtpm", &mut report)?
+    else {
+        return Ok(report);
     };
     let policy = tdx_policy(inputs, &mut report);
     if inputs.nonce.is_none() {
@@ -880,7 +954,13 @@ fn document(evidence: &[u8], inputs: &Inputs) -> anyhow::Result<EvidenceReport> 
     let is_tdx = matches!(variant, Variant::AzureTdx | Variant::QemuTdx);
     let (snp, collateral, tdx_policy, tdx_collateral) = if is_tdx {
         let c: std::sync::Arc<dyn tdx::CollateralSource> =
-            std::sync::Arc::new(tdx_collateral(inputs, "document")?);
+            match inputs.pcs.as_ref().filter(|_| inputs.collateral.is_none()) {
+                Some(pcs) => std::sync::Arc::new(crate::pcs::PcsSource {
+                    pcs: pcs.clone(),
+                    now: inputs.now,
+                }),
+                None => std::sync::Arc::new(tdx_collateral(inputs, "document")?),
+            };
         (
             SnpValidation::default(),
             Collateral::default(),
