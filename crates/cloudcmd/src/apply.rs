@@ -24,7 +24,8 @@ pub fn image_version() -> String {
 }
 
 /// Measurements of the node image `mini up`/`apply` will build from this installation
-/// (`constellation-node` next to the CLI, Debian's etcd), computed without building it.
+/// (`constellation-node` next to the CLI, etcd from [`provider_local::image::etcd_source`]), computed
+/// without building it.
 pub fn local_default_measurements(variant: Variant) -> anyhow::Result<measurements::Measurements> {
     let sources = Sources::default_for_exe(&image_version())?;
     Ok(sources.expected_measurements(variant)?)

@@ -4,7 +4,7 @@
 //! <images>/<version>-<first 12 hex of SHA-256(manifest.json)>/
 //!   manifest.json   {"version", "components": [{"name", "path", "sha256", "boot"}]}
 //!   bin/constellation-node   the boot component (launcher target: Bootstrapper and services)
-//!   bin/etcd                 Debian's etcd, started by control-plane nodes
+//!   bin/etcd                 etcd 3.6 from the Kubernetes build (see [`etcd_source`]), started by control-plane nodes
 //! ```
 //!
 //! The directory name is derived from the manifest, and the manifest pins every component's
@@ -80,6 +80,54 @@ pub struct NodeImage {
     pub manifest_digest: [u8; 32],
 }
 
+/// The etcd a new image bundles, and where it was looked for: `$CONSTELLATION_ETCD` if set; else
+/// etcd 3.6 from the newest complete build of `scripts/install-kubernetes.sh`
+/// (`${CONSTELLATION_CACHE:-${XDG_CACHE_HOME:-~/.cache}/constellation}/kubernetes/<key>/bin`,
+/// the same etcd Kubernetes runs on); else Debian's `/usr/bin/etcd` (3.4, too old for
+/// Kubernetes, kept only as a fallback for installs without that build).
+pub fn etcd_source() -> (Option<PathBuf>, String) {
+    let mut looked = vec![];
+    if let Some(p) = std::env::var_os("CONSTELLATION_ETCD") {
+        let p = PathBuf::from(p);
+        looked.push(format!("$CONSTELLATION_ETCD ({})", p.display()));
+        return (p.is_file().then_some(p), looked.join(", "));
+    }
+    let cache = std::env::var_os("CONSTELLATION_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME").map(|x| PathBuf::from(x).join("constellation"))
+        })
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/constellation"))
+        });
+    if let Some(root) = cache.map(|c| c.join("kubernetes")) {
+        looked.push(format!("{}/<key>/bin/etcd", root.display()));
+        // Complete builds only (a key folder exists only complete; temporary ones start with
+        // a dot), newest first.
+        let mut builds: Vec<(std::time::SystemTime, PathBuf)> = fs::read_dir(&root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            .filter_map(|e| {
+                let etcd = e.path().join("bin").join(ETCD_BINARY);
+                let built = fs::metadata(e.path().join("versions"))
+                    .ok()?
+                    .modified()
+                    .ok()?;
+                etcd.is_file().then_some((built, etcd))
+            })
+            .collect();
+        builds.sort();
+        if let Some((_, etcd)) = builds.pop() {
+            return (Some(etcd), looked.join(", "));
+        }
+    }
+    let debian = PathBuf::from("/usr/bin/etcd");
+    looked.push("/usr/bin/etcd (Debian package etcd-server)".into());
+    (debian.is_file().then_some(debian), looked.join(", "))
+}
+
 /// Where the programs of a new image come from.
 #[derive(Debug, Clone)]
 pub struct Sources {
@@ -90,7 +138,7 @@ pub struct Sources {
 
 impl Sources {
     /// The default sources: `constellation-node` next to the running executable (as cargo and
-    /// installs place it), and Debian's `/usr/bin/etcd`.
+    /// installs place it), and etcd from [`etcd_source`].
     pub fn default_for_exe(version: &str) -> Result<Self, ImageError> {
         let exe = std::env::current_exe().map_err(|e| ImageError::Read {
             path: "current executable".into(),
@@ -113,13 +161,11 @@ impl Sources {
             name: NODE_BINARY.into(),
             looked: looked.join(", "),
         })?;
-        let etcd_binary = PathBuf::from("/usr/bin/etcd");
-        if !etcd_binary.is_file() {
-            return Err(ImageError::SourceMissing {
-                name: ETCD_BINARY.into(),
-                looked: "/usr/bin/etcd (Debian package etcd-server)".into(),
-            });
-        }
+        let (etcd_binary, looked) = etcd_source();
+        let etcd_binary = etcd_binary.ok_or_else(|| ImageError::SourceMissing {
+            name: ETCD_BINARY.into(),
+            looked,
+        })?;
         Ok(Self {
             node_binary,
             etcd_binary,
