@@ -12,7 +12,9 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 
-# swtpm, swtpm-tools: the nodes' software TPMs (swtpm, swtpm_setup)
+# swtpm, swtpm-tools: the nodes' software TPMs (swtpm, swtpm_ioctl)
+# python3-minimal: /usr/bin/python3, which the TPM isolation test runs as another user to talk to a
+#   node's TPM socket (a bare Debian 12 has no python3)
 # pkg-config, gcc: native build steps of dependencies (ring, the pause image)
 # etcd-server, etcd-client: the control plane's replicated state (etcd, etcdctl)
 # protobuf-compiler, libprotobuf-dev: protoc and google/protobuf/*.proto for the etcd client's build
@@ -21,7 +23,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 # namespaces, veths, bridges, routes), util-linux (unshare, nsenter, mount), iptables + conntrack (kube-proxy's
 # dataplane inside a node's namespace), busybox-static (the workload image and test containers), libc6-dev
 # (libc.a for the statically linked pause program built with gcc -static)
-PKGS=(swtpm swtpm-tools etcd-server etcd-client protobuf-compiler libprotobuf-dev pkg-config gcc
+PKGS=(swtpm swtpm-tools python3-minimal etcd-server etcd-client protobuf-compiler libprotobuf-dev pkg-config gcc
   containerd runc containernetworking-plugins iproute2 util-linux iptables conntrack busybox-static libc6-dev)
 
 check() {
@@ -37,6 +39,7 @@ check() {
     [ -x "/usr/lib/cni/$plugin" ] || missing+=("CNI plugin /usr/lib/cni/$plugin (package containernetworking-plugins)")
   done
   [ -f /usr/lib/x86_64-linux-gnu/libc.a ] || [ -f /usr/lib/libc.a ] || missing+=("libc.a for gcc -static (package libc6-dev)")
+  /usr/bin/python3 -c 'import socket' 2>/dev/null || missing+=("/usr/bin/python3 with its socket module (package python3-minimal)")
   for f in /usr/include/google/protobuf/descriptor.proto /usr/include/google/protobuf/empty.proto; do
     [ -f "$f" ] || missing+=("file $f (package libprotobuf-dev)")
   done

@@ -47,7 +47,7 @@ pub fn acquire(ws: &Path, command: &str) -> Result<WorkspaceLock, LockError> {
         Ok(l) => l,
         Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
             let holder = std::fs::read_to_string(ws.join(LOCK_INFO_FILE))
-                .map(|s| crate::cmd::sanitize_line(s.trim()))
+                .map(|s| cloudcmd::sanitize(s.trim()))
                 .ok()
                 .filter(|s| !s.is_empty())
                 .unwrap_or_else(|| "holder unknown".into());

@@ -438,10 +438,16 @@ fn three_control_planes_down_to_one_and_back_keeps_data() {
     );
     assert!(!registry_keys(&ws, &cp0).contains("control-plane-1"));
 
-    // Never below one control plane.
+    // Never below one control plane: the config itself refuses a control-plane group of 0
+    // (apply's own `NoControlPlaneLeft` guard is behind it), and nothing changes.
     edit_config(&ws, 0, 0, &base);
     let o = run(&ws, &["apply", "-y"]);
     assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(
+        err.contains("initialCount") && err.contains("at least 1"),
+        "{err}"
+    );
     assert_eq!(status(&ws)["nodes"].as_array().unwrap().len(), 1);
 
     // Back to three: two new control planes join etcd one after the other.

@@ -13,11 +13,6 @@ use provider_local::image::{NodeImage, Sources};
 
 use crate::{Progress, ADMIN_CONF_FILE, MASTER_SECRET_FILE, STATE_FILE};
 
-/// The first loopback range from `preferred` on where `count` nodes find every port free.
-pub fn free_base_address(preferred: std::net::Ipv4Addr, count: u32) -> Option<std::net::Ipv4Addr> {
-    provider_local::infra::free_base_address(preferred, count)
-}
-
 /// The node-image version built by this CLI.
 pub fn image_version() -> String {
     format!("v{}", env!("CARGO_PKG_VERSION"))

@@ -51,7 +51,7 @@ pub fn run(ws: &Path, mut opts: cloudcmd::apply::ApplyOptions, rerun: &str) -> a
         for (node, why) in &change.not_matching {
             println!(
                 "Warning: {node} no longer matches the expected measurements: {}",
-                super::sanitize_line(why)
+                cloudcmd::sanitize(why)
             );
         }
     }

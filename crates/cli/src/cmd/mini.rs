@@ -28,7 +28,7 @@ fn pick_free_addresses(raw: &mut config::RawConfig) -> anyhow::Result<()> {
         return Ok(());
     };
     let preferred = local.base_address;
-    let base = cloudcmd::apply::free_base_address(preferred, count).with_context(|| {
+    let base = provider_local::infra::free_base_address(preferred, count).with_context(|| {
         format!("no free loopback range for {count} nodes from {preferred} on: stop other clusters (`constellation terminate`) or set provider.local.baseAddress")
     })?;
     if base != preferred {

@@ -120,11 +120,6 @@ pub(crate) fn block_on<T>(
     }
 }
 
-/// Strips control characters from text another program wrote (a node's report, a lock holder).
-pub(crate) fn sanitize_line(s: &str) -> String {
-    cloudcmd::sanitize(s)
-}
-
 /// The async runtime of commands that talk to nodes (two workers: the machine's size).
 pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()

@@ -25,7 +25,7 @@ pub fn run(ws: &Path, a: &VerifyArgs) -> anyhow::Result<()> {
             for n in &report.nodes {
                 if let Some(doc) = &n.document {
                     // One document per line: whatever a node sent, no control characters.
-                    println!("{}", super::sanitize_line(&String::from_utf8_lossy(doc)));
+                    println!("{}", cloudcmd::sanitize(&String::from_utf8_lossy(doc)));
                 }
             }
         }
