@@ -7,8 +7,9 @@
 
 mod common;
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use common::{kube_bin, report, which};
+
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use kube_node::cmd::run_async;
@@ -18,34 +19,6 @@ use kube_node::host::{self, HostSysctls};
 use kube_node::image::{self, BUSYBOX_REFERENCE, PAUSE_REFERENCE};
 use kube_node::net::{ClusterNet, DEFAULT_RUN_ROOT};
 use kube_node::runtime::Containerd;
-
-fn report(line: &str) {
-    let _ = std::io::stderr().write_all(format!("{line}\n").as_bytes());
-}
-
-/// `$KUBE_BIN`, else the newest complete folder of scripts/install-kubernetes.sh's cache (never
-/// builds: the build takes about 20 minutes).
-fn kube_bin() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("KUBE_BIN") {
-        return Some(PathBuf::from(p));
-    }
-    let cache = std::env::var_os("CONSTELLATION_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("XDG_CACHE_HOME").map(|x| PathBuf::from(x).join("constellation"))
-        })
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/constellation"))
-        })?;
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(cache.join("kubernetes"))
-        .ok()?
-        .flatten()
-        .map(|e| e.path().join("bin"))
-        .filter(|b| KubeBinaries::locate(b).is_ok())
-        .collect();
-    dirs.sort();
-    dirs.pop()
-}
 
 #[test]
 fn control_plane_node_and_a_worker_become_ready_and_their_pods_talk() {
@@ -441,12 +414,4 @@ async fn wait_phase(cp: &ControlPlane, name: &str, want: &[&str], deadline: Inst
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-fn which(p: &str) -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap();
-    std::env::split_paths(&path)
-        .map(|d| d.join(p))
-        .find(|f| f.is_file())
-        .unwrap()
 }

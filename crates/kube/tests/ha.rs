@@ -5,8 +5,9 @@
 
 mod common;
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use common::{kube_bin, report, which};
+
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use kube_node::cmd::run_async;
@@ -16,32 +17,6 @@ use kube_node::host::HostSysctls;
 use kube_node::image::{self, PAUSE_REFERENCE};
 use kube_node::net::{ClusterNet, DEFAULT_RUN_ROOT};
 use kube_node::runtime::Containerd;
-
-fn report(line: &str) {
-    let _ = std::io::stderr().write_all(format!("{line}\n").as_bytes());
-}
-
-fn kube_bin() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("KUBE_BIN") {
-        return Some(PathBuf::from(p));
-    }
-    let cache = std::env::var_os("CONSTELLATION_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("XDG_CACHE_HOME").map(|x| PathBuf::from(x).join("constellation"))
-        })
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/constellation"))
-        })?;
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(cache.join("kubernetes"))
-        .ok()?
-        .flatten()
-        .map(|e| e.path().join("bin"))
-        .filter(|b| KubeBinaries::locate(b).is_ok())
-        .collect();
-    dirs.sort();
-    dirs.pop()
-}
 
 #[test]
 fn three_control_planes_survive_the_loss_of_one() {
@@ -244,12 +219,4 @@ async fn body(name: &str, bins: &KubeBinaries) {
     }
     sysctls.restore().unwrap();
     net.teardown().unwrap();
-}
-
-fn which(p: &str) -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap();
-    std::env::split_paths(&path)
-        .map(|d| d.join(p))
-        .find(|f| f.is_file())
-        .unwrap()
 }

@@ -4,7 +4,8 @@
 
 mod common;
 
-use std::io::Write;
+use common::{report, which};
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -12,10 +13,6 @@ use kube_node::cmd::run_async;
 use kube_node::image::{self, BUSYBOX_REFERENCE, PAUSE_REFERENCE};
 use kube_node::net::{ClusterNet, DEFAULT_RUN_ROOT};
 use kube_node::runtime::{attach_pod, Containerd, K8S_NAMESPACE};
-
-fn report(line: &str) {
-    let _ = std::io::stderr().write_all(format!("{line}\n").as_bytes());
-}
 
 #[test]
 fn containers_on_two_nodes_reach_each_other() {
@@ -160,12 +157,4 @@ async fn body(name: &str) {
         c.stop().await.unwrap(); // idempotent
     }
     net.teardown().unwrap();
-}
-
-fn which(p: &str) -> std::path::PathBuf {
-    let path = std::env::var_os("PATH").unwrap();
-    std::env::split_paths(&path)
-        .map(|d| d.join(p))
-        .find(|f| f.is_file())
-        .unwrap()
 }

@@ -6,6 +6,46 @@ use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+/// One line to the real stderr (not captured by the harness): progress and timings.
+pub fn report(line: &str) {
+    let _ = std::io::stderr().write_all(format!("{line}\n").as_bytes());
+}
+
+/// A program on `PATH` (panics when absent: the tests check their tools first).
+pub fn which(p: &str) -> std::path::PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join(p))
+        .find(|f| f.is_file())
+        .unwrap_or_else(|| panic!("{p} is not on PATH"))
+}
+
+/// `$KUBE_BIN`, else the newest complete folder of scripts/install-kubernetes.sh's cache (never
+/// builds: the build takes about 20 minutes).
+pub fn kube_bin() -> Option<std::path::PathBuf> {
+    if let Some(p) = std::env::var_os("KUBE_BIN") {
+        return Some(std::path::PathBuf::from(p));
+    }
+    let cache = std::env::var_os("CONSTELLATION_CACHE")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME")
+                .map(|x| std::path::PathBuf::from(x).join("constellation"))
+        })
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(|h| std::path::PathBuf::from(h).join(".cache/constellation"))
+        })?;
+    let mut dirs: Vec<std::path::PathBuf> = std::fs::read_dir(cache.join("kubernetes"))
+        .ok()?
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .filter(|b| kube_node::control_plane::KubeBinaries::locate(b).is_ok())
+        .collect();
+    dirs.sort();
+    dirs.pop()
+}
+
 /// Prints `SKIPPED: <why>` to the real stderr (not captured by the harness).
 pub fn skip(why: &str) {
     let _ = std::io::stderr().write_all(format!("SKIPPED: {why}\n").as_bytes());
