@@ -9,8 +9,17 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod authz;
+pub mod env;
+pub mod ids;
+pub mod inventory;
 pub mod ports;
+pub mod report;
+pub mod state;
+mod serde_fmt;
+
+pub(crate) use serde_fmt::{serde_b64, serde_hex};
 
 use serde::{Deserialize, Serialize};
 
