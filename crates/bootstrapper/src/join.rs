@@ -14,20 +14,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use cluster::ids::ticket;
+use cluster::inventory::NodeInfo;
+use cluster::ports::JOIN as PORT_JOIN;
+use cluster::report::{NodePhase as Phase, NodeState};
+use cluster::Role;
 use proto::join::api_client::ApiClient as JoinClient;
 use proto::join::{IssueJoinTicketRequest, IssueJoinTicketResponse, IssueRejoinTicketRequest};
-use provider_local::cloud::{NodeRecord, Role, PORT_JOIN};
 use rand::seq::SliceRandom;
 use rand::Rng;
 use rcgen::{CertificateParams, DnType, KeyPair};
 use tonic::Code;
 
-use crate::joinservice::{
-    FILE_CA_CERT, FILE_CA_KEY, FILE_CP_CA_CERT, FILE_CP_CA_KEY, FILE_ETCD_INITIAL_CLUSTER,
-};
+use crate::control_plane::start_control_plane;
 use crate::pki::ClusterCa;
-use crate::run::{start_control_plane, Node, Report};
-use crate::state::{write_atomic, NodeState, Phase};
+use crate::run::{Node, Report};
+use crate::state::write_atomic;
 
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_millis(500);
@@ -75,7 +77,7 @@ async fn dial(node: &Node, ep: Ipv4Addr) -> Result<JoinClient<tonic::transport::
 
 /// Control-plane endpoints except this node, shuffled.
 fn endpoints(node: &Node) -> anyhow::Result<Vec<(String, Ipv4Addr)>> {
-    let cloud = node.metadata.load()?;
+    let cloud = node.env.metadata.cluster()?;
     let mut eps: Vec<(String, Ipv4Addr)> = cloud
         .control_planes()
         .filter(|n| n.name != node.args.name)
@@ -176,8 +178,8 @@ where
 
 /// Joins as a new node; returns when this node is a member, or when Init took the node lock.
 pub(crate) async fn join(node: &Arc<Node>) -> anyhow::Result<()> {
-    let me = node.metadata.self_node_retrying(&node.args.name).await;
-    let disk_uuid = node.dir.disk_uuid().context("creating the disk UUID")?;
+    let me = node.me_retrying().await;
+    let disk_uuid = node.env.disk.uuid().context("creating the disk UUID")?;
     let key = KeyPair::generate().context("generating the node key")?;
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     params.distinguished_name.push(DnType::CommonName, &me.name);
@@ -206,7 +208,7 @@ pub(crate) async fn join(node: &Arc<Node>) -> anyhow::Result<()> {
 /// Becomes a member with a join ticket (the node lock is already taken).
 async fn admit(
     node: &Arc<Node>,
-    me: &NodeRecord,
+    me: &NodeInfo,
     who: &str,
     t: IssueJoinTicketResponse,
     key: &KeyPair,
@@ -223,7 +225,7 @@ async fn admit(
         },
     );
     node.mark_member(&cluster_id).await?;
-    node.dir.open_disk(&t.state_disk_key)?;
+    node.env.disk.open(&t.state_disk_key)?;
 
     let file = |name: &str| {
         t.control_plane_files
@@ -233,23 +235,24 @@ async fn admit(
     };
     let pki = node.pki();
     let is_cp = me.role == Role::ControlPlane;
-    let ca_pem = file(FILE_CA_CERT).context("the ticket has no cluster CA certificate")?;
+    let ca_pem = file(ticket::CA_CERT).context("the ticket has no cluster CA certificate")?;
     write_atomic(&pki.ca, &ca_pem, 0o644)?;
     write_atomic(&pki.cert, &t.kubelet_cert, 0o644)?;
     write_atomic(&pki.key, key.serialize_pem().as_bytes(), 0o600)?;
     if is_cp {
         let ca_key = zeroize::Zeroizing::new(
-            file(FILE_CA_KEY).context("the control-plane ticket has no CA key")?,
+            file(ticket::CA_KEY).context("the control-plane ticket has no CA key")?,
         );
         write_atomic(&node.dir.pki().join("ca.key"), &ca_key, 0o600)?;
         let cp_ca_key = zeroize::Zeroizing::new(
-            file(FILE_CP_CA_KEY).context("the control-plane ticket has no control-plane CA key")?,
+            file(ticket::CP_CA_KEY)
+                .context("the control-plane ticket has no control-plane CA key")?,
         );
-        let cp_ca = file(FILE_CP_CA_CERT)
+        let cp_ca = file(ticket::CP_CA_CERT)
             .context("the control-plane ticket has no control-plane CA certificate")?;
-        write_atomic(&node.dir.pki().join(FILE_CP_CA_CERT), &cp_ca, 0o644)?;
-        write_atomic(&node.dir.pki().join(FILE_CP_CA_KEY), &cp_ca_key, 0o600)?;
-        let initial = file(FILE_ETCD_INITIAL_CLUSTER)
+        write_atomic(&node.dir.pki().join(ticket::CP_CA_CERT), &cp_ca, 0o644)?;
+        write_atomic(&node.dir.pki().join(ticket::CP_CA_KEY), &cp_ca_key, 0o600)?;
+        let initial = file(ticket::ETCD_INITIAL_CLUSTER)
             .context("the control-plane ticket has no etcd membership")?;
         write_atomic(&node.dir.etcd_initial_cluster(), &initial, 0o644)?;
     }
@@ -265,8 +268,8 @@ async fn admit(
 /// Rejoins after a restart: the node's disk is provisioned; a JoinService gives back the disk
 /// key and the measurement secret after checking the node's attestation and registry entry.
 pub(crate) async fn rejoin(node: &Arc<Node>, state: &NodeState) -> anyhow::Result<()> {
-    let me = node.metadata.self_node_retrying(&node.args.name).await;
-    let disk_uuid = node.dir.disk_uuid().context("reading the disk UUID")?;
+    let me = node.me_retrying().await;
+    let disk_uuid = node.env.disk.uuid().context("reading the disk UUID")?;
     let req = IssueRejoinTicketRequest {
         disk_uuid: disk_uuid.clone(),
     };
@@ -302,12 +305,12 @@ pub(crate) async fn rejoin(node: &Arc<Node>, state: &NodeState) -> anyhow::Resul
             let Some((who, ticket)) = asked? else {
                 anyhow::bail!("internal error: the rejoin loop stopped without a ticket");
             };
-            node.dir.open_disk(&ticket.state_disk_key)?;
+            node.env.disk.open(&ticket.state_disk_key)?;
             let ms = keys::MeasurementSecret::from_slice(&ticket.measurement_secret)
                 .context("the ticket's measurement secret")?;
             (format!("{who} (rejoin)"), ms)
         }
-        ms = recovered => (crate::recovery::RECOVERED_BY.to_string(), ms),
+        ms = recovered => (cluster::ids::RECOVERED_BY.to_string(), ms),
     };
     drop(recovery);
     let cluster_id = ms.cluster_id(&state.measurement_salt);
@@ -321,7 +324,7 @@ pub(crate) async fn rejoin(node: &Arc<Node>, state: &NodeState) -> anyhow::Resul
 /// reports `joined`.
 async fn serve_as_member(
     node: &Arc<Node>,
-    me: &NodeRecord,
+    me: &NodeInfo,
     cluster_id: &keys::ClusterId,
     admitted_by: String,
 ) -> anyhow::Result<()> {
@@ -330,7 +333,7 @@ async fn serve_as_member(
         let initial = std::fs::read_to_string(node.dir.etcd_initial_cluster()).ok();
         start_control_plane(node, me, ca, initial.as_deref(), None).await?
     } else {
-        vec![]
+        node.strategy.start_worker(node.member(me)).await?
     };
     tracing::info!(%admitted_by, "member of the cluster");
     node.report(

@@ -1,7 +1,10 @@
-//! The node side of the local provider.
+//! The node daemon: the node state machine (wait for Init or join, rejoin after a restart,
+//! recovery) and the services of a member. It runs in the environment its provider gives it
+//! (`cluster::env::NodeEnvironment`: metadata, state disk, measured components, status) and
+//! names no provider; the `constellation-node` binary wires the local one.
 //!
 //! ```text
-//!  provider ──starts──► launcher ("firmware + boot loader", [`launcher`])
+//!  provider ──starts──► launcher ("firmware + boot loader", provider-local)
 //!                         │ measures image components into the node's TPM (PCR 4, 9, 11)
 //!                         ▼ exec
 //!                       Bootstrapper ([`run`])
@@ -19,12 +22,9 @@
 
 #![forbid(unsafe_code)]
 
-pub mod admin;
-pub mod etcd;
+pub mod backends;
+pub mod control_plane;
 pub mod join;
-pub mod joinservice;
-pub mod launcher;
-pub mod metadata;
 pub mod pki;
 pub mod recovery;
 pub mod run;

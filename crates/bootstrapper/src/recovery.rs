@@ -13,17 +13,16 @@ use std::net::SocketAddrV4;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
+use cluster::env::DiskError;
+use cluster::ids::RECOVERED_BY;
+use cluster::ports::RECOVERY as PORT_RECOVERY;
+use cluster::report::NodePhase as Phase;
 use proto::recoverproto::api_server::{Api, ApiServer};
 use proto::recoverproto::{RecoverMessage, RecoverResponse};
-use provider_local::cloud::PORT_RECOVERY;
 use tokio::sync::oneshot;
 use tonic::{Request, Response, Status};
 
 use crate::run::{Node, Report};
-use crate::state::{DiskKeyError, Phase};
-
-/// `admitted_by` of a node that the owner recovered.
-pub const RECOVERED_BY: &str = "recover";
 
 /// The running recovery server; dropping it stops the server.
 pub(crate) struct Recovery {
@@ -116,9 +115,9 @@ impl Api for RecoverService {
                 "this node is already recovered",
             ));
         };
-        match self.node.dir.open_disk(disk_key.expose()) {
+        match self.node.env.disk.open(disk_key.expose()) {
             Ok(()) => {}
-            Err(DiskKeyError::WrongKey) => {
+            Err(DiskError::WrongKey) => {
                 *done = Some(tx);
                 tracing::warn!(
                     "recovery refused: the master secret does not open this node's disk"

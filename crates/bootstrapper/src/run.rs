@@ -15,31 +15,31 @@ use std::net::SocketAddrV4;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use attestation::Variant;
+use cluster::env::NodeEnvironment;
+use cluster::inventory::NodeInfo;
+use cluster::ports::INIT as PORT_INIT;
+use cluster::report::{NodePhase as Phase, NodeReport, NodeState};
+use cluster::state::{JoinConfig, NodeEntry};
+use cluster_store::unix_now;
 use proto::init::api_server::{Api, ApiServer};
 use proto::init::{
     init_response, InitFailureResponse, InitRequest, InitResponse, InitSuccessResponse,
 };
-use provider_local::cloud::{NodeRecord, PORT_ETCD_CLIENT, PORT_ETCD_PEER, PORT_INIT};
-use provider_local::image::ETCD_BINARY;
 use tokio::sync::Mutex;
 use tonic::{Request, Response, Status};
 
-use crate::etcd::{
-    unix_now, JoinConfig, MasterSecretRecord, NodeEntry, Store, KEY_JOIN_CONFIG, KEY_MASTER_SECRET,
-};
-use crate::metadata::Metadata;
+use crate::control_plane::{start_control_plane, InitData};
 use crate::pki::ClusterCa;
 use crate::services::{self, NodePki};
-use crate::state::{NodeDir, NodeState, Phase, Status as NodeStatus};
+use crate::state::NodeDir;
 
 #[derive(Debug, Clone)]
 pub struct Args {
     pub name: String,
-    pub cloud: PathBuf,
     pub dir: PathBuf,
     pub tcti: String,
     pub variant: Variant,
@@ -49,13 +49,16 @@ pub struct Args {
 pub(crate) struct Node {
     pub(crate) args: Args,
     pub(crate) dir: NodeDir,
-    pub(crate) metadata: Metadata,
+    /// What the provider gives this node: metadata, state disk, components, status sink.
+    pub(crate) env: NodeEnvironment,
+    /// How this node brings up what runs on top of the cluster state (crate::control_plane).
+    pub(crate) strategy: Arc<dyn crate::control_plane::ControlPlane>,
     pub(crate) tpm: Arc<tpm::Tpm>,
     pub(crate) issuer: Arc<dyn attestation::Issuer>,
     /// One-shot: whoever takes it (Init or join) makes this node a cluster member.
     pub(crate) lock: AtomicBool,
     /// Long-running children and tasks, kept alive for the node's lifetime.
-    keep: Mutex<Vec<Keep>>,
+    pub(crate) keep: Mutex<Vec<Keep>>,
     /// Serializes Init requests and remembers a successful one, so that a CLI that lost the
     /// answer (killed mid-RPC) can ask again and get the same cluster with fresh credentials.
     init: Mutex<Option<Initialized>>,
@@ -73,7 +76,7 @@ impl Initialized {
     /// Fresh admin credentials (a new admin certificate) in kubeconfig layout.
     fn admin_kubeconfig(&self) -> anyhow::Result<Vec<u8>> {
         let admin = self.ca.issue_admin(&self.cluster_name)?;
-        let creds = crate::admin::AdminCredentials {
+        let creds = cluster::admin::AdminCredentials {
             cluster: self.cluster_name.clone(),
             server: self.endpoint.clone(),
             ca_pem: self.ca.cert_pem.clone(),
@@ -85,7 +88,7 @@ impl Initialized {
 }
 
 #[allow(dead_code)]
-enum Keep {
+pub(crate) enum Keep {
     Child(tokio::process::Child),
     Task(tokio::task::JoinHandle<()>),
 }
@@ -106,16 +109,20 @@ impl Node {
             .read_pcrs_sha256()
             .ok()
             .and_then(|p| p.get(&15).map(hex::encode));
-        let s = NodeStatus {
-            phase,
+        let s = NodeReport {
             cluster_id: r.cluster_id,
             pcr15,
             services: r.services,
             error: r.error,
             admitted_by: r.admitted_by,
             pid: std::process::id(),
+            measurement_salt: self
+                .dir
+                .read_node_state()
+                .map(|s| hex::encode(s.measurement_salt)),
+            ..NodeReport::new(phase)
         };
-        if let Err(e) = self.dir.write_status(&s) {
+        if let Err(e) = self.env.reporter.report(&s) {
             tracing::warn!("writing status: {e}");
         }
     }
@@ -131,8 +138,39 @@ impl Node {
         );
     }
 
-    pub(crate) fn me(&self) -> anyhow::Result<NodeRecord> {
-        self.metadata.self_node(&self.args.name)
+    pub(crate) fn me(&self) -> anyhow::Result<NodeInfo> {
+        Ok(self.env.metadata.cluster()?.node(&self.args.name)?.clone())
+    }
+
+    /// This node as a control-plane strategy sees it.
+    pub(crate) fn member<'a>(&'a self, me: &'a NodeInfo) -> crate::control_plane::Member<'a> {
+        crate::control_plane::Member {
+            me,
+            dir: &self.dir,
+            env: &self.env,
+        }
+    }
+
+    /// This node's record, waiting out transient errors (the provider's metadata briefly
+    /// unavailable): retries with backoff from 50 ms doubling to 2 s, for as long as it
+    /// takes, logging each new error. A node never exits because its metadata hiccupped.
+    pub(crate) async fn me_retrying(&self) -> NodeInfo {
+        let mut pause = Duration::from_millis(50);
+        let mut last = String::new();
+        loop {
+            match self.me() {
+                Ok(n) => return n,
+                Err(e) => {
+                    let msg = format!("{e:#}");
+                    if msg != last {
+                        tracing::warn!("metadata unavailable, retrying: {msg}");
+                        last = msg;
+                    }
+                }
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(2));
+        }
     }
 
     /// Extends the cluster ID into PCR 15: from now on this node belongs to that cluster.
@@ -171,11 +209,15 @@ fn raise_fd_limit() {
     }
 }
 
-pub async fn run(args: Args) -> anyhow::Result<()> {
+/// Runs the node daemon in the environment its provider gives it, bringing up the control
+/// plane with `strategy`.
+pub async fn run(
+    args: Args,
+    env: NodeEnvironment,
+    strategy: Arc<dyn crate::control_plane::ControlPlane>,
+) -> anyhow::Result<()> {
     raise_fd_limit();
     let dir = NodeDir(args.dir.clone());
-    let metadata = Metadata::new(&args.cloud);
-    let me = metadata.self_node_retrying(&args.name).await;
     let tpm = {
         let tcti = args.tcti.clone();
         Arc::new(tokio::task::spawn_blocking(move || tpm::Tpm::open(&tcti)).await??)
@@ -185,13 +227,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let node = Arc::new(Node {
         args: args.clone(),
         dir,
-        metadata,
+        env,
+        strategy,
         tpm,
         issuer,
         lock: AtomicBool::new(false),
         keep: Mutex::new(vec![]),
         init: Mutex::new(None),
     });
+    let me = node.me_retrying().await;
 
     // Every node, member or not, answers `constellation verify` from its start.
     let verify = crate::verify::serve(me.address, node.issuer.clone()).await?;
@@ -253,9 +297,12 @@ impl Api for InitService {
         let node = self.node.clone();
         // Checks before taking the lock: a wrong secret must not burn the node.
         let hash = node
+            .env
             .metadata
-            .init_secret_hash()
-            .map_err(|_| Status::internal("metadata unavailable"))?;
+            .cluster()
+            .map_err(|_| Status::unavailable("metadata unavailable"))?
+            .init_secret_hash
+            .clone();
         let secret = req.init_secret.clone();
         let ok =
             tokio::task::spawn_blocking(move || bcrypt::verify(&secret, &hash).unwrap_or(false))
@@ -340,13 +387,6 @@ struct AttestationConfig {
     measurements: measurements::Measurements,
 }
 
-/// What only the first control-plane node puts into etcd.
-pub(crate) struct InitData {
-    join_config: JoinConfig,
-    master: Arc<keys::MasterSecret>,
-    entry: NodeEntry,
-}
-
 async fn initialize(node: &Arc<Node>, req: &InitRequest) -> anyhow::Result<(Initialized, Vec<u8>)> {
     let master =
         Arc::new(keys::MasterSecret::from_kms_uri(&req.kms_uri).context("reading the KMS URI")?);
@@ -377,9 +417,9 @@ async fn initialize(node: &Arc<Node>, req: &InitRequest) -> anyhow::Result<(Init
 
     // Mark the node as a member of this cluster before anything else.
     node.mark_member(&cluster_id).await?;
-    let disk_uuid = node.dir.disk_uuid().context("reading the disk UUID")?;
+    let disk_uuid = node.env.disk.uuid().context("reading the disk UUID")?;
     let disk_key = master.data_key(&disk_uuid, 32)?;
-    node.dir.open_disk(disk_key.expose())?;
+    node.env.disk.open(disk_key.expose())?;
     node.dir
         .write_node_state(&NodeState {
             role: "ControlPlane".into(),
@@ -402,13 +442,14 @@ async fn initialize(node: &Arc<Node>, req: &InitRequest) -> anyhow::Result<(Init
         tokio::task::spawn_blocking(move || tpm.attestation_key()).await??
     };
     let init = InitData {
-        join_config: JoinConfig {
-            variant: policy.variant,
-            measurements: policy.measurements,
-            measurement_salt: req.measurement_salt.clone(),
-        },
+        join_config: JoinConfig::new(
+            policy.variant,
+            policy.measurements,
+            req.measurement_salt.clone(),
+        ),
         master,
         entry: NodeEntry {
+            version: cluster::state::STATE_VERSION,
             name: me.name.clone(),
             role: me.role.as_str().into(),
             address: me.address.to_string(),
@@ -426,130 +467,10 @@ async fn initialize(node: &Arc<Node>, req: &InitRequest) -> anyhow::Result<(Init
     let done = Initialized {
         cluster_id,
         cluster_name,
-        endpoint: format!("https://{}:{PORT_ETCD_CLIENT}", me.address),
+        endpoint: node.strategy.admin_endpoint(me.address),
         ca: cp_ca,
     };
     let kubeconfig = done.admin_kubeconfig()?;
     report(Phase::Initialized, services);
     Ok((done, kubeconfig))
-}
-
-/// Starts this control-plane node's services: its etcd member (new cluster on the first node,
-/// `etcd_join` = the ticket's `--initial-cluster` on a joiner, data on disk on a restart),
-/// promotion from learner to voting member, the KeyService (master secret from etcd; `init`
-/// puts it there first) and the JoinService.
-pub(crate) async fn start_control_plane(
-    node: &Arc<Node>,
-    me: &NodeRecord,
-    ca: Arc<ClusterCa>,
-    etcd_join: Option<&str>,
-    init: Option<InitData>,
-) -> anyhow::Result<Vec<&'static str>> {
-    // Control-plane services speak with the control-plane identity only.
-    let (cp_ca, pki) = services::control_plane_pki(&node.dir, &me.name, me.address)?;
-    // etcd is a component of the image manifest: started from the launcher's measured copy,
-    // never from the image folder.
-    let etcd_bin = crate::launcher::component(ETCD_BINARY)?;
-    let etcd =
-        services::start_etcd(&etcd_bin, &node.dir, &me.name, me.address, &pki, etcd_join).await?;
-    node.keep.lock().await.push(Keep::Child(etcd));
-    if let Some(cluster) = etcd_join {
-        promote(me, cluster, &pki).await?;
-    }
-    let own = vec![format!("https://{}:{PORT_ETCD_CLIENT}", me.address)];
-    let store = Store::connect(&own, &pki).await?;
-    let master = match init {
-        Some(init) => {
-            store.put_json(KEY_JOIN_CONFIG, &init.join_config).await?;
-            store
-                .put_json(KEY_MASTER_SECRET, &MasterSecretRecord::new(&init.master))
-                .await?;
-            store.put_node(&init.entry).await?;
-            init.master
-        }
-        None => Arc::new(read_master_secret(&store).await?),
-    };
-    // The KeyService trusts client certificates from the CA the authorisation table names.
-    let ks_ca = match cluster::authz::client_ca(cluster::authz::Service::KeyService) {
-        Some(cluster::authz::ClientCa::ControlPlane) => &cp_ca,
-        Some(cluster::authz::ClientCa::Cluster) => &ca,
-        None => anyhow::bail!("the authorisation table gives the KeyService no client CA"),
-    };
-    let ks = services::serve_keyservice(me.address, ks_ca, &pki, master).await?;
-    node.keep.lock().await.push(Keep::Task(ks));
-    let js = crate::joinservice::serve(me.clone(), node.metadata.clone(), store, ca, cp_ca, &pki)
-        .await?;
-    node.keep.lock().await.push(Keep::Task(js));
-    Ok(vec!["ca", "etcd", "keyservice", "joinservice"])
-}
-
-/// Reads the master secret from etcd; a freshly started member may need a moment.
-async fn read_master_secret(store: &Store) -> anyhow::Result<keys::MasterSecret> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match store
-            .get_json::<MasterSecretRecord>(KEY_MASTER_SECRET)
-            .await
-        {
-            Ok(Some(r)) => return r.secret(),
-            Ok(None) => anyhow::bail!(
-                "etcd holds no master secret: the cluster was not initialized by this version"
-            ),
-            Err(e) if Instant::now() < deadline => {
-                tracing::debug!("reading the master secret: {e:#}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// Promotes this node's etcd member from learner to voting member once it caught up, through
-/// the other members (a learner serves no client requests).
-async fn promote(me: &NodeRecord, cluster: &str, pki: &NodePki) -> anyhow::Result<()> {
-    let my_peer = format!("https://{}:{PORT_ETCD_PEER}", me.address);
-    let others: Vec<String> = cluster
-        .split(',')
-        .filter_map(|m| m.split_once('=').map(|(_, url)| url))
-        .filter(|url| *url != my_peer)
-        .map(|url| {
-            url.replace(
-                &format!(":{PORT_ETCD_PEER}"),
-                &format!(":{PORT_ETCD_CLIENT}"),
-            )
-        })
-        .collect();
-    if others.is_empty() {
-        return Ok(());
-    }
-    let store = Store::connect(&others, pki).await?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut last = String::new();
-    while Instant::now() < deadline {
-        let mut c = store.client();
-        match c.member_list().await {
-            Ok(list) => {
-                let Some(m) = list
-                    .members()
-                    .iter()
-                    .find(|m| m.peer_urls().contains(&my_peer))
-                else {
-                    anyhow::bail!("this node's etcd member {my_peer} is not in the member list");
-                };
-                if !m.is_learner() {
-                    return Ok(());
-                }
-                match c.member_promote(m.id()).await {
-                    Ok(_) => {
-                        tracing::info!("etcd member promoted to voting member");
-                        return Ok(());
-                    }
-                    Err(e) => last = e.to_string(),
-                }
-            }
-            Err(e) => last = e.to_string(),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    anyhow::bail!("the etcd member did not catch up within 60 s: {last}")
 }

@@ -3,23 +3,21 @@
 //! (mutual TLS: only holders of a control-plane certificate) and the JoinService endpoint.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use provider_local::cloud::{PORT_ETCD_CLIENT, PORT_ETCD_PEER, PORT_KEYSERVICE};
+use cluster::ports::{
+    ETCD_CLIENT as PORT_ETCD_CLIENT, ETCD_PEER as PORT_ETCD_PEER, KEYSERVICE as PORT_KEYSERVICE,
+};
 use tokio::process::{Child, Command};
 
 use crate::pki::{pem_to_der, ClusterCa};
 use crate::state::{write_atomic, NodeDir};
 
 /// Files of one node's TLS identity under `state/pki/`.
-pub struct NodePki {
-    pub ca: PathBuf,
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
+pub type NodePki = cluster_store::PkiFiles;
 
 /// Writes CA (cert + key) and this node's certificate; returns the paths.
 pub fn setup_pki(

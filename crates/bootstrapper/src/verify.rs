@@ -11,16 +11,11 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 
 use anyhow::Context;
+use cluster::ids::{MAX_NONCE_LEN, VERIFY_USER_DATA as USER_DATA};
+use cluster::ports::VERIFY as PORT_VERIFY;
 use proto::verify::api_server::{Api, ApiServer};
 use proto::verify::{GetAttestationRequest, GetAttestationResponse};
-use provider_local::cloud::PORT_VERIFY;
 use tonic::{Request, Response, Status};
-
-/// The user data every verification-service document is bound to.
-pub const USER_DATA: &[u8] = b"VerifyService";
-
-/// Longest nonce accepted (the CLI sends 32 bytes); bounds the work a caller can cause.
-pub const MAX_NONCE_LEN: usize = 64;
 
 /// Binds `<address>:30081` (a bind error fails the caller, with the address named) and serves
 /// the verification API in a task until the node ends.

@@ -143,16 +143,29 @@ fn infra_hint(e: &provider_local::infra::InfraError) -> Option<String> {
     })
 }
 
-/// Hints recognised by message, for errors of crates without typed errors here.
-fn message_hint(err: &anyhow::Error) -> Option<String> {
-    let s = format!("{err:#}");
-    if s.contains(&format!("PCR 15: expected {}, got", "00".repeat(32))) {
-        return Some("the node already belongs to a cluster (PCR 15 is set): an earlier apply was probably interrupted while the node initialized; `constellation terminate -y`, then `constellation apply`, starts over (the master secret is kept)".into());
+/// Hints for a node whose attestation the CLI refused (typed: the validator's reason, found in
+/// the error chain below atls' `PeerRejected`).
+fn attestation_hint(err: &anyhow::Error) -> Option<String> {
+    let rejected = err.chain().any(|e| {
+        matches!(
+            e.downcast_ref::<atls::Error>(),
+            Some(atls::Error::PeerRejected(_))
+        )
+    });
+    if !rejected {
+        return None;
     }
-    if s.contains("failed attestation") {
-        return Some("the node runs other software than the config's measurements expect: rebuild the image or update the measurements".into());
+    let reason = err
+        .chain()
+        .find_map(|e| e.downcast_ref::<attestation::ValidationError>());
+    if let Some(attestation::ValidationError::Measurements(m)) = reason {
+        if m.iter()
+            .any(|x| x.index == 15 && x.expected.iter().all(|b| *b == 0))
+        {
+            return Some("the node already belongs to a cluster (PCR 15 is set): an earlier apply was probably interrupted while the node initialized; `constellation terminate -y`, then `constellation apply`, starts over (the master secret is kept)".into());
+        }
     }
-    None
+    Some("the node runs other software than the config's measurements expect: rebuild the image or update the measurements".into())
 }
 
 /// The hint for an error: an attached [`Hinted`] first, else one derived from known types.
@@ -180,7 +193,7 @@ pub fn hint_for(err: &anyhow::Error) -> Option<String> {
             });
         }
     }
-    if let Some(h) = message_hint(err) {
+    if let Some(h) = attestation_hint(err) {
         return Some(h);
     }
     for e in err.chain() {
@@ -250,15 +263,25 @@ mod tests {
 
     #[test]
     fn pcr15_set_hints_at_an_interrupted_init() {
-        let zero = "00".repeat(32);
-        let e = anyhow::anyhow!(
-            "measurements do not match: PCR 15: expected {zero}, got {}",
-            "ab".repeat(32)
-        )
-        .context("the node at 127.0.0.1:9000 failed attestation; nothing secret was sent");
-        assert!(hint_for(&e).unwrap().contains("terminate -y"));
-        let e = anyhow::anyhow!("measurements do not match: PCR 11: expected {zero}, got 01")
-            .context("the node at 127.0.0.1:9000 failed attestation; nothing secret was sent");
-        assert!(hint_for(&e).unwrap().contains("rebuild the image"));
+        let refused = |index: u32, expected: u8| {
+            let m = measurements::Mismatch {
+                index,
+                expected: vec![expected; 32],
+                actual: Some(vec![0xab; 32]),
+            };
+            anyhow::Error::new(atls::Error::PeerRejected(atls::VerifyError::Validation {
+                variant: attestation::Variant::LocalVtpm,
+                source: attestation::ValidationError::Measurements(vec![m]),
+            }))
+            .context("the node at 127.0.0.1:9000 failed attestation; nothing secret was sent")
+        };
+        assert!(hint_for(&refused(15, 0)).unwrap().contains("terminate -y"));
+        assert!(hint_for(&refused(11, 0))
+            .unwrap()
+            .contains("rebuild the image"));
+        // The same words without the typed refusal get no attestation hint.
+        let e = anyhow::anyhow!("PCR 15: expected {}, got 01", "00".repeat(32))
+            .context("failed attestation");
+        assert_eq!(hint_for(&e), None);
     }
 }

@@ -10,5 +10,6 @@ use measurements::Measurements;
 /// Fails when the image's programs are not installed; `config generate local` then fails too,
 /// rather than writing measurements no node would match.
 pub fn local_default_measurements(variant: Variant) -> anyhow::Result<Measurements> {
-    cloudcmd::apply::local_default_measurements(variant).context("measuring the local node image")
+    provider_local::provider::default_measurements(variant)
+        .context("measuring the local node image")
 }

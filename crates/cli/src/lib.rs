@@ -79,3 +79,9 @@ pub fn run(args: Cli) -> anyhow::Result<()> {
 pub fn hint(e: &anyhow::Error) -> Option<String> {
     error::hint_for(e)
 }
+
+/// The workspace at `dir` with its provider. The CLI binary is where a provider is named: the
+/// local provider is the only one this build creates clusters with.
+pub fn workspace(dir: &std::path::Path) -> cloudcmd::Workspace {
+    provider_local::workspace(dir)
+}

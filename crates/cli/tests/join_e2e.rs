@@ -124,10 +124,11 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
 
 /// Debian's `etcdctl` with the owner's admin credentials (from the admin kubeconfig layout).
 fn etcdctl(ws: &Path, endpoint: &str, args: &[&str]) -> Vec<u8> {
-    let pki = cloudcmd::admin::AdminCredentials::load(&ws.join("constellation-admin.conf"))
-        .unwrap()
-        .write_pem_files(&ws.join("etcdctl"))
-        .unwrap();
+    let pki = cloudcmd::admin::write_pem_files(
+        &cloudcmd::admin::load(&ws.join("constellation-admin.conf")).unwrap(),
+        &ws.join("etcdctl"),
+    )
+    .unwrap();
     let o = Command::new("etcdctl")
         .env("ETCDCTL_API", "3")
         .arg(format!("--endpoints=https://{endpoint}:2379"))

@@ -1,30 +1,17 @@
 //! `constellation apply`: infrastructure, then init.
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use attestation::Variant;
+use cluster::ports::INIT as PORT_INIT;
+use cluster::report::NodePhase as Phase;
+use cluster::Role;
 use config::state::State;
-use config::{Config, NodeRole, Provider};
+use config::{Config, NodeRole};
 use proto::init::{init_response, InitRequest};
-use provider_local::cloud::{CloudState, Role, PORT_INIT};
-use provider_local::image::{NodeImage, Sources};
 
+use crate::provider::{Wanted, Workspace};
 use crate::{Progress, ADMIN_CONF_FILE, MASTER_SECRET_FILE, STATE_FILE};
-
-/// The node-image version built by this CLI.
-pub fn image_version() -> String {
-    format!("v{}", env!("CARGO_PKG_VERSION"))
-}
-
-/// Measurements of the node image `mini up`/`apply` will build from this installation
-/// (`constellation-node` next to the CLI, etcd from [`provider_local::image::etcd_source`]), computed
-/// without building it.
-pub fn local_default_measurements(variant: Variant) -> anyhow::Result<measurements::Measurements> {
-    let sources = Sources::default_for_exe(&image_version())?;
-    Ok(sources.expected_measurements(variant)?)
-}
 
 #[derive(Debug, Clone, Default)]
 pub struct ApplyOptions {
@@ -90,26 +77,6 @@ fn confirmed(opts: &ApplyOptions, question: &str) -> Result<(), ApplyError> {
     }
 }
 
-/// The image the config points at, built from this installation when it names none.
-fn node_image(ws: &Path, cfg: &Config) -> anyhow::Result<(NodeImage, PathBuf)> {
-    let sources = Sources::default_for_exe(&image_version())?;
-    let launcher = sources.node_binary.clone();
-    let configured = cfg
-        .local()
-        .map(|l| l.node_image.clone())
-        .unwrap_or_default();
-    let image = if configured.is_empty() {
-        let dir = ws.join(provider_local::cloud::STATE_DIR).join("images");
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        NodeImage::build(&sources, &dir)?
-    } else {
-        let p = PathBuf::from(&configured);
-        let p = if p.is_absolute() { p } else { ws.join(p) };
-        NodeImage::load(&p)?
-    };
-    Ok((image, launcher))
-}
-
 fn random_init_secret() -> String {
     use rand::Rng;
     const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_%@";
@@ -120,18 +87,22 @@ fn random_init_secret() -> String {
 }
 
 pub async fn apply(
-    ws: &Path,
+    ws: &Workspace,
     cfg: &Config,
     opts: &ApplyOptions,
     progress: &mut dyn Progress,
 ) -> anyhow::Result<ApplyOutcome> {
-    if cfg.provider() != Provider::Local {
+    if cfg.provider().as_str() != ws.provider.name() {
         bail!(
-            "provider {} cannot be reached from this machine: only the `local` provider creates clusters in this build",
-            cfg.provider().as_str()
+            "provider {} cannot be reached from this machine: only the `{}` provider creates clusters in this build",
+            cfg.provider().as_str(),
+            ws.provider.name()
         );
     }
-    let ws = &std::path::absolute(ws).context("resolving the workspace folder")?;
+    let ws = &Workspace::new(
+        std::path::absolute(ws.dir()).context("resolving the workspace folder")?,
+        ws.provider.clone(),
+    );
     let state_path = ws.join(STATE_FILE);
     // A missing or unreadable state file while the nodes belong to a cluster is refused here:
     // never initialize again on top of a running cluster.
@@ -156,11 +127,10 @@ pub async fn apply(
     // running (an outage), it runs after the infrastructure phase restarted them. ----
     let mut attestation_config_pending = false;
     if state.cluster_id().is_some() && !opts.skip_attestation_config {
-        let cp_running = CloudState::load(&CloudState::path(ws))?.is_some_and(|c| {
-            c.nodes
-                .iter()
-                .any(|n| n.role == Role::ControlPlane && n.process.is_some_and(|p| p.is_alive()))
-        });
+        let cp_running = ws
+            .provider
+            .view()?
+            .is_some_and(|c| c.running_control_planes().next().is_some());
         if cp_running {
             let t = Instant::now();
             outcome.attestation_config = push_attestation_config(ws, cfg, opts, progress).await?;
@@ -180,10 +150,6 @@ pub async fn apply(
             state.write(&state_path)?;
         }
         let secret = state.infrastructure.init_secret.expose().to_vec();
-        let (image, launcher) = node_image(ws, cfg)?;
-        let local = cfg
-            .local()
-            .context("the config has no provider.local section")?;
         let groups = cfg
             .node_groups()
             .iter()
@@ -199,38 +165,29 @@ pub async fn apply(
                 )
             })
             .collect();
-        let wanted = provider_local::infra::Wanted {
-            name: cfg.name().to_string(),
-            image_version: cfg.raw().image.clone(),
-            image_configured: cfg.local().is_some_and(|l| !l.node_image.is_empty()),
-            variant: cfg.variant(),
-            base_address: local.base_address,
+        let wanted = Wanted {
+            config: cfg.clone(),
             groups,
-            image,
-            launcher,
+            init_secret: secret,
             cancel: opts.cancel,
         };
-        if let Some(cloud) = CloudState::load(&CloudState::path(ws))? {
-            // Fields a running cluster cannot change are refused before anything changes.
-            provider_local::infra::check_unchangeable(&cloud, &wanted)?;
-            let surplus = provider_local::infra::surplus(&cloud, &wanted.groups);
-            if !surplus.is_empty() {
-                outcome.removed =
-                    remove_surplus(ws, &state, cloud, surplus, opts, progress).await?;
-            }
+        // Fields a running cluster cannot change are refused before anything changes.
+        let surplus = ws.provider.plan(&wanted)?;
+        if !surplus.is_empty() {
+            outcome.removed = remove_surplus(ws, &state, surplus, opts, progress).await?;
         }
-        let ws2 = ws.to_path_buf();
+        let provider = ws.provider.clone();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
         let job = tokio::task::spawn_blocking(move || {
-            provider_local::infra::apply(&ws2, &wanted, &secret, &mut |m: &str| {
+            provider.apply(&wanted, &mut |m: &str| {
                 let _ = tx.send(m.to_string());
             })
         });
         while let Some(m) = rx.recv().await {
             progress.step(&format!("infrastructure: {m}"));
         }
-        let cloud = job.await??;
-        crate::state_rebuild::fill_infrastructure(&mut state, &cloud)?;
+        job.await??;
+        ws.provider.fill_infrastructure(&mut state)?;
         state.write(&state_path)?;
         outcome.nodes_created = true;
         timings.push(("infrastructure".to_string(), t.elapsed()));
@@ -271,17 +228,21 @@ pub async fn apply(
 /// quorum of the others) and every node leaves the node registry; then its processes, TPM and
 /// folder go.
 async fn remove_surplus(
-    ws: &Path,
+    ws: &Workspace,
     state: &State,
-    cloud: CloudState,
-    surplus: Vec<provider_local::cloud::NodeRecord>,
+    surplus: Vec<cluster::inventory::NodeInfo>,
     opts: &ApplyOptions,
     progress: &mut dyn Progress,
 ) -> anyhow::Result<Vec<String>> {
+    let cloud = ws
+        .provider
+        .view()?
+        .context("the provider's records disappeared")?;
     for g in surplus.iter().filter(|n| n.role == Role::ControlPlane) {
         let left = cloud
             .nodes
             .iter()
+            .map(|n| &n.info)
             .filter(|n| n.role == Role::ControlPlane && !surplus.contains(n))
             .count();
         if left == 0 {
@@ -305,8 +266,10 @@ async fn remove_surplus(
     for node in surplus {
         if initialized {
             // The current cloud (without the nodes removed so far) says whom to talk to.
-            let now = CloudState::load(&CloudState::path(ws))?
-                .context("the local cloud state disappeared")?;
+            let now = ws
+                .provider
+                .view()?
+                .context("the provider's records disappeared")?;
             let store = crate::cluster_store::connect_except(ws, &now, Some(&node.name)).await?;
             store.delete_node(&node.name).await?;
             if node.role == Role::ControlPlane
@@ -315,10 +278,9 @@ async fn remove_surplus(
                 progress.step(&format!("infrastructure: {} left etcd", node.name));
             }
         }
-        let ws2 = ws.to_path_buf();
+        let provider = ws.provider.clone();
         let name = node.name.clone();
-        tokio::task::spawn_blocking(move || provider_local::infra::remove_node(&ws2, &name))
-            .await??;
+        tokio::task::spawn_blocking(move || provider.remove_node(&name)).await??;
         progress.step(&format!("infrastructure: removed {}", node.name));
         removed.push(node.name);
     }
@@ -329,13 +291,15 @@ async fn remove_surplus(
 /// cluster's join configuration, show the difference, ask, and push them; every JoinService
 /// uses them within seconds. Then name the nodes that no longer match.
 async fn push_attestation_config(
-    ws: &Path,
+    ws: &Workspace,
     cfg: &Config,
     opts: &ApplyOptions,
     progress: &mut dyn Progress,
 ) -> anyhow::Result<Option<AttestationConfigChange>> {
-    let cloud =
-        CloudState::load(&CloudState::path(ws))?.context("the local cloud state disappeared")?;
+    let cloud = ws
+        .provider
+        .view()?
+        .context("the provider's records disappeared")?;
     // The cluster's state may be unreachable (its control plane waits for `recover`): then
     // the phase says so and is done by a later apply; it never passes silently.
     let read = async {
@@ -408,11 +372,10 @@ pub fn measurement_diff(
 /// was refused (its attestation did not match, e.g. a changed image), failed, or stopped; the
 /// members stay up.
 pub(crate) async fn wait_for_joins(
-    ws: &Path,
+    ws: &Workspace,
     opts: &ApplyOptions,
     progress: &mut dyn Progress,
 ) -> anyhow::Result<(usize, usize)> {
-    use bootstrapper::state::Phase;
     let deadline = Instant::now() + opts.join_timeout.unwrap_or(Duration::from_secs(120));
     let mut last = None;
     loop {
@@ -450,7 +413,7 @@ pub(crate) async fn wait_for_joins(
         let mut cps = st
             .nodes
             .iter()
-            .filter(|n| n.role == provider_local::cloud::Role::ControlPlane.as_str())
+            .filter(|n| n.role == Role::ControlPlane.as_str())
             .peekable();
         let no_joinservice = cps.peek().is_some()
             && cps.all(|n| {
@@ -495,7 +458,7 @@ struct InitValidator {
 }
 
 impl attestation::Validator for InitValidator {
-    fn variant(&self) -> Variant {
+    fn variant(&self) -> attestation::Variant {
         self.fresh.variant()
     }
     fn validate(
@@ -515,7 +478,7 @@ impl attestation::Validator for InitValidator {
 }
 
 async fn init(
-    ws: &Path,
+    ws: &Workspace,
     cfg: &Config,
     state: &mut State,
     opts: &ApplyOptions,
@@ -563,8 +526,10 @@ async fn init(
     // Validator: the config's measurements with PCR 15 enforced zero (an uninitialized node,
     // whatever the config says), and only the attestation key the provider recorded for the
     // control-plane node at the endpoint (crate::binding).
-    let cloud = CloudState::load(&CloudState::path(ws))?
-        .context("no local cloud state: run `constellation apply` first")?;
+    let cloud = ws
+        .provider
+        .view()?
+        .context("no infrastructure records: run `constellation apply` first")?;
     let fresh: Box<dyn attestation::Validator> = Box::new(crate::binding::NodeBound::for_init(
         cfg,
         &cloud,

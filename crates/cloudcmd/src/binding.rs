@@ -9,39 +9,36 @@
 
 use anyhow::Context;
 use attestation::{validator_for, AkFingerprint, ValidationError, Validator, ValidatorPolicy};
+use cluster::inventory::NodeInfo;
+use cluster::Role;
 use measurements::{Measurement, Measurements};
-use provider_local::cloud::{CloudState, NodeRecord, Role};
+
+use crate::provider::CloudView;
 
 /// The provider's record of the node at `address` (the one the CLI dials).
-pub(crate) fn node_at<'a>(cloud: &'a CloudState, address: &str) -> anyhow::Result<&'a NodeRecord> {
-    let host = address.split(':').next().unwrap_or_default();
+pub(crate) fn node_at<'a>(cloud: &'a CloudView, address: &str) -> anyhow::Result<&'a NodeInfo> {
     cloud
-        .nodes
-        .iter()
-        .find(|n| n.address.to_string() == host)
+        .node_at(address)
+        .map(|n| &n.info)
         .with_context(|| format!("the provider has no node at {address}"))
 }
 
 /// The fingerprint of the AK the provider recorded for `node`.
-pub(crate) fn recorded_ak(node: &NodeRecord) -> anyhow::Result<AkFingerprint> {
-    let public = node
-        .ak_public
-        .as_deref()
-        .and_then(|h| hex::decode(h).ok())
-        .with_context(|| {
-            format!(
-                "the provider recorded no attestation key for node {} (run `constellation apply`)",
-                node.name
-            )
-        })?;
-    Ok(AkFingerprint::of_tpmt_public(&public))
+pub(crate) fn recorded_ak(node: &NodeInfo) -> anyhow::Result<AkFingerprint> {
+    let public = node.ak_public.as_deref().with_context(|| {
+        format!(
+            "the provider recorded no attestation key for node {} (run `constellation apply`)",
+            node.name
+        )
+    })?;
+    Ok(AkFingerprint::of_tpmt_public(public))
 }
 
 /// The config's policy (SEV-SNP/TDX settings) trusting exactly `node`'s recorded attestation
 /// key.
 pub(crate) fn node_policy(
     cfg: &config::Config,
-    node: &NodeRecord,
+    node: &NodeInfo,
 ) -> anyhow::Result<ValidatorPolicy> {
     let from_config = cfg
         .validator_policy(None)
@@ -71,7 +68,7 @@ impl NodeBound {
     pub(crate) fn new(
         cfg: &config::Config,
         measurements: Measurements,
-        node: &NodeRecord,
+        node: &NodeInfo,
     ) -> anyhow::Result<NodeBound> {
         Ok(NodeBound {
             inner: validator_for(cfg.variant(), measurements, node_policy(cfg, node)?)?,
@@ -83,7 +80,7 @@ impl NodeBound {
     /// An init validator: `node` must be a control plane, PCR 15 must be zero.
     pub(crate) fn for_init(
         cfg: &config::Config,
-        cloud: &CloudState,
+        cloud: &CloudView,
         address: &str,
     ) -> anyhow::Result<NodeBound> {
         let node = node_at(cloud, address)?;
@@ -135,30 +132,35 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    fn cloud() -> CloudState {
-        let node = |name: &str, role, last: u8, ak: &str| NodeRecord {
-            name: name.into(),
-            role,
-            group: "g".into(),
-            address: std::net::Ipv4Addr::new(127, 9, 0, last),
-            dir: "/x".into(),
-            ak_public: Some(ak.into()),
-            swtpm: None,
-            process: None,
+    fn cloud() -> CloudView {
+        let node = |name: &str, role, last: u8, ak: u8| crate::provider::NodeView {
+            info: NodeInfo {
+                name: name.into(),
+                role,
+                group: "g".into(),
+                address: std::net::Ipv4Addr::new(127, 9, 0, last),
+                ak_public: Some(vec![ak]),
+            },
+            running: true,
+            tpm_running: true,
+            report: None,
+            last_report: None,
+            has_cluster_state: false,
         };
-        CloudState {
-            version: "v1".into(),
-            uid: "u".into(),
-            name: "c".into(),
-            variant: "local-vtpm".into(),
-            image_dir: "/img".into(),
-            init_secret_hash: String::new(),
-            base_address: std::net::Ipv4Addr::new(127, 9, 0, 1),
-            image: None,
-            nodes: vec![
-                node("control-plane-0", Role::ControlPlane, 1, "01"),
-                node("worker-0", Role::Worker, 2, "02"),
-            ],
+        let nodes = vec![
+            node("control-plane-0", Role::ControlPlane, 1, 1),
+            node("worker-0", Role::Worker, 2, 2),
+        ];
+        CloudView {
+            info: cluster::inventory::ClusterInfo {
+                uid: "u".into(),
+                name: "c".into(),
+                variant: "local-vtpm".into(),
+                init_secret_hash: String::new(),
+                nodes: nodes.iter().map(|n| n.info.clone()).collect(),
+            },
+            image: "img".into(),
+            nodes,
         }
     }
 

@@ -8,42 +8,41 @@
 use std::path::Path;
 
 use anyhow::Context as _;
-use bootstrapper::admin::AdminCredentials;
-use bootstrapper::etcd::{JoinConfig, Store, KEY_JOIN_CONFIG};
-use provider_local::cloud::{CloudState, Role, PORT_ETCD_CLIENT, PORT_ETCD_PEER};
+use cluster::ports::{ETCD_CLIENT as PORT_ETCD_CLIENT, ETCD_PEER as PORT_ETCD_PEER};
+use cluster::state::{JoinConfig, KEY_JOIN_CONFIG};
+pub use cluster_store::Store;
 
+use crate::provider::CloudView;
 use crate::ADMIN_CONF_FILE;
 
 /// Connects to the etcd members of the cluster's running control-plane nodes.
-pub async fn connect(ws: &Path, cloud: &CloudState) -> anyhow::Result<Store> {
+pub async fn connect(ws: &Path, cloud: &CloudView) -> anyhow::Result<Store> {
     connect_except(ws, cloud, None).await
 }
 
 /// As [`connect`], but never through the member of node `except` (one that is being removed).
 pub async fn connect_except(
     ws: &Path,
-    cloud: &CloudState,
+    cloud: &CloudView,
     except: Option<&str>,
 ) -> anyhow::Result<Store> {
-    let creds = AdminCredentials::load(&ws.join(ADMIN_CONF_FILE))
+    let creds = crate::admin::load(&ws.join(ADMIN_CONF_FILE))
         .with_context(|| format!("the owner's credentials {}", crate::shown(ADMIN_CONF_FILE)))?;
     let endpoints: Vec<String> = cloud
-        .nodes
-        .iter()
-        .filter(|n| n.role == Role::ControlPlane && n.process.is_some_and(|p| p.is_alive()))
+        .running_control_planes()
         .filter(|n| Some(n.name.as_str()) != except)
         .map(|n| format!("https://{}:{PORT_ETCD_CLIENT}", n.address))
         .collect();
     if endpoints.is_empty() {
         anyhow::bail!("no control-plane node is running: run `constellation apply` first");
     }
-    Store::connect_pem(
+    Ok(Store::connect_pem(
         &endpoints,
         creds.ca_pem.as_bytes(),
         creds.cert_pem.as_bytes(),
         creds.key_pem.as_bytes(),
     )
-    .await
+    .await?)
 }
 
 /// The join configuration every JoinService uses.
@@ -55,7 +54,7 @@ pub async fn join_config(store: &Store) -> anyhow::Result<JoinConfig> {
 }
 
 pub async fn put_join_config(store: &Store, cfg: &JoinConfig) -> anyhow::Result<()> {
-    store.put_json(KEY_JOIN_CONFIG, cfg).await
+    Ok(store.put_json(KEY_JOIN_CONFIG, cfg).await?)
 }
 
 /// Removes the etcd member of control-plane node `name` at `address` (found by name or by its

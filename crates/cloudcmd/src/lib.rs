@@ -13,11 +13,12 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod apply;
 mod binding;
 pub mod cluster_store;
 /// The admin credentials file's layout (written by the first control-plane node).
-pub use bootstrapper::admin;
+pub mod provider;
 pub mod recover;
 pub mod state_rebuild;
 pub mod status;
@@ -26,6 +27,8 @@ pub mod workspace;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+
+pub use provider::{Provider, Workspace};
 
 pub const CONFIG_FILE: &str = "constellation-conf.yaml";
 pub const STATE_FILE: &str = "constellation-state.yaml";
@@ -106,40 +109,28 @@ pub struct NoCluster {
 }
 
 impl NoCluster {
-    pub fn new() -> Self {
+    /// `records`: where the provider keeps its records, relative to the workspace.
+    pub fn new(records: &Path) -> Self {
         Self {
-            cloud: shown(&format!(
-                "{}/{}",
-                provider_local::cloud::STATE_DIR,
-                provider_local::cloud::STATE_FILE
-            )),
+            cloud: shown(&records.display().to_string()),
             state: shown(STATE_FILE),
             admin: shown(ADMIN_CONF_FILE),
         }
     }
 }
 
-impl Default for NoCluster {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 /// Whether the workspace holds anything `terminate` would remove.
-pub fn has_cluster(ws: &Path) -> bool {
-    provider_local::cloud::CloudState::path(ws).exists()
-        || ws.join(provider_local::cloud::STATE_DIR).exists()
-        || ws.join(STATE_FILE).exists()
-        || ws.join(ADMIN_CONF_FILE).exists()
+pub fn has_cluster(ws: &Workspace) -> bool {
+    ws.provider.exists() || ws.join(STATE_FILE).exists() || ws.join(ADMIN_CONF_FILE).exists()
 }
 
 /// Stops all nodes and TPMs; removes the local cloud, admin credentials and state file. A
 /// workspace without any of them is a [`NoCluster`] error.
-pub fn terminate(ws: &Path, progress: &mut dyn Progress) -> anyhow::Result<usize> {
+pub fn terminate(ws: &Workspace, progress: &mut dyn Progress) -> anyhow::Result<usize> {
     if !has_cluster(ws) {
-        return Err(NoCluster::new().into());
+        return Err(NoCluster::new(&ws.provider.records()).into());
     }
-    let n = provider_local::infra::destroy(ws, &mut |m: &str| progress.step(m))?;
+    let n = ws.provider.destroy(&mut |m: &str| progress.step(m))?;
     for f in [ADMIN_CONF_FILE, STATE_FILE] {
         match std::fs::remove_file(ws.join(f)) {
             Ok(()) => progress.step(&format!("removed {}", shown(f))),

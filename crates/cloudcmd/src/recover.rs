@@ -10,15 +10,17 @@
 //! nodes are recovered at once. Workers then rejoin on their own. Finally this waits, like
 //! `apply`, until every node is a member again.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use bootstrapper::state::Phase;
+use cluster::ports::RECOVERY as PORT_RECOVERY;
+use cluster::report::NodePhase as Phase;
+use cluster::Role;
 use config::state::State;
 use config::Config;
-use provider_local::cloud::{CloudState, Role, PORT_RECOVERY};
+
+use crate::provider::Workspace;
 use serde::Serialize;
 
 use crate::{Progress, MASTER_SECRET_FILE, STATE_FILE};
@@ -71,12 +73,15 @@ impl RecoverOutcome {
 }
 
 pub async fn recover(
-    ws: &Path,
+    ws: &Workspace,
     cfg: &Config,
     opts: &RecoverOptions,
     progress: &mut dyn Progress,
 ) -> anyhow::Result<RecoverOutcome> {
-    let ws = &std::path::absolute(ws).context("resolving the workspace folder")?;
+    let ws = &Workspace::new(
+        std::path::absolute(ws.dir()).context("resolving the workspace folder")?,
+        ws.provider.clone(),
+    );
     let state_path = ws.join(STATE_FILE);
     if !state_path.exists() {
         bail!(
@@ -105,8 +110,10 @@ pub async fn recover(
     {
         bail!("{} does not belong to the cluster in {} (its cluster ID differs): restore the master secret of this cluster", crate::shown(MASTER_SECRET_FILE), crate::shown(STATE_FILE));
     }
-    let cloud = CloudState::load(&CloudState::path(ws))?
-        .context("no local infrastructure in this workspace: nothing to recover")?;
+    let cloud = ws
+        .provider
+        .view()?
+        .context("no infrastructure records in this workspace: nothing to recover")?;
 
     // A node waiting for recovery was just booted: PCR 15 must still be zero.
     let m = crate::binding::with_pcr15_zero(cfg.measurements())?;
@@ -131,7 +138,7 @@ pub async fn recover(
     for n in cps {
         let member = matches!(n.phase, Some(Phase::Joined | Phase::Initialized));
         let on_its_way = n.phase == Some(Phase::Joining)
-            && n.admitted_by.as_deref() == Some(bootstrapper::recovery::RECOVERED_BY);
+            && n.admitted_by.as_deref() == Some(cluster::ids::RECOVERED_BY);
         if n.running && (member || on_its_way) {
             results.push(NodeRecovery {
                 node: n.name.clone(),
@@ -155,8 +162,8 @@ pub async fn recover(
         let addr = format!("{}:{PORT_RECOVERY}", n.address);
         let bound = cloud
             .node(&n.name)
-            .map_err(anyhow::Error::from)
-            .and_then(|rec| crate::binding::NodeBound::new(cfg, m.clone(), rec));
+            .with_context(|| format!("the provider has no node {}", n.name))
+            .and_then(|rec| crate::binding::NodeBound::new(cfg, m.clone(), &rec.info));
         let bound = match bound {
             Ok(v) => v,
             Err(e) => {

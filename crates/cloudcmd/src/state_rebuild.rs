@@ -10,13 +10,12 @@
 //!
 //! Only then is the state file written (a damaged one is first moved to `….damaged`).
 
-use std::path::Path;
-
 use anyhow::{bail, Context as _};
-use bootstrapper::state::NodeDir;
+use cluster::Role;
 use config::state::State;
 use config::Config;
-use provider_local::cloud::{CloudState, Role};
+
+use crate::provider::Workspace;
 
 use crate::workspace::{damaged_state_path, membership, WorkspaceError};
 use crate::{shown, Progress, MASTER_SECRET_FILE, STATE_FILE};
@@ -29,27 +28,8 @@ pub struct RebuildOutcome {
     pub damaged_copy: Option<String>,
 }
 
-/// Fills the state's infrastructure section from the local cloud (as `apply` records it).
-pub fn fill_infrastructure(state: &mut State, cloud: &CloudState) -> anyhow::Result<()> {
-    let endpoint = cloud
-        .endpoint()
-        .context("the cluster has no control-plane node")?
-        .to_string();
-    state.infrastructure.uid = cloud.uid.clone();
-    state.infrastructure.name = format!("{}-{}", cloud.name, cloud.uid);
-    state.infrastructure.cluster_endpoint = endpoint.clone();
-    state.infrastructure.in_cluster_endpoint = endpoint.clone();
-    state.infrastructure.ip_cidr_node = "127.0.0.0/8".into();
-    state.infrastructure.api_server_cert_sans = vec![endpoint];
-    state.infrastructure.local = Some(config::state::LocalInfrastructure {
-        state_dir: provider_local::cloud::STATE_DIR.into(),
-        base_address: cloud.base_address.to_string(),
-    });
-    Ok(())
-}
-
 pub async fn rebuild(
-    ws: &Path,
+    ws: &Workspace,
     cfg: &Config,
     force: bool,
     progress: &mut dyn Progress,
@@ -72,8 +52,8 @@ pub async fn rebuild(
             )))
         }
     };
-    let cloud = CloudState::load(&CloudState::path(ws))?.context(
-        "no local infrastructure in this workspace: there is no cluster to rebuild the state from",
+    let cloud = ws.provider.view()?.context(
+        "no infrastructure records in this workspace: there is no cluster to rebuild the state from",
     )?;
 
     // 1. The cluster ID the nodes report and the salt on a control plane's disk.
@@ -96,8 +76,8 @@ pub async fn rebuild(
         .nodes
         .iter()
         .filter(|n| n.role == Role::ControlPlane)
-        .filter_map(|n| NodeDir(n.dir.clone()).read_node_state())
-        .map(|s| s.measurement_salt);
+        .filter_map(|n| n.last_report.as_ref()?.measurement_salt.as_deref())
+        .filter_map(|s| hex::decode(s).ok());
     let salt = salts
         .next()
         .context("no control-plane node's disk holds the cluster's measurement salt")?;
@@ -168,7 +148,7 @@ pub async fn rebuild(
     ));
 
     let mut state = State::default();
-    fill_infrastructure(&mut state, &cloud)?;
+    ws.provider.fill_infrastructure(&mut state)?;
     state.set_cluster_values(&derived, &salt);
     let damaged_copy = if damaged {
         let to = damaged_state_path(ws);

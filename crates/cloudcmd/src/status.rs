@@ -1,10 +1,9 @@
-//! `constellation status`: the local cloud's nodes and what each reports.
+//! `constellation status`: the provider's nodes and what each reports.
 
-use std::path::Path;
-
-use bootstrapper::state::{NodeDir, Phase};
-use provider_local::cloud::CloudState;
+use cluster::report::{NodePhase as Phase, NodeReport};
 use serde::Serialize;
+
+use crate::provider::Workspace;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeStatus {
@@ -44,8 +43,8 @@ pub struct ClusterStatus {
     pub nodes: Vec<NodeStatus>,
 }
 
-pub fn status(ws: &Path) -> anyhow::Result<Option<ClusterStatus>> {
-    let Some(cloud) = CloudState::load(&CloudState::path(ws))? else {
+pub fn status(ws: &Workspace) -> anyhow::Result<Option<ClusterStatus>> {
+    let Some(cloud) = ws.provider.view()? else {
         return Ok(None);
     };
     let state_path = ws.join(crate::STATE_FILE);
@@ -80,10 +79,7 @@ pub fn status(ws: &Path) -> anyhow::Result<Option<ClusterStatus>> {
         .iter()
         .map(|n| {
             // A report from an earlier run of the node (before a restart) is not current.
-            let s = NodeDir(n.dir.clone())
-                .read_status()
-                .filter(|s| n.process.is_some_and(|p| p.pid == s.pid))
-                .map(sanitized);
+            let s = n.report.clone().map(sanitized);
             let pcr15 = s.as_ref().and_then(|s| s.pcr15.clone());
             let pcr15_state = match pcr15.as_deref() {
                 None => "unknown",
@@ -96,8 +92,8 @@ pub fn status(ws: &Path) -> anyhow::Result<Option<ClusterStatus>> {
                 name: n.name.clone(),
                 role: n.role.as_str().into(),
                 address: n.address.to_string(),
-                running: n.process.is_some_and(|p| p.is_alive()),
-                tpm_running: n.swtpm.is_some_and(|p| p.is_alive()),
+                running: n.running,
+                tpm_running: n.tpm_running,
                 phase: s.as_ref().map(|s| s.phase),
                 cluster_id: s.as_ref().and_then(|s| s.cluster_id.clone()),
                 pcr15: s.as_ref().and_then(|s| s.pcr15.clone()),
@@ -108,16 +104,11 @@ pub fn status(ws: &Path) -> anyhow::Result<Option<ClusterStatus>> {
             }
         })
         .collect();
-    let image = cloud
-        .image_dir
-        .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_default();
     Ok(Some(ClusterStatus {
-        name: cloud.name,
-        uid: cloud.uid,
-        variant: cloud.variant,
-        image,
+        name: cloud.info.name,
+        uid: cloud.info.uid,
+        variant: cloud.info.variant,
+        image: cloud.image,
         initialized: match &reported {
             None => cluster_id.is_some(),
             Some((member, _)) => *member,
@@ -130,7 +121,7 @@ pub fn status(ws: &Path) -> anyhow::Result<Option<ClusterStatus>> {
 
 /// A node's report with every string stripped of control characters (a node must not be able
 /// to rewrite the owner's terminal).
-fn sanitized(mut s: bootstrapper::state::Status) -> bootstrapper::state::Status {
+fn sanitized(mut s: NodeReport) -> NodeReport {
     let clean = |o: &mut Option<String>| {
         if let Some(v) = o.as_mut() {
             *v = crate::sanitize(v);
@@ -150,7 +141,7 @@ fn sanitized(mut s: bootstrapper::state::Status) -> bootstrapper::state::Status 
 /// in each node's `attestation`: `verified`, or why not, e.g. a PCR that no longer matches the
 /// config's measurements.
 pub async fn attach_attestation(
-    ws: &Path,
+    ws: &Workspace,
     cfg: &config::Config,
     st: &mut ClusterStatus,
 ) -> anyhow::Result<()> {

@@ -11,14 +11,16 @@
 //! Every expected PCR is reported (expected and actual), not only the first that differs, so
 //! that a failure explains itself.
 
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use cluster::inventory::NodeInfo;
+use cluster::ports::VERIFY as PORT_VERIFY;
 use config::state::State;
 use config::Config;
 use measurements::{Measurement, Measurements};
-use provider_local::cloud::{CloudState, PORT_VERIFY};
+
+use crate::provider::Workspace;
 use serde::Serialize;
 
 use crate::STATE_FILE;
@@ -81,7 +83,11 @@ impl VerifyReport {
 
 /// Verifies the selected nodes concurrently; a node that fails is reported, not an error.
 /// Errors are for what stops verification as a whole (no cluster ID, no provider record).
-pub async fn verify(ws: &Path, cfg: &Config, opts: &VerifyOptions) -> anyhow::Result<VerifyReport> {
+pub async fn verify(
+    ws: &Workspace,
+    cfg: &Config,
+    opts: &VerifyOptions,
+) -> anyhow::Result<VerifyReport> {
     let cluster_id = match &opts.cluster_id {
         Some(hex_id) => parse_cluster_id(hex_id)?,
         None => {
@@ -94,8 +100,8 @@ pub async fn verify(ws: &Path, cfg: &Config, opts: &VerifyOptions) -> anyhow::Re
             )?
         }
     };
-    let cloud = CloudState::load(&CloudState::path(ws))?.context(
-        "no local infrastructure in this workspace: verify trusts only attestation keys the provider recorded when it created each node's TPM",
+    let cloud = ws.provider.view()?.context(
+        "no infrastructure records in this workspace: verify trusts only attestation keys the provider recorded when it created each node's TPM",
     )?;
 
     let mut expected = cfg.measurements().clone();
@@ -114,7 +120,7 @@ pub async fn verify(ws: &Path, cfg: &Config, opts: &VerifyOptions) -> anyhow::Re
     // Each node's document must be signed by the attestation key the provider recorded for
     // *that* node (crate::binding): a node relaying the nonce to another node, or presenting
     // another node's document, fails. An endpoint the provider has no node for fails too.
-    let validator_of = |node: Option<&provider_local::cloud::NodeRecord>, endpoint: &str| {
+    let validator_of = |node: Option<&NodeInfo>, endpoint: &str| {
         let node = node.with_context(|| {
             format!("the provider has no node at {endpoint}, so no attestation key to trust")
         })?;
@@ -124,7 +130,7 @@ pub async fn verify(ws: &Path, cfg: &Config, opts: &VerifyOptions) -> anyhow::Re
     let targets: Vec<(String, String, Result<_, String>)> = match &opts.node_endpoint {
         Some(ep) => {
             // A node name of this workspace's cluster, or HOST[:PORT].
-            let by_name = cloud.nodes.iter().find(|n| n.name == ep.trim());
+            let by_name = cloud.node(ep.trim()).map(|n| &n.info);
             let endpoint = match by_name {
                 Some(n) => format!("{}:{PORT_VERIFY}", n.address),
                 None => with_default_port(ep)?,
@@ -134,6 +140,7 @@ pub async fn verify(ws: &Path, cfg: &Config, opts: &VerifyOptions) -> anyhow::Re
                     .nodes
                     .iter()
                     .find(|n| endpoint == format!("{}:{PORT_VERIFY}", n.address))
+                    .map(|n| &n.info)
             });
             let name = node.map_or_else(|| endpoint.clone(), |n| n.name.clone());
             let v = validator_of(node, &endpoint).map_err(|e| format!("{e:#}"));
@@ -144,7 +151,7 @@ pub async fn verify(ws: &Path, cfg: &Config, opts: &VerifyOptions) -> anyhow::Re
             .iter()
             .map(|n| {
                 let endpoint = format!("{}:{PORT_VERIFY}", n.address);
-                let v = validator_of(Some(n), &endpoint).map_err(|e| format!("{e:#}"));
+                let v = validator_of(Some(&n.info), &endpoint).map_err(|e| format!("{e:#}"));
                 (n.name.clone(), endpoint, v)
             })
             .collect(),
@@ -251,7 +258,7 @@ async fn verify_node(
     };
     out.document = Some(doc.clone());
     let verified = match validator.validate(&doc, &nonce).and_then(|v| {
-        v.require_user_data(bootstrapper::verify::USER_DATA)
+        v.require_user_data(cluster::ids::VERIFY_USER_DATA)
             .map(|()| v)
     }) {
         Ok(v) => v,

@@ -10,10 +10,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use bootstrapper::state::NodeDir;
+use crate::provider::Workspace;
 use config::secret::SecretFileError;
 use config::state::{State, StateError};
-use provider_local::cloud::CloudState;
 
 use crate::{shown, ADMIN_CONF_FILE, MASTER_SECRET_FILE, STATE_FILE};
 
@@ -72,20 +71,19 @@ impl Membership {
 
 /// Reads what each node of the local cloud reports (its last self-report, current or not) and
 /// whether its disk holds cluster state.
-pub fn membership(ws: &Path) -> anyhow::Result<Membership> {
+pub fn membership(ws: &Workspace) -> anyhow::Result<Membership> {
     let mut m = Membership::default();
-    let Some(cloud) = CloudState::load(&CloudState::path(ws))? else {
+    let Some(cloud) = ws.provider.view()? else {
         return Ok(m);
     };
     for n in &cloud.nodes {
-        let dir = NodeDir(n.dir.clone());
-        match dir.read_status().and_then(|s| s.cluster_id) {
+        match n.last_report.as_ref().and_then(|s| s.cluster_id.clone()) {
             Some(id) => m
                 .clusters
                 .entry(crate::sanitize(&id))
                 .or_default()
                 .push(n.name.clone()),
-            None if dir.node_state().exists() => m.with_cluster_disk.push(n.name.clone()),
+            None if n.has_cluster_state => m.with_cluster_disk.push(n.name.clone()),
             None => {}
         }
     }
@@ -94,7 +92,7 @@ pub fn membership(ws: &Path) -> anyhow::Result<Membership> {
 
 /// Loads the state file for `apply`: a missing file is fine only when no node belongs to a
 /// cluster; an unreadable one is never silently replaced.
-pub fn load_state_for_apply(ws: &Path) -> Result<State, anyhow::Error> {
+pub fn load_state_for_apply(ws: &Workspace) -> Result<State, anyhow::Error> {
     let path = ws.join(STATE_FILE);
     if path.exists() {
         return State::load(&path).map_err(|source| {

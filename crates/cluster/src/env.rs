@@ -80,7 +80,9 @@ pub enum DiskError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ComponentError {
-    #[error("no measured copy of component {name} at {path} (was this node started by its launcher?)")]
+    #[error(
+        "no measured copy of component {name} at {path} (was this node started by its launcher?)"
+    )]
     Missing { name: String, path: PathBuf },
     #[error("locating the measured components failed")]
     Locate(#[source] std::io::Error),

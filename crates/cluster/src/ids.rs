@@ -23,3 +23,7 @@ pub mod ticket {
     /// `--initial-cluster` of the joiner's etcd member.
     pub const ETCD_INITIAL_CLUSTER: &str = "etcd/initial-cluster";
 }
+
+/// Component names of the node image manifest (measured into PCR 11, run from the measured
+/// copies).
+pub const COMPONENT_ETCD: &str = "etcd";

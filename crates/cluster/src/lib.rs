@@ -16,8 +16,8 @@ pub mod ids;
 pub mod inventory;
 pub mod ports;
 pub mod report;
-pub mod state;
 mod serde_fmt;
+pub mod state;
 
 pub(crate) use serde_fmt::{serde_b64, serde_hex};
 

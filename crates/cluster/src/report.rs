@@ -126,10 +126,9 @@ mod tests {
         // The first version wrote no `version`; a newer one may add fields and phases.
         let old: NodeReport = serde_json::from_str(r#"{"phase":"joined","pid":7}"#).unwrap();
         assert_eq!((old.version, old.phase, old.pid), (1, NodePhase::Joined, 7));
-        let newer: NodeReport = serde_json::from_str(
-            r#"{"version":2,"phase":"draining","kubernetes":{"ready":true}}"#,
-        )
-        .unwrap();
+        let newer: NodeReport =
+            serde_json::from_str(r#"{"version":2,"phase":"draining","kubernetes":{"ready":true}}"#)
+                .unwrap();
         assert_eq!((newer.version, newer.phase), (2, NodePhase::Unknown));
     }
 
@@ -141,7 +140,9 @@ mod tests {
         };
         let text = String::from_utf8(s.to_go_json()).unwrap();
         assert!(
-            text.contains("\t\"MeasurementSalt\": \"//////////////////////////////////////////8=\""),
+            text.contains(
+                "\t\"MeasurementSalt\": \"//////////////////////////////////////////8=\""
+            ),
             "{text}"
         );
         let back: NodeState = serde_json::from_str(&text).unwrap();

@@ -38,7 +38,9 @@ pub enum Refusal {
     RoleNotAllowed { role: Role, service: Service },
     #[error("disk_uuid must be a lowercase UUID (8-4-4-4-12 hex digits)")]
     BadDiskUuid,
-    #[error("node {node} is a {role} node in the provider's records, but asked to join as {asked}")]
+    #[error(
+        "node {node} is a {role} node in the provider's records, but asked to join as {asked}"
+    )]
     RoleMismatch {
         node: String,
         role: Role,

@@ -28,9 +28,7 @@ impl From<Refusal> for Status {
                 Status::invalid_argument(msg)
             }
             Refusal::NeverAdmitted { .. } => Status::not_found(msg),
-            Refusal::MetadataUnavailable | Refusal::Unavailable { .. } => {
-                Status::unavailable(msg)
-            }
+            Refusal::MetadataUnavailable | Refusal::Unavailable { .. } => Status::unavailable(msg),
         }
     }
 }
@@ -128,8 +126,8 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| ServeError::Bind(addr, e))?;
-    let cfg = atls::server::ServerConfig::new(None, vec![Arc::new(validator)])
-        .explaining_rejections();
+    let cfg =
+        atls::server::ServerConfig::new(None, vec![Arc::new(validator)]).explaining_rejections();
     let incoming = atls::server::AttestedIncoming::new(listener, cfg).map_err(ServeError::Atls)?;
     tracing::info!(%addr, "JoinService serving");
     Ok(tokio::spawn(async move {

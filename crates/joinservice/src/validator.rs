@@ -25,7 +25,10 @@ impl JoinPolicy {
         JoinPolicy(Arc::new(RwLock::new(config)))
     }
     pub fn get(&self) -> JoinConfig {
-        self.0.read().unwrap_or_else(PoisonError::into_inner).clone()
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
     pub fn set(&self, config: JoinConfig) {
         *self.0.write().unwrap_or_else(PoisonError::into_inner) = config;

@@ -67,8 +67,8 @@ fn main() -> std::process::ExitCode {
             variant,
             run_dir,
             boot_args,
-        } => Err(bootstrapper::launcher::launch(
-            &bootstrapper::launcher::LaunchArgs {
+        } => Err(provider_local::launcher::launch(
+            &provider_local::launcher::LaunchArgs {
                 image,
                 tcti,
                 variant,
@@ -88,13 +88,18 @@ fn main() -> std::process::ExitCode {
             .build()
             .map_err(anyhow::Error::from)
             .and_then(|rt| {
-                rt.block_on(bootstrapper::run::run(bootstrapper::run::Args {
-                    name,
-                    cloud,
-                    dir,
-                    tcti,
-                    variant,
-                }))
+                // The only place that names a provider: the local node environment.
+                let env = provider_local::node_env::environment(&cloud, &dir);
+                rt.block_on(bootstrapper::run::run(
+                    bootstrapper::run::Args {
+                        name,
+                        dir,
+                        tcti,
+                        variant,
+                    },
+                    env,
+                    std::sync::Arc::new(bootstrapper::control_plane::EtcdOnly),
+                ))
             }),
     };
     match res {

@@ -74,6 +74,19 @@ pub struct NodeRecord {
     pub process: Option<ProcessRecord>,
 }
 
+impl NodeRecord {
+    /// The provider-neutral view (crate `cluster`) of this node.
+    pub fn info(&self) -> cluster::inventory::NodeInfo {
+        cluster::inventory::NodeInfo {
+            name: self.name.clone(),
+            role: self.role,
+            group: self.group.clone(),
+            address: self.address,
+            ak_public: self.ak_public.as_deref().and_then(|h| hex::decode(h).ok()),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CloudState {
@@ -169,6 +182,17 @@ impl CloudState {
             .map(|i| format!("{}-{i}", role.as_str()))
             .find(|n| !self.nodes.iter().any(|x| &x.name == n))
             .unwrap_or_default()
+    }
+
+    /// The provider-neutral view (crate `cluster`) of this cloud.
+    pub fn info(&self) -> cluster::inventory::ClusterInfo {
+        cluster::inventory::ClusterInfo {
+            uid: self.uid.clone(),
+            name: self.name.clone(),
+            variant: self.variant.clone(),
+            init_secret_hash: self.init_secret_hash.clone(),
+            nodes: self.nodes.iter().map(NodeRecord::info).collect(),
+        }
     }
 
     /// Attestation keys the provider vouches for (TPMT_PUBLIC bytes).

@@ -8,17 +8,24 @@
 //!   kept in the workspace under `constellation-local/`. Nodes read it as their instance
 //!   metadata service; the CLI writes it.
 //! * [`process`]: detached process trees (one process group per node) and their termination.
-//!
-//! What it does not do: talk to a node (that is the CLI's and the Bootstrapper's business) or
-//! touch a TPM (crate `tpm`).
+//! * [`launcher`]: the node's firmware and boot-loader stand-in (measures, then runs exactly
+//!   the measured copies).
+//! * [`node_env`]: the node side of the seam (`cluster::env`): metadata from `cloud.json`, the
+//!   node folder as state disk, the measured components, `status.json`.
+//! * [`provider`]: the CLI side of the seam (`cloudcmd::provider::Provider`).
 
 #![forbid(unsafe_code)]
 
 pub mod cloud;
 pub mod image;
 pub mod infra;
+pub mod launcher;
+pub mod node_env;
 pub mod pcr;
 pub mod process;
+pub mod provider;
+
+pub use provider::{workspace, LocalProvider};
 
 /// The provider string used in node command lines and measurement files.
 pub const CSP: &str = "local";

@@ -39,7 +39,10 @@ pub fn run(ws: &Path, mut opts: cloudcmd::apply::ApplyOptions, rerun: &str) -> a
     }
     opts.cancel = Some(crate::interrupt::flag());
     let mut p = super::progress_printer();
-    let out = super::block_on(cloudcmd::apply::apply(ws, &cfg, &opts, &mut p), rerun)?;
+    let out = super::block_on(
+        cloudcmd::apply::apply(&crate::workspace(ws), &cfg, &opts, &mut p),
+        rerun,
+    )?;
     for (phase, d) in &out.timings {
         eprintln!("{phase}: {:.2} s", d.as_secs_f64());
     }

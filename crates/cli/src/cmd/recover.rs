@@ -15,7 +15,7 @@ pub fn run(ws: &Path, a: &RecoverArgs) -> anyhow::Result<()> {
     };
     let mut p = super::progress_printer();
     let out = super::block_on(
-        cloudcmd::recover::recover(ws, &cfg, &opts, &mut p),
+        cloudcmd::recover::recover(&crate::workspace(ws), &cfg, &opts, &mut p),
         "constellation recover",
     )?;
     match out.recovered() {

@@ -10,7 +10,7 @@ pub fn rebuild(ws: &Path, a: &StateRebuildArgs) -> anyhow::Result<()> {
     let cfg = Config::load(&super::workspace_file(ws, CONFIG_FILE))?;
     let mut p = super::progress_printer();
     let out = super::block_on(
-        cloudcmd::state_rebuild::rebuild(ws, &cfg, a.force, &mut p),
+        cloudcmd::state_rebuild::rebuild(&crate::workspace(ws), &cfg, a.force, &mut p),
         "constellation state rebuild",
     )?;
     if let Some(copy) = &out.damaged_copy {

@@ -7,7 +7,7 @@ use config::{Config, CONFIG_FILE};
 use crate::args::StatusOutput;
 
 pub fn run(ws: &Path, output: StatusOutput) -> anyhow::Result<()> {
-    let mut st = cloudcmd::status::status(ws)?;
+    let mut st = cloudcmd::status::status(&crate::workspace(ws))?;
     // A fresh attestation of each node against the config (when there is a cluster and a
     // valid config): shows nodes that no longer match new expected measurements.
     if let (Some(s), Ok(cfg)) = (
@@ -15,7 +15,11 @@ pub fn run(ws: &Path, output: StatusOutput) -> anyhow::Result<()> {
         Config::load(&super::workspace_file(ws, CONFIG_FILE)),
     ) {
         let rt = super::runtime()?;
-        if let Err(e) = rt.block_on(cloudcmd::status::attach_attestation(ws, &cfg, s)) {
+        if let Err(e) = rt.block_on(cloudcmd::status::attach_attestation(
+            &crate::workspace(ws),
+            &cfg,
+            s,
+        )) {
             tracing::debug!("attestation not checked: {e:#}");
         }
     }

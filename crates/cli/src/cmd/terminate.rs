@@ -6,10 +6,10 @@ use std::path::Path;
 use anyhow::bail;
 
 pub fn run(ws: &Path, yes: bool) -> anyhow::Result<()> {
-    if !cloudcmd::has_cluster(ws) {
+    if !cloudcmd::has_cluster(&crate::workspace(ws)) {
         // Say so before asking anything.
         return Err(crate::error::with_hint(
-            cloudcmd::NoCluster::new(),
+            cloudcmd::NoCluster::new(&crate::workspace(ws).provider.records()),
             "check the workspace folder (-C DIR): terminate works where `apply` or `mini up` ran",
         ));
     }
@@ -30,7 +30,7 @@ pub fn run(ws: &Path, yes: bool) -> anyhow::Result<()> {
         async move {
             tokio::task::spawn_blocking(move || {
                 let mut p = super::progress_printer();
-                cloudcmd::terminate(&ws2, &mut p)
+                cloudcmd::terminate(&crate::workspace(&ws2), &mut p)
             })
             .await?
         },

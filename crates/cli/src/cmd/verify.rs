@@ -16,7 +16,7 @@ pub fn run(ws: &Path, a: &VerifyArgs) -> anyhow::Result<()> {
         cluster_id: a.cluster_id.clone(),
     };
     let report = super::block_on(
-        cloudcmd::verify::verify(ws, &cfg, &opts),
+        cloudcmd::verify::verify(&crate::workspace(ws), &cfg, &opts),
         "constellation verify",
     )?;
     match output {

@@ -164,7 +164,10 @@ fn a_worker_gets_a_ticket_without_control_plane_keys() {
     assert_eq!(names, [ticket::CA_CERT]);
     let reg = w.registry.0.lock().unwrap();
     let e = &reg["worker-0"];
-    assert_eq!((e.role.as_str(), e.admitted_by.as_str()), ("worker", "control-plane-0"));
+    assert_eq!(
+        (e.role.as_str(), e.admitted_by.as_str()),
+        ("worker", "control-plane-0")
+    );
     assert_eq!(e.ak_fingerprint, hex::encode(fp(&w.worker)));
 }
 
@@ -175,7 +178,11 @@ fn a_control_plane_gets_keys_and_its_membership() {
     let names: Vec<&str> = t.files.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
         names,
-        [ticket::CA_CERT, ticket::CA_KEY, ticket::ETCD_INITIAL_CLUSTER]
+        [
+            ticket::CA_CERT,
+            ticket::CA_KEY,
+            ticket::ETCD_INITIAL_CLUSTER
+        ]
     );
 }
 

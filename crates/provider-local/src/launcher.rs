@@ -5,7 +5,7 @@
 //! manifest lists them) is read **once** into memory, hashed from those bytes, and written to
 //! the node-owned run folder (`--run-dir`, 0700, files 0500, replaced at every boot). The
 //! launcher execs the copy of the boot component, and the Bootstrapper starts etcd from the
-//! copy next to itself ([`component`]); nothing is ever run from the image folder, so changing
+//! copy next to itself ([`crate::node_env::LocalComponents`]); nothing is ever run from the image folder, so changing
 //! the image after the measurement changes nothing that runs.
 
 use std::io::Write;
@@ -13,10 +13,10 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::image::NodeImage;
+use crate::pcr::Event;
 use anyhow::Context;
 use attestation::Variant;
-use provider_local::image::NodeImage;
-use provider_local::pcr::Event;
 use sha2::Digest as _;
 
 /// What the provider tells the launcher (the local equivalent of a VM definition).
@@ -29,20 +29,6 @@ pub struct LaunchArgs {
     pub run_dir: PathBuf,
     /// Arguments for the boot component.
     pub boot_args: Vec<String>,
-}
-
-/// The measured copy of component `name` next to the running program (the Bootstrapper runs
-/// from the launcher's run folder).
-pub fn component(name: &str) -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe().context("locating the running program")?;
-    let dir = exe.parent().context("the running program has no folder")?;
-    let path = dir.join(name);
-    anyhow::ensure!(
-        path.is_file(),
-        "no measured copy of {name} in {} (was this node started by the launcher?)",
-        dir.display()
-    );
-    Ok(path)
 }
 
 /// A component name usable as a file name in the run folder.
@@ -119,17 +105,17 @@ pub fn measure(args: &LaunchArgs) -> anyhow::Result<PathBuf> {
         comps.push((c.name.clone(), digest));
     }
     let (boot_digest, boot) = boot.context("the node image has no boot component")?;
-    let events = provider_local::pcr::boot_events(
+    let events = crate::pcr::boot_events(
         image.manifest_digest,
         &comps,
         boot_digest,
-        &provider_local::pcr::cmdline(args.variant),
+        &crate::pcr::cmdline(args.variant),
     );
     // The TPM connection is closed before exec: swtpm serves one client at a time.
     let tpm = tpm::Tpm::open(&args.tcti).context("opening the node's TPM")?;
     let pcrs = tpm.read_pcrs_sha256().context("reading PCRs")?;
     if pcrs
-        .get(&provider_local::pcr::PCR_BOOT)
+        .get(&crate::pcr::PCR_BOOT)
         .is_some_and(|v| v != &[0u8; 32])
     {
         anyhow::bail!(

@@ -23,7 +23,7 @@ impl Rogue {
     pub fn boot(dir: &Path, image: &Path) -> Rogue {
         let ip = unique_loopback_ip();
         let swtpm = Swtpm::spawn_owned(&SwtpmConfig::new(dir)).unwrap();
-        bootstrapper::launcher::measure(&bootstrapper::launcher::LaunchArgs {
+        provider_local::launcher::measure(&provider_local::launcher::LaunchArgs {
             image: image.to_path_buf(),
             tcti: swtpm.tcti(),
             variant: Variant::LocalVtpm,

@@ -91,8 +91,13 @@ fn main() {
     let _c = Cleanup(ws);
 
     let cfg = write_local_config(ws, 0, random_base(250, 1));
-    rt.block_on(apply(ws, &cfg, &ApplyOptions::default(), &mut |_: &str| {}))
-        .unwrap();
+    rt.block_on(apply(
+        &provider_local::workspace(ws),
+        &cfg,
+        &ApplyOptions::default(),
+        &mut |_: &str| {},
+    ))
+    .unwrap();
 
     let path = CloudState::path(ws);
     let mut cloud = CloudState::load(&path).unwrap().unwrap();

@@ -19,10 +19,11 @@ use std::net::SocketAddrV4;
 use std::path::Path;
 use std::time::Duration;
 
-use bootstrapper::etcd::{Store, KEY_JOIN_CONFIG, KEY_MASTER_SECRET};
 use bootstrapper::services::NodePki;
 use cloudcmd::apply::{apply, ApplyOptions};
 use cloudcmd::verify::{verify, VerifyOptions};
+use cluster::state::{KEY_JOIN_CONFIG, KEY_MASTER_SECRET};
+use cluster_store::Store;
 use common::cluster::{random_base, write_local_config, Cleanup};
 use provider_local::cloud::{CloudState, PORT_ETCD_CLIENT, PORT_JOIN, PORT_VERIFY};
 
@@ -94,7 +95,13 @@ fn running_from(dir: &Path) -> Vec<String> {
 }
 
 async fn verify_all(ws: &Path, cfg: &config::Config) -> cloudcmd::verify::VerifyReport {
-    verify(ws, cfg, &VerifyOptions::default()).await.unwrap()
+    verify(
+        &provider_local::workspace(ws),
+        cfg,
+        &VerifyOptions::default(),
+    )
+    .await
+    .unwrap()
 }
 
 /// Forwards `/verify.API/GetAttestation` to another node: what a tampered node that relays
@@ -123,7 +130,14 @@ async fn proven_attacks_fail() {
     let _c = Cleanup(ws);
     let base = random_base(60, 30);
     let cfg = write_local_config(ws, 1, base);
-    if let Err(e) = apply(ws, &cfg, &ApplyOptions::default(), &mut |_: &str| {}).await {
+    if let Err(e) = apply(
+        &provider_local::workspace(ws),
+        &cfg,
+        &ApplyOptions::default(),
+        &mut |_: &str| {},
+    )
+    .await
+    {
         panic!("apply failed: {e:#}\n{}", node_logs(ws));
     }
     let cloud = CloudState::load(&CloudState::path(ws)).unwrap().unwrap();
@@ -222,7 +236,7 @@ async fn proven_attacks_fail() {
         eprintln!("SKIPPED: etcdctl is not installed (the etcd-client checks above ran)");
     }
     // The KeyService: worker-0 asks for control-plane-0's disk key.
-    let mut ks = bootstrapper::joinservice::keyservice_client(cp.address, &as_worker)
+    let mut ks = bootstrapper::backends::keyservice_client(cp.address, &as_worker)
         .await
         .unwrap();
     let denied = ks
@@ -262,7 +276,7 @@ async fn proven_attacks_fail() {
         cert: cpki.join("cp.crt"),
         key: cpki.join("cp.key"),
     };
-    let mut ks = bootstrapper::joinservice::keyservice_client(cp.address, &as_cp)
+    let mut ks = bootstrapper::backends::keyservice_client(cp.address, &as_cp)
         .await
         .unwrap();
     let key = ks
@@ -273,10 +287,11 @@ async fn proven_attacks_fail() {
         .await
         .unwrap();
     assert_eq!(key.into_inner().data_key.len(), 32);
-    let admin = cloudcmd::admin::AdminCredentials::load(&ws.join(cloudcmd::ADMIN_CONF_FILE))
-        .unwrap()
-        .write_pem_files(&ws.join("admin-pki"))
-        .unwrap();
+    let admin = cloudcmd::admin::write_pem_files(
+        &cloudcmd::admin::load(&ws.join(cloudcmd::ADMIN_CONF_FILE)).unwrap(),
+        &ws.join("admin-pki"),
+    )
+    .unwrap();
     for who in [&as_cp, &admin] {
         let store = Store::connect(&etcd, who).await.unwrap();
         assert!(store
@@ -362,7 +377,14 @@ async fn proven_attacks_fail() {
     // A join: scale the workers from 1 to 2.
     let cfg2 = write_local_config(ws, 2, base);
     let t0 = std::time::Instant::now();
-    if let Err(e) = apply(ws, &cfg2, &ApplyOptions::default(), &mut |_: &str| {}).await {
+    if let Err(e) = apply(
+        &provider_local::workspace(ws),
+        &cfg2,
+        &ApplyOptions::default(),
+        &mut |_: &str| {},
+    )
+    .await
+    {
         panic!("join under the flood failed: {e:#}\n{}", node_logs(ws));
     }
     let join_took = t0.elapsed();

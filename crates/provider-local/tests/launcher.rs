@@ -6,8 +6,8 @@
 use std::os::unix::fs::PermissionsExt;
 
 use attestation::Variant;
-use bootstrapper::launcher::{measure, LaunchArgs};
 use provider_local::image::{NodeImage, Sources, ETCD_BINARY, NODE_BINARY};
+use provider_local::launcher::{measure, LaunchArgs};
 use provider_local::pcr::PCR_IMAGE;
 use tpm::{Swtpm, SwtpmConfig, Tpm};
 

@@ -18,9 +18,12 @@ async fn apply_status_terminate() {
     let _c = Cleanup(ws);
     let cfg = write_local_config(ws, 1, random_base(100, 100));
     let mut lines = vec![];
-    let out = apply(ws, &cfg, &ApplyOptions::default(), &mut |m: &str| {
-        lines.push(m.to_string())
-    })
+    let out = apply(
+        &provider_local::workspace(ws),
+        &cfg,
+        &ApplyOptions::default(),
+        &mut |m: &str| lines.push(m.to_string()),
+    )
     .await;
     let out = match out {
         Ok(o) => o,
@@ -51,7 +54,9 @@ async fn apply_status_terminate() {
     assert!(ws.join(cloudcmd::ADMIN_CONF_FILE).exists());
 
     // Status: the init node reports initialized with PCR 15 = the value derived from the ID.
-    let st = cloudcmd::status::status(ws).unwrap().unwrap();
+    let st = cloudcmd::status::status(&provider_local::workspace(ws))
+        .unwrap()
+        .unwrap();
     assert!(st.initialized);
     let cp = st
         .nodes
@@ -65,9 +70,14 @@ async fn apply_status_terminate() {
 
     // Re-running apply creates nothing and does not re-initialize.
     let secret_before = std::fs::read(ws.join(cloudcmd::MASTER_SECRET_FILE)).unwrap();
-    let again = apply(ws, &cfg, &ApplyOptions::default(), &mut |_: &str| {})
-        .await
-        .unwrap();
+    let again = apply(
+        &provider_local::workspace(ws),
+        &cfg,
+        &ApplyOptions::default(),
+        &mut |_: &str| {},
+    )
+    .await
+    .unwrap();
     assert!(!again.initialized_now);
     assert_eq!(again.cluster_id.unwrap(), id);
     assert_eq!(
@@ -86,7 +96,7 @@ async fn apply_status_terminate() {
     let mut client = proto::verify::api_client::ApiClient::connect(ep)
         .await
         .unwrap();
-    for bad in [vec![], vec![7u8; bootstrapper::verify::MAX_NONCE_LEN + 1]] {
+    for bad in [vec![], vec![7u8; cluster::ids::MAX_NONCE_LEN + 1]] {
         let e = client
             .get_attestation(proto::verify::GetAttestationRequest { nonce: bad })
             .await
@@ -116,7 +126,7 @@ async fn apply_status_terminate() {
     let validator = attestation::validator_for(cfg.variant(), m, policy).unwrap();
     let verified = validator.validate(&doc, &nonce).unwrap();
     verified
-        .require_user_data(bootstrapper::verify::USER_DATA)
+        .require_user_data(cluster::ids::VERIFY_USER_DATA)
         .unwrap();
     let replay = validator.validate(&doc, &[43u8; 32]).unwrap_err();
     assert!(replay.to_string().contains("fresh"), "{replay}");
@@ -133,7 +143,7 @@ async fn apply_status_terminate() {
         .flatten()
         .collect();
     assert_eq!(recs.len(), 4);
-    cloudcmd::terminate(ws, &mut |_: &str| {}).unwrap();
+    cloudcmd::terminate(&provider_local::workspace(ws), &mut |_: &str| {}).unwrap();
     for r in recs {
         assert!(!r.is_alive(), "process {} survived terminate", r.pid);
     }

@@ -7,8 +7,8 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 
 use attestation::Variant;
-use cloudcmd::apply::local_default_measurements;
 use config::Provider;
+use provider_local::provider::default_measurements as local_default_measurements;
 
 /// A random 127.x.y.1 with x in `lo..lo + span`, so that concurrent tests and other clusters do
 /// not share addresses (each test binary uses its own `lo`).
@@ -42,6 +42,6 @@ pub struct Cleanup<'a>(pub &'a Path);
 
 impl Drop for Cleanup<'_> {
     fn drop(&mut self) {
-        let _ = cloudcmd::terminate(self.0, &mut |_: &str| {});
+        let _ = cloudcmd::terminate(&provider_local::workspace(self.0), &mut |_: &str| {});
     }
 }

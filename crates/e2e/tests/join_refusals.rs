@@ -22,8 +22,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use attestation::Variant;
-use bootstrapper::etcd::Store;
 use cloudcmd::apply::{apply, ApplyOptions};
+use cluster_store::Store;
 use common::cluster::{random_base, write_local_config, Cleanup};
 use common::rogue::Rogue;
 use provider_local::cloud::{CloudState, PORT_ETCD_CLIENT};
@@ -45,10 +45,11 @@ impl attestation::Issuer for Replaying {
 
 /// Names in the node registry, read with the owner's admin certificate.
 async fn registry(ws: &Path, cp: Ipv4Addr) -> Vec<String> {
-    let pki = cloudcmd::admin::AdminCredentials::load(&ws.join(cloudcmd::ADMIN_CONF_FILE))
-        .unwrap()
-        .write_pem_files(&ws.join("admin-pki"))
-        .unwrap();
+    let pki = cloudcmd::admin::write_pem_files(
+        &cloudcmd::admin::load(&ws.join(cloudcmd::ADMIN_CONF_FILE)).unwrap(),
+        &ws.join("admin-pki"),
+    )
+    .unwrap();
     let store = Store::connect(&[format!("https://{cp}:{PORT_ETCD_CLIENT}")], &pki)
         .await
         .unwrap();
@@ -67,9 +68,14 @@ async fn join_refusals_leave_no_trace() {
     let ws = t.path();
     let _c = Cleanup(ws);
     let cfg = write_local_config(ws, 0, random_base(200, 50));
-    apply(ws, &cfg, &ApplyOptions::default(), &mut |_: &str| {})
-        .await
-        .unwrap();
+    apply(
+        &provider_local::workspace(ws),
+        &cfg,
+        &ApplyOptions::default(),
+        &mut |_: &str| {},
+    )
+    .await
+    .unwrap();
     let cloud = CloudState::load(&CloudState::path(ws)).unwrap().unwrap();
     let cp = cloud.endpoint().unwrap();
     let image = cloud.image_dir.clone();

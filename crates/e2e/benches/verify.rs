@@ -50,8 +50,13 @@ fn main() {
     let ws = t.path();
     let _c = Cleanup(ws);
     let cfg = write_local_config(ws, workers, random_base(240, 5));
-    rt.block_on(apply(ws, &cfg, &ApplyOptions::default(), &mut |_: &str| {}))
-        .unwrap();
+    rt.block_on(apply(
+        &provider_local::workspace(ws),
+        &cfg,
+        &ApplyOptions::default(),
+        &mut |_: &str| {},
+    ))
+    .unwrap();
     let cloud = CloudState::load(&CloudState::path(ws)).unwrap().unwrap();
     let cp = cloud.endpoint().unwrap();
     let nodes = cloud.nodes.len();
@@ -121,7 +126,9 @@ fn main() {
         (0..runs)
             .map(|_| {
                 let t = Instant::now();
-                let r = rt.block_on(verify(ws, &cfg, &opts)).unwrap();
+                let r = rt
+                    .block_on(verify(&provider_local::workspace(ws), &cfg, &opts))
+                    .unwrap();
                 let d = t.elapsed();
                 assert!(r.all_verified(), "{r:?}");
                 d
