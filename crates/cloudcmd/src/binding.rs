@@ -11,7 +11,7 @@ use anyhow::Context;
 use attestation::{validator_for, AkFingerprint, ValidationError, Validator, ValidatorPolicy};
 use cluster::inventory::NodeInfo;
 use cluster::Role;
-use measurements::{Measurement, Measurements};
+use measurements::Measurements;
 
 use crate::provider::CloudView;
 
@@ -52,9 +52,7 @@ pub(crate) fn node_policy(
 
 /// `m` with PCR 15 enforced zero: the node has not joined a cluster.
 pub(crate) fn with_pcr15_zero(m: &Measurements) -> anyhow::Result<Measurements> {
-    let mut m = m.clone();
-    m.set(15, Measurement::enforced(vec![0u8; 32]))?;
-    Ok(m)
+    Ok(cluster::state::with_pcr15_zero(m)?)
 }
 
 /// A validator that accepts only documents signed by `node`'s recorded AK.

@@ -195,3 +195,14 @@ mod tests {
         ));
     }
 }
+
+/// The one rule for a node that may not belong to any cluster yet (a joiner, a node being
+/// initialized or recovered): the owner's measurements with PCR 15 enforced zero, whatever they
+/// say for it.
+pub fn with_pcr15_zero(
+    m: &Measurements,
+) -> Result<Measurements, measurements::MeasurementsError> {
+    let mut m = m.clone();
+    m.set(15, measurements::Measurement::enforced(vec![0u8; 32]))?;
+    Ok(m)
+}

@@ -7,7 +7,6 @@ use std::sync::{Arc, PoisonError, RwLock};
 use attestation::{validator_for, ValidationError, Validator, Variant, VerifiedAttestation};
 use cluster::env::Metadata;
 use cluster::state::JoinConfig;
-use measurements::Measurement;
 
 /// The join configuration as the JoinService currently knows it (replaced when the owner's
 /// `apply` writes a new one).
@@ -66,8 +65,7 @@ impl Validator for JoinValidator {
         self.variant
     }
     fn validate(&self, doc: &[u8], nonce: &[u8]) -> Result<VerifiedAttestation, ValidationError> {
-        let mut m = self.policy.get().measurements;
-        m.set(15, Measurement::enforced(vec![0u8; 32]))
+        let m = cluster::state::with_pcr15_zero(&self.policy.get().measurements)
             .map_err(|e| ValidationError::Malformed(format!("join configuration: {e}")))?;
         let cluster = self
             .metadata
