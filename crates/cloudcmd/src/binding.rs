@@ -129,6 +129,7 @@ pub(crate) fn check_ak(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use measurements::Measurement;
 
     fn cloud() -> CloudView {
         let node = |name: &str, role, last: u8, ak: u8| crate::provider::NodeView {
