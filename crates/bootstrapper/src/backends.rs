@@ -72,8 +72,11 @@ impl KeySource for Kms {
 struct Cas {
     ca: Arc<ClusterCa>,
     cp_ca: Arc<ClusterCa>,
+    node: Arc<Node>,
+    me: NodeInfo,
 }
 
+#[tonic::async_trait]
 impl CertIssuer for Cas {
     fn sign_node_csr(
         &self,
@@ -85,24 +88,37 @@ impl CertIssuer for Cas {
             .sign_node_csr(csr_der, name, address)
             .map_err(|e| BackendError::Invalid(format!("{e:#}")))
     }
-    fn member_files(&self) -> Vec<(String, Vec<u8>)> {
-        vec![(
+
+    async fn ticket_files(
+        &self,
+        joiner: &NodeInfo,
+    ) -> Result<Vec<(String, Vec<u8>)>, BackendError> {
+        let mut files = vec![(
             ticket::CA_CERT.into(),
             self.ca.cert_pem.clone().into_bytes(),
-        )]
-    }
-    fn control_plane_files(&self) -> Vec<(String, Vec<u8>)> {
-        vec![
-            (ticket::CA_KEY.into(), self.ca.key_pem().as_bytes().to_vec()),
-            (
-                ticket::CP_CA_CERT.into(),
-                self.cp_ca.cert_pem.clone().into_bytes(),
-            ),
-            (
-                ticket::CP_CA_KEY.into(),
-                self.cp_ca.key_pem().as_bytes().to_vec(),
-            ),
-        ]
+        )];
+        if joiner.role == cluster::Role::ControlPlane {
+            files.extend([
+                (ticket::CA_KEY.into(), self.ca.key_pem().as_bytes().to_vec()),
+                (
+                    ticket::CP_CA_CERT.into(),
+                    self.cp_ca.cert_pem.clone().into_bytes(),
+                ),
+                (
+                    ticket::CP_CA_KEY.into(),
+                    self.cp_ca.key_pem().as_bytes().to_vec(),
+                ),
+            ]);
+        }
+        // What runs on top of the cluster state (Kubernetes credentials), from the strategy.
+        let extra = self
+            .node
+            .strategy
+            .ticket_files(self.node.member(&self.me), joiner)
+            .await
+            .map_err(|e| BackendError::Unavailable(format!("{e:#}")))?;
+        files.extend(extra);
+        Ok(files)
     }
 }
 
@@ -200,7 +216,12 @@ pub(crate) async fn serve_joinservice(
         node.env.metadata.clone(),
         Arc::new(EtcdRegistry(store.clone())),
         Arc::new(Kms(keyservice_client(me.address, pki).await?)),
-        Arc::new(Cas { ca, cp_ca }),
+        Arc::new(Cas {
+            ca,
+            cp_ca,
+            node: node.clone(),
+            me: me.clone(),
+        }),
         Arc::new(EtcdMembers(store.clone())),
     ));
     let refresh = tokio::spawn(async move {

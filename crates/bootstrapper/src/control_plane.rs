@@ -40,6 +40,16 @@ pub trait ControlPlane: Send + Sync {
     async fn start_control_plane(&self, member: Member<'_>) -> anyhow::Result<Vec<&'static str>>;
     /// Starts this strategy's components on an admitted worker.
     async fn start_worker(&self, member: Member<'_>) -> anyhow::Result<Vec<&'static str>>;
+    /// After Init on the first control plane: the kubeconfig for the owner's kubectl, when
+    /// this strategy runs an API of its own (`None`: the owner's etcd credentials serve).
+    async fn admin_kubeconfig(&self, member: Member<'_>) -> anyhow::Result<Option<Vec<u8>>>;
+    /// What a joiner's ticket carries for this strategy (e.g. Kubernetes credentials), issued
+    /// on the control plane `member` for `joiner`.
+    async fn ticket_files(
+        &self,
+        member: Member<'_>,
+        joiner: &NodeInfo,
+    ) -> anyhow::Result<Vec<(String, Vec<u8>)>>;
     /// The server of the owner's admin credentials for a cluster whose first control plane
     /// has `address`.
     fn admin_endpoint(&self, address: Ipv4Addr) -> String;
@@ -58,6 +68,16 @@ impl ControlPlane for EtcdOnly {
         Ok(vec![])
     }
     async fn start_worker(&self, _: Member<'_>) -> anyhow::Result<Vec<&'static str>> {
+        Ok(vec![])
+    }
+    async fn admin_kubeconfig(&self, _: Member<'_>) -> anyhow::Result<Option<Vec<u8>>> {
+        Ok(None)
+    }
+    async fn ticket_files(
+        &self,
+        _: Member<'_>,
+        _: &NodeInfo,
+    ) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
         Ok(vec![])
     }
     fn admin_endpoint(&self, address: Ipv4Addr) -> String {

@@ -70,9 +70,22 @@ struct Initialized {
     cluster_name: String,
     endpoint: String,
     ca: Arc<ClusterCa>,
+    /// The Kubernetes admin's kubeconfig, when the control-plane strategy runs Kubernetes.
+    kube_admin: Option<Vec<u8>>,
 }
 
 impl Initialized {
+    /// What Init answers: (cluster ID, the owner's etcd credentials, the kubeconfig for
+    /// kubectl: the Kubernetes admin's, or the etcd credentials without Kubernetes).
+    fn answer(&self) -> anyhow::Result<InitAnswer> {
+        let owner = self.admin_kubeconfig()?;
+        Ok(InitAnswer {
+            cluster_id: self.cluster_id.as_bytes().to_vec(),
+            kubeconfig: self.kube_admin.clone().unwrap_or_else(|| owner.clone()),
+            owner,
+        })
+    }
+
     /// Fresh admin credentials (a new admin certificate) in kubeconfig layout.
     fn admin_kubeconfig(&self) -> anyhow::Result<Vec<u8>> {
         let admin = self.ca.issue_admin(&self.cluster_name)?;
@@ -85,6 +98,12 @@ impl Initialized {
         };
         Ok(creds.to_kubeconfig().as_bytes().to_vec())
     }
+}
+
+struct InitAnswer {
+    cluster_id: Vec<u8>,
+    owner: Vec<u8>,
+    kubeconfig: Vec<u8>,
 }
 
 #[allow(dead_code)]
@@ -318,11 +337,12 @@ impl Api for InitService {
             .await
             .map_err(|_| Status::internal("Init task failed"))??;
         let msg = match result {
-            Ok((cluster_id, admin)) => InitResponse {
+            Ok(a) => InitResponse {
                 kind: Some(init_response::Kind::InitSuccess(InitSuccessResponse {
-                    kubeconfig: admin,
+                    kubeconfig: a.kubeconfig,
                     owner_id: vec![],
-                    cluster_id,
+                    cluster_id: a.cluster_id,
+                    owner_credentials: a.owner,
                 })),
             },
             Err(e) => InitResponse {
@@ -341,7 +361,7 @@ impl Api for InitService {
 async fn init_once(
     node: &Arc<Node>,
     req: &InitRequest,
-) -> Result<Result<(Vec<u8>, Vec<u8>), String>, Status> {
+) -> Result<Result<InitAnswer, String>, Status> {
     let mut done = node.init.lock().await;
     if let Some(prev) = done.as_ref() {
         let same = keys::MasterSecret::from_kms_uri(&req.kms_uri)
@@ -355,10 +375,10 @@ async fn init_once(
             ));
         }
         tracing::info!("repeated Init for this cluster: issuing fresh admin credentials");
-        let conf = prev
-            .admin_kubeconfig()
+        let answer = prev
+            .answer()
             .map_err(|e| Status::internal(format!("{e:#}")))?;
-        return Ok(Ok((prev.cluster_id.as_bytes().to_vec(), conf)));
+        return Ok(Ok(answer));
     }
     if node.lock.swap(true, Ordering::SeqCst) {
         return Err(Status::failed_precondition(
@@ -366,10 +386,12 @@ async fn init_once(
         ));
     }
     match initialize(node, req).await {
-        Ok((init, admin)) => {
-            let id = init.cluster_id.as_bytes().to_vec();
+        Ok(init) => {
+            let answer = init
+                .answer()
+                .map_err(|e| Status::internal(format!("{e:#}")))?;
             *done = Some(init);
-            Ok(Ok((id, admin)))
+            Ok(Ok(answer))
         }
         Err(e) => {
             tracing::error!("Init failed: {e:#}");
@@ -387,7 +409,7 @@ struct AttestationConfig {
     measurements: measurements::Measurements,
 }
 
-async fn initialize(node: &Arc<Node>, req: &InitRequest) -> anyhow::Result<(Initialized, Vec<u8>)> {
+async fn initialize(node: &Arc<Node>, req: &InitRequest) -> anyhow::Result<Initialized> {
     let master =
         Arc::new(keys::MasterSecret::from_kms_uri(&req.kms_uri).context("reading the KMS URI")?);
     if req.measurement_salt.len() != 32 {
@@ -462,6 +484,7 @@ async fn initialize(node: &Arc<Node>, req: &InitRequest) -> anyhow::Result<(Init
         },
     };
     let services = start_control_plane(node, &me, ca, None, Some(init)).await?;
+    let kube_admin = node.strategy.admin_kubeconfig(node.member(&me)).await?;
 
     // The owner's admin certificate comes from the control-plane CA: it reaches etcd.
     let done = Initialized {
@@ -469,8 +492,8 @@ async fn initialize(node: &Arc<Node>, req: &InitRequest) -> anyhow::Result<(Init
         cluster_name,
         endpoint: node.strategy.admin_endpoint(me.address),
         ca: cp_ca,
+        kube_admin,
     };
-    let kubeconfig = done.admin_kubeconfig()?;
     report(Phase::Initialized, services);
-    Ok((done, kubeconfig))
+    Ok(done)
 }

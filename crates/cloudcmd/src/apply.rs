@@ -622,6 +622,13 @@ async fn init(
         );
     }
     config::atomic::replace(&ws.join(ADMIN_CONF_FILE), &success.kubeconfig, 0o600)?;
+    if !success.owner_credentials.is_empty() {
+        config::atomic::replace(
+            &ws.join(crate::OWNER_CONF_FILE),
+            &success.owner_credentials,
+            0o600,
+        )?;
+    }
     state.set_cluster_values(&expected, &salt);
     state.write(&ws.join(STATE_FILE))?;
     progress.step(&format!(

@@ -26,8 +26,14 @@ pub async fn connect_except(
     cloud: &CloudView,
     except: Option<&str>,
 ) -> anyhow::Result<Store> {
-    let creds = crate::admin::load(&ws.join(ADMIN_CONF_FILE))
-        .with_context(|| format!("the owner's credentials {}", crate::shown(ADMIN_CONF_FILE)))?;
+    // Clusters initialized before the owner file existed have the etcd credentials in the
+    // admin file.
+    let file = [crate::OWNER_CONF_FILE, ADMIN_CONF_FILE]
+        .into_iter()
+        .find(|f| ws.join(f).exists())
+        .unwrap_or(crate::OWNER_CONF_FILE);
+    let creds = crate::admin::load(&ws.join(file))
+        .with_context(|| format!("the owner's credentials {}", crate::shown(file)))?;
     let endpoints: Vec<String> = cloud
         .running_control_planes()
         .filter(|n| Some(n.name.as_str()) != except)

@@ -34,6 +34,9 @@ pub const CONFIG_FILE: &str = "constellation-conf.yaml";
 pub const STATE_FILE: &str = "constellation-state.yaml";
 pub const MASTER_SECRET_FILE: &str = "constellation-mastersecret.json";
 pub const ADMIN_CONF_FILE: &str = "constellation-admin.conf";
+/// The owner's credentials for the cluster state (etcd, control-plane CA); with Kubernetes,
+/// `constellation-admin.conf` is the Kubernetes admin's kubeconfig instead.
+pub const OWNER_CONF_FILE: &str = "constellation-owner.conf";
 
 static DISPLAY_WORKSPACE: OnceLock<PathBuf> = OnceLock::new();
 
@@ -121,7 +124,10 @@ impl NoCluster {
 
 /// Whether the workspace holds anything `terminate` would remove.
 pub fn has_cluster(ws: &Workspace) -> bool {
-    ws.provider.exists() || ws.join(STATE_FILE).exists() || ws.join(ADMIN_CONF_FILE).exists()
+    ws.provider.exists()
+        || ws.join(STATE_FILE).exists()
+        || ws.join(ADMIN_CONF_FILE).exists()
+        || ws.join(OWNER_CONF_FILE).exists()
 }
 
 /// Stops all nodes and TPMs; removes the local cloud, admin credentials and state file. A
@@ -131,7 +137,7 @@ pub fn terminate(ws: &Workspace, progress: &mut dyn Progress) -> anyhow::Result<
         return Err(NoCluster::new(&ws.provider.records()).into());
     }
     let n = ws.provider.destroy(&mut |m: &str| progress.step(m))?;
-    for f in [ADMIN_CONF_FILE, STATE_FILE] {
+    for f in [ADMIN_CONF_FILE, OWNER_CONF_FILE, STATE_FILE] {
         match std::fs::remove_file(ws.join(f)) {
             Ok(()) => progress.step(&format!("removed {}", shown(f))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

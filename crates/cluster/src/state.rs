@@ -150,6 +150,15 @@ pub fn node_key(name: &str) -> String {
     format!("{PREFIX_NODES}{name}")
 }
 
+/// The one rule for a node that may not belong to any cluster yet (a joiner, a node being
+/// initialized or recovered): the owner's measurements with PCR 15 enforced zero, whatever they
+/// say for it.
+pub fn with_pcr15_zero(m: &Measurements) -> Result<Measurements, measurements::MeasurementsError> {
+    let mut m = m.clone();
+    m.set(15, measurements::Measurement::enforced(vec![0u8; 32]))?;
+    Ok(m)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,15 +203,4 @@ mod tests {
             Err(MasterSecretRecordError::Encoding { field: "key" })
         ));
     }
-}
-
-/// The one rule for a node that may not belong to any cluster yet (a joiner, a node being
-/// initialized or recovered): the owner's measurements with PCR 15 enforced zero, whatever they
-/// say for it.
-pub fn with_pcr15_zero(
-    m: &Measurements,
-) -> Result<Measurements, measurements::MeasurementsError> {
-    let mut m = m.clone();
-    m.set(15, measurements::Measurement::enforced(vec![0u8; 32]))?;
-    Ok(m)
 }

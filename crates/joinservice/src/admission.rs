@@ -79,6 +79,7 @@ pub trait KeySource: Send + Sync {
 }
 
 /// The cluster's certificate authority.
+#[tonic::async_trait]
 pub trait CertIssuer: Send + Sync {
     /// A node certificate (PEM) for the key in `csr_der`; names come from the provider's
     /// records, never from the request.
@@ -88,10 +89,10 @@ pub trait CertIssuer: Send + Sync {
         name: &str,
         address: Ipv4Addr,
     ) -> Result<String, BackendError>;
-    /// Files every joiner gets (the CA certificate to authenticate cluster services).
-    fn member_files(&self) -> Vec<(String, Vec<u8>)>;
-    /// Files only control-plane joiners get (CA keys).
-    fn control_plane_files(&self) -> Vec<(String, Vec<u8>)>;
+    /// The ticket files for `node`: every joiner gets the CA certificate (to authenticate
+    /// cluster services) and its credentials for what runs on top of the cluster state
+    /// (Kubernetes); control-plane joiners also the CA keys.
+    async fn ticket_files(&self, node: &NodeInfo) -> Result<Vec<(String, Vec<u8>)>, BackendError>;
 }
 
 /// The control plane's replicated store membership.
@@ -250,7 +251,11 @@ impl Admission {
             })?;
         let state_disk_key = self.data_key(&req.disk_uuid).await?;
         let measurement_secret = self.data_key(MEASUREMENT_SECRET_ID).await?;
-        let mut files = self.issuer.member_files();
+        let mut files = self
+            .issuer
+            .ticket_files(&node)
+            .await
+            .map_err(|e| Refusal::backend("issuing the ticket's files", e))?;
         let _cp_guard;
         if node.role == Role::ControlPlane {
             _cp_guard = self.cp_lock.lock().await;
@@ -259,7 +264,6 @@ impl Admission {
                 .add_control_plane(&node)
                 .await
                 .map_err(|e| Refusal::backend("adding the etcd member", e))?;
-            files.extend(self.issuer.control_plane_files());
             files.push((ticket::ETCD_INITIAL_CLUSTER.into(), initial.into_bytes()));
         }
         let entry = NodeEntry {

@@ -44,6 +44,7 @@ impl KeySource for MemKeys {
 }
 
 struct MemIssuer;
+#[tonic::async_trait]
 impl CertIssuer for MemIssuer {
     fn sign_node_csr(&self, csr: &[u8], name: &str, a: Ipv4Addr) -> Result<String, BackendError> {
         if csr.is_empty() {
@@ -51,11 +52,12 @@ impl CertIssuer for MemIssuer {
         }
         Ok(format!("CERT {name} {a}"))
     }
-    fn member_files(&self) -> Vec<(String, Vec<u8>)> {
-        vec![(ticket::CA_CERT.into(), b"CA".to_vec())]
-    }
-    fn control_plane_files(&self) -> Vec<(String, Vec<u8>)> {
-        vec![(ticket::CA_KEY.into(), b"CA KEY".to_vec())]
+    async fn ticket_files(&self, node: &NodeInfo) -> Result<Vec<(String, Vec<u8>)>, BackendError> {
+        let mut files = vec![(ticket::CA_CERT.into(), b"CA".to_vec())];
+        if node.role == Role::ControlPlane {
+            files.push((ticket::CA_KEY.into(), b"CA KEY".to_vec()));
+        }
+        Ok(files)
     }
 }
 
