@@ -26,6 +26,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_constellation");
 fn cli(ws: &Path, args: &[&str]) -> (Output, Duration) {
     let t = Instant::now();
     let o = Command::new(BIN)
+        .env("CONSTELLATION_KUBERNETES", "off")
         .arg("-C")
         .arg(ws)
         .args(args)

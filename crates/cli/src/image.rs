@@ -10,6 +10,9 @@ use measurements::Measurements;
 /// Fails when the image's programs are not installed; `config generate local` then fails too,
 /// rather than writing measurements no node would match.
 pub fn local_default_measurements(variant: Variant) -> anyhow::Result<Measurements> {
-    provider_local::provider::default_measurements(variant)
+    provider_local::provider::default_measurements(
+        variant,
+        provider_local::image::kubernetes_wanted(),
+    )
         .context("measuring the local node image")
 }

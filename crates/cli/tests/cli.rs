@@ -20,6 +20,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_constellation");
 
 fn constellation(ws: &Path, args: &[&str]) -> Output {
     Command::new(BIN)
+        .env("CONSTELLATION_KUBERNETES", "off")
         .arg("-C")
         .arg(ws)
         .args(args)

@@ -17,6 +17,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_constellation");
 
 fn run(ws: &Path, args: &[&str]) -> Output {
     Command::new(BIN)
+        .env("CONSTELLATION_KUBERNETES", "off")
         .arg("-C")
         .arg(ws)
         .args(args)
@@ -221,6 +222,7 @@ fn three_plus_two_join_kill_rejoin_tamper_terminate() {
         .unwrap()
         .process;
     let mut apply = Command::new(BIN)
+        .env("CONSTELLATION_KUBERNETES", "off")
         .arg("-C")
         .arg(&ws)
         .arg("apply")

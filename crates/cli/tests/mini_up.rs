@@ -213,6 +213,9 @@ impl Workspace {
 
     fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(BIN);
+        // The fast mode without Kubernetes: these tests are about the attestation core and
+        // the lifecycle (crates/cli/tests/kubernetes.rs runs Kubernetes).
+        c.env("CONSTELLATION_KUBERNETES", "off");
         c.arg("-C")
             .arg(self.path())
             .args(args)
@@ -409,6 +412,7 @@ impl Running {
         let cmd = ws.command(args);
         let mut child = Command::new("env")
             .arg("--default-signal=INT")
+            .env("CONSTELLATION_KUBERNETES", "off")
             .arg(cmd.get_program())
             .args(cmd.get_args())
             .env_remove("RUST_LOG")
@@ -576,7 +580,10 @@ fn tampered_image_component_is_refused() {
     // as `cloudcmd::apply` does), built ahead of apply and then tampered with: apply finds and
     // boots it. The config's measurements were computed from the untampered programs.
     let sources =
-        provider_local::image::Sources::default_for_exe(&provider_local::provider::image_version())
+        provider_local::image::Sources::default_for_exe(
+            &provider_local::provider::image_version(),
+            false,
+        )
             .unwrap();
     let images = ws.path().join(LOCAL_DIR).join("images");
     std::fs::create_dir_all(&images).unwrap();

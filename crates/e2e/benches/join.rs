@@ -92,7 +92,7 @@ fn main() {
 
     let cfg = write_local_config(ws, 0, random_base(250, 1));
     rt.block_on(apply(
-        &provider_local::workspace(ws),
+        &provider_local::workspace_without_kubernetes(ws),
         &cfg,
         &ApplyOptions::default(),
         &mut |_: &str| {},

@@ -51,7 +51,7 @@ fn main() {
     let _c = Cleanup(ws);
     let cfg = write_local_config(ws, workers, random_base(240, 5));
     rt.block_on(apply(
-        &provider_local::workspace(ws),
+        &provider_local::workspace_without_kubernetes(ws),
         &cfg,
         &ApplyOptions::default(),
         &mut |_: &str| {},
@@ -127,7 +127,7 @@ fn main() {
             .map(|_| {
                 let t = Instant::now();
                 let r = rt
-                    .block_on(verify(&provider_local::workspace(ws), &cfg, &opts))
+                    .block_on(verify(&provider_local::workspace_without_kubernetes(ws), &cfg, &opts))
                     .unwrap();
                 let d = t.elapsed();
                 assert!(r.all_verified(), "{r:?}");

@@ -96,7 +96,7 @@ fn running_from(dir: &Path) -> Vec<String> {
 
 async fn verify_all(ws: &Path, cfg: &config::Config) -> cloudcmd::verify::VerifyReport {
     verify(
-        &provider_local::workspace(ws),
+        &provider_local::workspace_without_kubernetes(ws),
         cfg,
         &VerifyOptions::default(),
     )
@@ -131,7 +131,7 @@ async fn proven_attacks_fail() {
     let base = random_base(60, 30);
     let cfg = write_local_config(ws, 1, base);
     if let Err(e) = apply(
-        &provider_local::workspace(ws),
+        &provider_local::workspace_without_kubernetes(ws),
         &cfg,
         &ApplyOptions::default(),
         &mut |_: &str| {},
@@ -378,7 +378,7 @@ async fn proven_attacks_fail() {
     let cfg2 = write_local_config(ws, 2, base);
     let t0 = std::time::Instant::now();
     if let Err(e) = apply(
-        &provider_local::workspace(ws),
+        &provider_local::workspace_without_kubernetes(ws),
         &cfg2,
         &ApplyOptions::default(),
         &mut |_: &str| {},

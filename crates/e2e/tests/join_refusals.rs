@@ -69,7 +69,7 @@ async fn join_refusals_leave_no_trace() {
     let _c = Cleanup(ws);
     let cfg = write_local_config(ws, 0, random_base(200, 50));
     apply(
-        &provider_local::workspace(ws),
+        &provider_local::workspace_without_kubernetes(ws),
         &cfg,
         &ApplyOptions::default(),
         &mut |_: &str| {},

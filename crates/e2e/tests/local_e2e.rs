@@ -19,7 +19,7 @@ async fn apply_status_terminate() {
     let cfg = write_local_config(ws, 1, random_base(100, 100));
     let mut lines = vec![];
     let out = apply(
-        &provider_local::workspace(ws),
+        &provider_local::workspace_without_kubernetes(ws),
         &cfg,
         &ApplyOptions::default(),
         &mut |m: &str| lines.push(m.to_string()),
@@ -54,7 +54,7 @@ async fn apply_status_terminate() {
     assert!(ws.join(cloudcmd::ADMIN_CONF_FILE).exists());
 
     // Status: the init node reports initialized with PCR 15 = the value derived from the ID.
-    let st = cloudcmd::status::status(&provider_local::workspace(ws))
+    let st = cloudcmd::status::status(&provider_local::workspace_without_kubernetes(ws))
         .unwrap()
         .unwrap();
     assert!(st.initialized);
@@ -71,7 +71,7 @@ async fn apply_status_terminate() {
     // Re-running apply creates nothing and does not re-initialize.
     let secret_before = std::fs::read(ws.join(cloudcmd::MASTER_SECRET_FILE)).unwrap();
     let again = apply(
-        &provider_local::workspace(ws),
+        &provider_local::workspace_without_kubernetes(ws),
         &cfg,
         &ApplyOptions::default(),
         &mut |_: &str| {},
@@ -143,7 +143,7 @@ async fn apply_status_terminate() {
         .flatten()
         .collect();
     assert_eq!(recs.len(), 4);
-    cloudcmd::terminate(&provider_local::workspace(ws), &mut |_: &str| {}).unwrap();
+    cloudcmd::terminate(&provider_local::workspace_without_kubernetes(ws), &mut |_: &str| {}).unwrap();
     for r in recs {
         assert!(!r.is_alive(), "process {} survived terminate", r.pid);
     }

@@ -72,6 +72,9 @@ pub struct NodeRecord {
     pub swtpm: Option<ProcessRecord>,
     #[serde(default)]
     pub process: Option<ProcessRecord>,
+    /// The node's address in the cluster network (Kubernetes clusters only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub internal_address: Option<Ipv4Addr>,
 }
 
 impl NodeRecord {
@@ -101,6 +104,9 @@ pub struct CloudState {
     /// The config's `image` when the cloud was created (absent in clouds of earlier versions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// The cluster network, when the nodes run Kubernetes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kube: Option<crate::kubenet::KubeNetRecord>,
     pub nodes: Vec<NodeRecord>,
 }
 

@@ -50,6 +50,8 @@ pub enum ImageError {
     PathEscapes { manifest: PathBuf, path: String },
     #[error("cannot find the node program {name:?}: looked in {looked}")]
     SourceMissing { name: String, looked: String },
+    #[error("building the container images of the node image: {0}")]
+    ContainerImage(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,6 +94,54 @@ pub fn etcd_source() -> (Option<PathBuf>, String) {
         looked.push(format!("$CONSTELLATION_ETCD ({})", p.display()));
         return (p.is_file().then_some(p), looked.join(", "));
     }
+    let (build, mut looked_build) = kube_build();
+    looked.append(&mut looked_build);
+    if let Some(bin) = build {
+        return (Some(bin.join(ETCD_BINARY)), looked.join(", "));
+    }
+    let debian = PathBuf::from("/usr/bin/etcd");
+    looked.push("/usr/bin/etcd (Debian package etcd-server)".into());
+    (debian.is_file().then_some(debian), looked.join(", "))
+}
+
+/// The programs of the Kubernetes components a node image bundles (from the pinned build of
+/// `scripts/install-kubernetes.sh`), measured and run like every other component.
+pub const KUBE_BINARIES: &[&str] = &[
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubelet",
+    "kube-proxy",
+    "kubeadm",
+    "kubectl",
+    "coredns",
+];
+
+/// The container images (OCI archives) a Kubernetes node image bundles and every node imports:
+/// the sandbox (pause), the workload image (busybox) and CoreDNS. No registry is reachable.
+pub const KUBE_IMAGES: &[&str] = &["image-pause.tar", "image-busybox.tar", "image-coredns.tar"];
+
+/// Whether node images include Kubernetes: yes unless `CONSTELLATION_KUBERNETES=off` (the
+/// fast mode for tests of the attestation core: the cluster state, JoinService and KeyService
+/// without Kubernetes).
+pub fn kubernetes_wanted() -> bool {
+    !matches!(
+        std::env::var("CONSTELLATION_KUBERNETES").as_deref(),
+        Ok("off" | "0" | "false" | "no")
+    )
+}
+
+/// The `bin` folder of the newest complete build of `scripts/install-kubernetes.sh`
+/// (`$KUBE_BIN` first), and where it looked.
+pub fn kube_build() -> (Option<PathBuf>, Vec<String>) {
+    let mut looked = vec![];
+    if let Some(p) = std::env::var_os("KUBE_BIN") {
+        let p = PathBuf::from(p);
+        looked.push(format!("$KUBE_BIN ({})", p.display()));
+        if p.join("kubelet").is_file() && p.join(ETCD_BINARY).is_file() {
+            return (Some(p), looked);
+        }
+    }
     let cache = std::env::var_os("CONSTELLATION_CACHE")
         .map(PathBuf::from)
         .or_else(|| {
@@ -120,12 +170,85 @@ pub fn etcd_source() -> (Option<PathBuf>, String) {
             .collect();
         builds.sort();
         if let Some((_, etcd)) = builds.pop() {
-            return (Some(etcd), looked.join(", "));
+            return (etcd.parent().map(Path::to_path_buf), looked);
         }
     }
-    let debian = PathBuf::from("/usr/bin/etcd");
-    looked.push("/usr/bin/etcd (Debian package etcd-server)".into());
-    (debian.is_file().then_some(debian), looked.join(", "))
+    (None, looked)
+}
+
+/// Where the Kubernetes components of a new image come from.
+#[derive(Debug, Clone)]
+pub struct KubeSources {
+    /// The build's `bin` folder ([`KUBE_BINARIES`]).
+    pub bin_dir: PathBuf,
+    /// ([`KUBE_IMAGES`] name, OCI archive).
+    pub images: Vec<(String, PathBuf)>,
+}
+
+impl KubeSources {
+    /// The newest complete Kubernetes build, with the container images built from it (and from
+    /// the host's busybox and C compiler) into a content-addressed cache next to it.
+    pub fn find() -> Result<KubeSources, ImageError> {
+        let (bin, looked) = kube_build();
+        let bin_dir = bin.ok_or_else(|| ImageError::SourceMissing {
+            name: "the Kubernetes binaries (run scripts/install-kubernetes.sh, or set CONSTELLATION_KUBERNETES=off for the mode without Kubernetes)".into(),
+            looked: looked.join(", "),
+        })?;
+        for b in KUBE_BINARIES {
+            if !bin_dir.join(b).is_file() {
+                return Err(ImageError::SourceMissing {
+                    name: (*b).into(),
+                    looked: bin_dir.display().to_string(),
+                });
+            }
+        }
+        let images_dir = bin_dir
+            .parent()
+            .unwrap_or(&bin_dir)
+            .join("images");
+        let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.is_file())
+            .ok_or_else(|| ImageError::SourceMissing {
+                name: "busybox (Debian package busybox-static)".into(),
+                looked: "/bin/busybox, /usr/bin/busybox".into(),
+            })?;
+        let want: Vec<PathBuf> = KUBE_IMAGES.iter().map(|n| images_dir.join(n)).collect();
+        if !want.iter().all(|p| p.is_file()) {
+            let tmp = images_dir.with_extension(format!("tmp-{}", std::process::id()));
+            let _ = fs::remove_dir_all(&tmp);
+            let built = (|| {
+                let (pause, bb) = kube_node::image::build_standard_images(&tmp, &busybox, "cc")?;
+                let dns = kube_node::image::build_coredns_image(&tmp, &bin_dir.join("coredns"))?;
+                fs::create_dir_all(&images_dir)
+                    .map_err(|e| kube_node::image::ImageError::Io {
+                        what: "create image folder",
+                        path: images_dir.clone(),
+                        source: e,
+                    })?;
+                for (img, name) in [(pause, KUBE_IMAGES[0]), (bb, KUBE_IMAGES[1]), (dns, KUBE_IMAGES[2])] {
+                    fs::rename(&img.path, images_dir.join(name)).map_err(|e| {
+                        kube_node::image::ImageError::Io {
+                            what: "move image",
+                            path: img.path.clone(),
+                            source: e,
+                        }
+                    })?;
+                }
+                Ok::<(), kube_node::image::ImageError>(())
+            })();
+            let _ = fs::remove_dir_all(&tmp);
+            built.map_err(|e| ImageError::ContainerImage(e.to_string()))?;
+        }
+        Ok(KubeSources {
+            bin_dir,
+            images: KUBE_IMAGES
+                .iter()
+                .map(|n| (n.to_string(), images_dir.join(n)))
+                .collect(),
+        })
+    }
 }
 
 /// Where the programs of a new image come from.
@@ -133,13 +256,16 @@ pub fn etcd_source() -> (Option<PathBuf>, String) {
 pub struct Sources {
     pub node_binary: PathBuf,
     pub etcd_binary: PathBuf,
+    /// The Kubernetes components, when the image runs Kubernetes.
+    pub kube: Option<KubeSources>,
     pub version: String,
 }
 
 impl Sources {
     /// The default sources: `constellation-node` next to the running executable (as cargo and
-    /// installs place it), and etcd from [`etcd_source`].
-    pub fn default_for_exe(version: &str) -> Result<Self, ImageError> {
+    /// installs place it), etcd from [`etcd_source`], and with `kubernetes` the Kubernetes
+    /// components ([`KubeSources::find`]).
+    pub fn default_for_exe(version: &str, kubernetes: bool) -> Result<Self, ImageError> {
         let exe = std::env::current_exe().map_err(|e| ImageError::Read {
             path: "current executable".into(),
             source: e,
@@ -166,30 +292,62 @@ impl Sources {
             name: ETCD_BINARY.into(),
             looked,
         })?;
+        let kube = if kubernetes {
+            Some(KubeSources::find()?)
+        } else {
+            None
+        };
         Ok(Self {
             node_binary,
             etcd_binary,
+            kube,
             version: version.to_string(),
         })
     }
 
+    /// (source file, manifest path, component name, boot) of every component, in manifest order.
+    fn files(&self) -> Vec<(PathBuf, String, String, bool)> {
+        let mut v = vec![
+            (
+                self.node_binary.clone(),
+                format!("bin/{NODE_BINARY}"),
+                NODE_BINARY.to_string(),
+                true,
+            ),
+            (
+                self.etcd_binary.clone(),
+                format!("bin/{ETCD_BINARY}"),
+                ETCD_BINARY.to_string(),
+                false,
+            ),
+        ];
+        if let Some(k) = &self.kube {
+            for b in KUBE_BINARIES {
+                v.push((k.bin_dir.join(b), format!("bin/{b}"), b.to_string(), false));
+            }
+            for (name, path) in &k.images {
+                v.push((path.clone(), format!("images/{name}"), name.clone(), false));
+            }
+        }
+        v
+    }
+
     fn manifest(&self) -> Result<Manifest, ImageError> {
+        let components = self
+            .files()
+            .into_iter()
+            .map(|(src, path, name, boot)| {
+                Ok(Component {
+                    name,
+                    path,
+                    sha256: hex::encode(sha256_file(&src)?),
+                    boot,
+                })
+            })
+            .collect::<Result<Vec<_>, ImageError>>()?;
         Ok(Manifest {
             version: self.version.clone(),
-            components: vec![
-                Component {
-                    name: NODE_BINARY.into(),
-                    path: format!("bin/{NODE_BINARY}"),
-                    sha256: hex::encode(sha256_file(&self.node_binary)?),
-                    boot: true,
-                },
-                Component {
-                    name: ETCD_BINARY.into(),
-                    path: format!("bin/{ETCD_BINARY}"),
-                    sha256: hex::encode(sha256_file(&self.etcd_binary)?),
-                    boot: false,
-                },
-            ],
+            components,
         })
     }
 
@@ -287,13 +445,16 @@ impl NodeImage {
             path: p.to_path_buf(),
             source: e,
         };
-        fs::create_dir_all(tmp.join("bin")).map_err(|e| w(&tmp, e))?;
-        for (src, c) in [
-            (&sources.node_binary, &manifest.components[0]),
-            (&sources.etcd_binary, &manifest.components[1]),
-        ] {
-            let dst = tmp.join(&c.path);
-            fs::copy(src, &dst).map_err(|e| w(&dst, e))?;
+        for (src, path, _, _) in sources.files() {
+            let dst = tmp.join(&path);
+            if let Some(d) = dst.parent() {
+                fs::create_dir_all(d).map_err(|e| w(d, e))?;
+            }
+            // The bundle is content-addressed and never changed in place: a hard link to an
+            // immutable source saves the copy (the launcher measures and copies what it runs).
+            if fs::hard_link(&src, &dst).is_err() {
+                fs::copy(&src, &dst).map_err(|e| w(&dst, e))?;
+            }
         }
         fs::write(tmp.join(MANIFEST), &bytes).map_err(|e| w(&tmp, e))?;
         match fs::rename(&tmp, &dir) {
@@ -399,6 +560,7 @@ mod tests {
         Sources {
             node_binary: dir.join("node"),
             etcd_binary: dir.join("etcd"),
+            kube: None,
             version: "v0.1.0".into(),
         }
     }

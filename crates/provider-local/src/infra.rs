@@ -66,6 +66,18 @@ pub enum InfraError {
     },
     #[error("interrupted between two steps; the local cloud state is consistent")]
     Interrupted,
+    #[error("Kubernetes nodes need root (network and mount namespaces, cgroups); this runs as another user")]
+    KubernetesNeedsRoot,
+    #[error("the cluster network")]
+    Net(#[from] kube_node::net::NetError),
+    #[error("no free cluster network under {0} (250 in use)")]
+    NoFreeNetwork(PathBuf),
+    #[error("stopping what node {node} left running in its namespaces")]
+    Leftovers {
+        node: String,
+        #[source]
+        source: kube_node::host::HostError,
+    },
 }
 
 /// bcrypt cost of the init-secret hash (the secret is 32 random characters, so a low cost is
@@ -180,6 +192,9 @@ pub fn remove_node(workspace: &Path, name: &str) -> Result<CloudState, InfraErro
     };
     let node = state.nodes[i].clone();
     stop_node(&node)?;
+    if let Some(k) = &state.kube {
+        crate::kubenet::remove_node(k, &node.name)?;
+    }
     match std::fs::remove_dir_all(&node.dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -350,6 +365,7 @@ pub fn apply(
                 init_secret_hash: bcrypt::hash(init_secret, INIT_SECRET_BCRYPT_COST)?,
                 base_address: wanted.base_address,
                 image: Some(wanted.image_version.clone()),
+                kube: None,
                 nodes: vec![],
             };
             s.save(&path)?;
@@ -376,6 +392,7 @@ pub fn apply(
                 ak_public: None,
                 swtpm: None,
                 process: None,
+                internal_address: None,
             });
             state.save(&path)?;
             progress(&format!(
@@ -398,6 +415,12 @@ pub fn apply(
         for port in node_ports(node.role) {
             check_free(node.address, *port)?;
         }
+    }
+
+    // 2b. With Kubernetes in the image: the cluster network and every node's namespaces.
+    let kubernetes = wanted.image.component_path("kubelet").is_some();
+    if kubernetes {
+        ensure_network(&mut state, &path, progress)?;
     }
 
     // 3. TPMs and their attestation keys.
@@ -467,6 +490,12 @@ pub fn apply(
         // What a dead node left running (its etcd), or a node process an interrupted apply
         // started without recording it, would hold the node's ports.
         stop_unrecorded(&state.nodes[i], false, true);
+        if let Some(k) = &state.kube {
+            crate::kubenet::clear_node(k, &node.name).map_err(|e| InfraError::Leftovers {
+                node: node.name.clone(),
+                source: e,
+            })?;
+        }
         for port in node_ports(node.role) {
             check_free(node.address, *port)?;
         }
@@ -507,7 +536,108 @@ pub fn apply(
             node.address
         ));
     }
+    if kubernetes {
+        ensure_api_proxy(&mut state, &path, &wanted.launcher, progress)?;
+    }
     Ok(state)
+}
+
+/// Creates (or completes) the cluster network and a namespace pair per node.
+fn ensure_network(
+    state: &mut CloudState,
+    path: &Path,
+    progress: Progress<'_>,
+) -> Result<(), InfraError> {
+    if !crate::kubenet::is_root() {
+        return Err(InfraError::KubernetesNeedsRoot);
+    }
+    let record = match state.kube.clone() {
+        Some(r) => r,
+        None => {
+            let run_root = PathBuf::from(crate::kubenet::RUN_ROOT);
+            let index = crate::kubenet::free_index(&run_root)
+                .ok_or_else(|| InfraError::NoFreeNetwork(run_root.clone()))?;
+            let r = crate::kubenet::KubeNetRecord {
+                run_root,
+                name: format!("c{}", state.uid),
+                index,
+                api_proxy: None,
+                api_backends: vec![],
+            };
+            state.kube = Some(r.clone());
+            state.save(path)?;
+            r
+        }
+    };
+    let mut net = crate::kubenet::create_or_open(&record)?;
+    let result = (|| {
+        for i in 0..state.nodes.len() {
+            let name = state.nodes[i].name.clone();
+            let address = crate::kubenet::ensure_node(&mut net, &name)?;
+            if state.nodes[i].internal_address != Some(address) {
+                state.nodes[i].internal_address = Some(address);
+                state.save(path)?;
+                progress(&format!("network of {name} ready ({address})"));
+            }
+        }
+        Ok::<(), InfraError>(())
+    })();
+    // The network outlives this process (terminate tears it down).
+    net.detach();
+    result
+}
+
+/// Runs the host-side API endpoint (`<endpoint>:6443`) over every control plane; restarted
+/// when the control planes changed.
+fn ensure_api_proxy(
+    state: &mut CloudState,
+    path: &Path,
+    launcher: &Path,
+    progress: Progress<'_>,
+) -> Result<(), InfraError> {
+    let Some(mut record) = state.kube.clone() else {
+        return Ok(());
+    };
+    let Some(endpoint) = state.endpoint() else {
+        return Ok(());
+    };
+    let backends: Vec<String> = state
+        .control_planes()
+        .filter_map(|n| n.internal_address)
+        .map(|a| format!("{a}:{}", crate::kubenet::API_PORT))
+        .collect();
+    let alive = record.api_proxy.is_some_and(|p| p.is_alive());
+    if alive && record.api_backends == backends {
+        return Ok(());
+    }
+    if let Some(p) = record.api_proxy.take() {
+        let _ = p.stop_group(Duration::from_secs(5));
+    }
+    check_free(endpoint, crate::kubenet::API_PORT)?;
+    let mut cmd = Command::new(launcher);
+    cmd.arg("api-proxy")
+        .arg("--listen")
+        .arg(format!("{endpoint}:{}", crate::kubenet::API_PORT))
+        .arg("--netns")
+        .arg(record.fabric());
+    for b in &backends {
+        cmd.arg("--backend").arg(b);
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let (rec, _child) =
+        spawn_detached(cmd, &dir.join("api-proxy.log")).map_err(|e| InfraError::Process {
+            node: "api-proxy".into(),
+            source: e,
+        })?;
+    record.api_proxy = Some(rec);
+    record.api_backends = backends;
+    state.kube = Some(record);
+    state.save(path)?;
+    progress(&format!(
+        "Kubernetes API endpoint {endpoint}:{} ready",
+        crate::kubenet::API_PORT
+    ));
+    Ok(())
 }
 
 fn absolute(p: &Path) -> Result<PathBuf, InfraError> {
@@ -527,6 +657,15 @@ pub fn destroy(workspace: &Path, progress: Progress<'_>) -> Result<usize, InfraE
     for node in &state.nodes {
         stop_node(node)?;
         progress(&format!("stopped {}", node.name));
+    }
+    if let Some(k) = &state.kube {
+        if let Some(p) = k.api_proxy {
+            let _ = p.stop_group(Duration::from_secs(5));
+        }
+        crate::kubenet::teardown(k)?;
+        let dirs: Vec<PathBuf> = state.nodes.iter().map(|n| n.dir.clone()).collect();
+        crate::kubenet::restore_sysctls(&dirs);
+        progress("removed the cluster network");
     }
     let dir = workspace.join(crate::cloud::STATE_DIR);
     std::fs::remove_dir_all(&dir).map_err(|e| InfraError::Dir {
@@ -550,6 +689,7 @@ mod tests {
             ak_public: None,
             swtpm: None,
             process: None,
+            internal_address: None,
         }
     }
 
@@ -564,6 +704,7 @@ mod tests {
             init_secret_hash: String::new(),
             base_address: Ipv4Addr::new(127, 20, 0, 1),
             image: None,
+            kube: None,
             nodes: vec![
                 rec("control-plane-0", Role::ControlPlane, "cp"),
                 rec("control-plane-10", Role::ControlPlane, "cp"),

@@ -19,13 +19,14 @@
 pub mod cloud;
 pub mod image;
 pub mod infra;
+pub mod kubenet;
 pub mod launcher;
 pub mod node_env;
 pub mod pcr;
 pub mod process;
 pub mod provider;
 
-pub use provider::{workspace, LocalProvider};
+pub use provider::{workspace, workspace_without_kubernetes, LocalProvider};
 
 /// The provider string used in node command lines and measurement files.
 pub const CSP: &str = "local";

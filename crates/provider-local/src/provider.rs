@@ -19,10 +19,13 @@ pub fn image_version() -> String {
 }
 
 /// Measurements of the node image `mini up`/`apply` will build from this installation
-/// (`constellation-node` next to the CLI, etcd from [`crate::image::etcd_source`]), computed
-/// without building it.
-pub fn default_measurements(variant: Variant) -> anyhow::Result<measurements::Measurements> {
-    let sources = Sources::default_for_exe(&image_version())?;
+/// (`constellation-node` next to the CLI, etcd from [`crate::image::etcd_source`], with
+/// `kubernetes` the Kubernetes components), computed without building it.
+pub fn default_measurements(
+    variant: Variant,
+    kubernetes: bool,
+) -> anyhow::Result<measurements::Measurements> {
+    let sources = Sources::default_for_exe(&image_version(), kubernetes)?;
     Ok(sources.expected_measurements(variant)?)
 }
 
@@ -30,6 +33,8 @@ pub fn default_measurements(variant: Variant) -> anyhow::Result<measurements::Me
 #[derive(Debug, Clone)]
 pub struct LocalProvider {
     ws: PathBuf,
+    /// Whether images built for this workspace run Kubernetes.
+    kubernetes: bool,
 }
 
 impl LocalProvider {
@@ -39,7 +44,14 @@ impl LocalProvider {
         let ws = workspace.into();
         LocalProvider {
             ws: std::path::absolute(&ws).unwrap_or(ws),
+            kubernetes: crate::image::kubernetes_wanted(),
         }
+    }
+
+    /// Nodes with or without Kubernetes (default: [`crate::image::kubernetes_wanted`]).
+    pub fn with_kubernetes(mut self, kubernetes: bool) -> Self {
+        self.kubernetes = kubernetes;
+        self
     }
 
     fn load(&self) -> anyhow::Result<Option<CloudState>> {
@@ -48,7 +60,7 @@ impl LocalProvider {
 
     /// The image the config points at, built from this installation when it names none.
     fn node_image(&self, cfg: &config::Config) -> anyhow::Result<(NodeImage, PathBuf)> {
-        let sources = Sources::default_for_exe(&image_version())?;
+        let sources = Sources::default_for_exe(&image_version(), self.kubernetes)?;
         let launcher = sources.node_binary.clone();
         let configured = cfg
             .local()
@@ -200,4 +212,12 @@ impl Provider for LocalProvider {
 /// The workspace at `dir` with the local provider.
 pub fn workspace(dir: &Path) -> cloudcmd::Workspace {
     cloudcmd::Workspace::new(dir, std::sync::Arc::new(LocalProvider::new(dir)))
+}
+
+/// The workspace at `dir` with the local provider in the mode without Kubernetes.
+pub fn workspace_without_kubernetes(dir: &Path) -> cloudcmd::Workspace {
+    cloudcmd::Workspace::new(
+        dir,
+        std::sync::Arc::new(LocalProvider::new(dir).with_kubernetes(false)),
+    )
 }

@@ -19,6 +19,7 @@ fn measured_copies_are_what_runs() {
     let sources = Sources {
         node_binary: t.path().join("node"),
         etcd_binary: t.path().join("etcd"),
+        kube: None,
         version: "v0.1.0".into(),
     };
     let image = NodeImage::build(&sources, &t.path().join("images")).unwrap();

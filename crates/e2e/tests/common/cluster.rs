@@ -23,7 +23,7 @@ pub fn random_base(lo: u8, span: u8) -> Ipv4Addr {
 
 /// Writes `constellation-conf.yaml` for one control-plane node and `workers` workers at `base`.
 pub fn write_local_config(ws: &Path, workers: u32, base: Ipv4Addr) -> config::Config {
-    let m = local_default_measurements(Variant::LocalVtpm)
+    let m = local_default_measurements(Variant::LocalVtpm, false)
         .expect("constellation-node must be built (cargo build -p node)");
     let mut raw =
         config::Config::generate(Provider::Local, None, None, Default::default(), Some(m)).unwrap();
@@ -42,6 +42,6 @@ pub struct Cleanup<'a>(pub &'a Path);
 
 impl Drop for Cleanup<'_> {
     fn drop(&mut self) {
-        let _ = cloudcmd::terminate(&provider_local::workspace(self.0), &mut |_: &str| {});
+        let _ = cloudcmd::terminate(&provider_local::workspace_without_kubernetes(self.0), &mut |_: &str| {});
     }
 }
