@@ -966,6 +966,14 @@ impl ControlPlane {
             .collect()
     }
 
+    /// Name and current pid of every process (`None` between a crash and its restart).
+    pub fn pids(&self) -> Vec<(String, Option<u32>)> {
+        self.procs
+            .iter()
+            .map(|p| (p.name().to_owned(), p.pid()))
+            .collect()
+    }
+
     /// `Err` naming the first process that is no longer running.
     pub fn check(&mut self) -> Result<(), ControlPlaneError> {
         for p in &mut self.procs {

@@ -19,6 +19,7 @@ pub mod host;
 pub mod image;
 pub mod join;
 pub mod net;
+pub mod node;
 pub mod process;
 pub mod runtime;
 

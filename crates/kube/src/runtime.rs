@@ -35,7 +35,7 @@ pub enum RuntimeError {
         #[source]
         source: std::io::Error,
     },
-    #[error("containerd of node {node} exited before its socket answered ({status}); log: {log}")]
+    #[error("containerd of node {node} exited ({status}); log: {log}")]
     Exited {
         node: String,
         status: String,
@@ -277,6 +277,24 @@ impl Containerd {
     /// containerd's process id while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().and_then(|c| c.id())
+    }
+
+    /// `Err(Exited)` when containerd is no longer running (it is not restarted: its pods' shims
+    /// outlive it, a new one would have to adopt them).
+    pub fn check(&mut self) -> Result<(), RuntimeError> {
+        let status = match self.child.as_mut() {
+            None => "stopped".to_owned(),
+            Some(c) => match c.try_wait() {
+                Ok(None) => return Ok(()),
+                Ok(Some(st)) => st.to_string(),
+                Err(e) => e.to_string(),
+            },
+        };
+        Err(RuntimeError::Exited {
+            node: self.node.name().into(),
+            status,
+            log: self.log_tail(),
+        })
     }
 
     fn log_tail(&self) -> String {
