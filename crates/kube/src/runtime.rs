@@ -201,7 +201,8 @@ impl Containerd {
         let log2 = log.try_clone().map_err(io_err("open", &paths.log))?;
         let started = Instant::now();
         let mut c = node.tokio_command("containerd");
-        c.arg("--config")
+        c.envs(crate::control_plane::NODE_GO_ENV.iter().copied())
+            .arg("--config")
             .arg(&paths.config)
             .stdin(std::process::Stdio::null())
             .stdout(log)

@@ -329,11 +329,67 @@ async fn body(name: &str, bins: &KubeBinaries) {
     let mem: Vec<String> = [("c1", &c1), ("w1", &w1), ("c2", &c2)]
         .iter()
         .flat_map(|(node, n)| {
-            n.memory()
-                .into_iter()
-                .map(move |(p, _, kib)| format!("{node}/{p} {} MiB", kib / 1024))
+            n.memory().into_iter().map(move |(p, pid, _)| {
+                let r = kube_node::host::rss(pid).unwrap_or_default();
+                format!(
+                    "{node}/{p} {} MiB (anon {}, file {})",
+                    r.total / 1024,
+                    r.anon / 1024,
+                    r.file / 1024
+                )
+            })
         })
         .collect();
+    // a worker's Kubernetes processes, settled: containerd + kubelet + kube-proxy
+    let settle = Instant::now()
+        + Duration::from_secs(
+            std::env::var("WIRE_SETTLE_SECS")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0),
+        );
+    let cpu = |n: &KubeNode| -> Duration {
+        n.memory()
+            .iter()
+            .filter_map(|(_, pid, _)| kube_node::host::cpu_time(*pid))
+            .sum()
+    };
+    let (cpu0, settle0) = (cpu(&w1), Instant::now());
+    while Instant::now() < settle {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let idle_cpu =
+        (cpu(&w1).as_secs_f64() - cpu0.as_secs_f64()) / settle0.elapsed().as_secs_f64().max(0.001);
+    let worker: Vec<(String, kube_node::host::Rss)> = w1
+        .memory()
+        .into_iter()
+        .map(|(p, pid, _)| (p, kube_node::host::rss(pid).unwrap_or_default()))
+        .collect();
+    let sum = |f: fn(&kube_node::host::Rss) -> u64| -> u64 {
+        worker.iter().map(|(_, r)| f(r)).sum::<u64>() / 1024
+    };
+    report(&format!(
+        "worker w1 memory (MiB, total/anon/file/pss/private): {}; sum RSS {} (anon {}, file {}), PSS {}, private {}, peak RSS {}; idle CPU {:.1} %",
+        worker
+            .iter()
+            .map(|(p, r)| format!(
+                "{p} {}/{}/{}/{}/{}",
+                r.total / 1024,
+                r.anon / 1024,
+                r.file / 1024,
+                r.pss / 1024,
+                r.private / 1024
+            ))
+            .collect::<Vec<_>>()
+            .join(", "),
+        sum(|r| r.total),
+        sum(|r| r.anon),
+        sum(|r| r.file),
+        sum(|r| r.pss),
+        sum(|r| r.private),
+        sum(|r| r.peak),
+        idle_cpu * 100.0,
+    ));
 
     // 4. health names a dead containerd
     let pid = w1.containerd_pid().unwrap();
