@@ -485,14 +485,22 @@ impl ControlPlane {
     }
 
     /// What worker `node_name` needs to join (cluster CA, kubelet and kube-proxy client
-    /// certificates signed here, in Rust, by the cluster CA). Hand it out only to attested nodes.
-    pub fn worker_join(&self, node_name: &str) -> Result<WorkerJoin, ControlPlaneError> {
+    /// certificates signed here, in Rust, by the cluster CA) with the API servers
+    /// `api_servers` (every control plane's; empty: this one's). Hand it out only to attested
+    /// nodes.
+    pub fn worker_join(
+        &self,
+        node_name: &str,
+        api_servers: &[std::net::SocketAddr],
+    ) -> Result<WorkerJoin, ControlPlaneError> {
         let ca = KubeCa::load(&self.paths.pki)?;
-        Ok(ca.worker_join(
-            &self.spec.cluster_name,
-            &self.api_server().to_string(),
-            node_name,
-        )?)
+        let own = [self.api_server()];
+        let servers = if api_servers.is_empty() {
+            &own[..]
+        } else {
+            api_servers
+        };
+        Ok(ca.worker_join(&self.spec.cluster_name, servers, node_name)?)
     }
 
     async fn bring_up(

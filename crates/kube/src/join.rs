@@ -109,8 +109,9 @@ pub struct WorkerJoin {
     pub cluster_name: String,
     /// The node's Kubernetes name (the kubelet certificate's `system:node:<name>`).
     pub node_name: String,
-    /// `<IP>:<port>` of the API server, as the node reaches it.
-    pub api_server: String,
+    /// `<IP>:<port>` of every control plane's API server, as the node reaches them (the node's
+    /// local forwarder tries them in order, see [`crate::node::LOCAL_API`]).
+    pub api_servers: Vec<String>,
     /// The cluster CA certificate (PEM).
     pub ca_pem: String,
     /// `CN=system:node:<node_name>, O=system:nodes`.
@@ -133,12 +134,13 @@ impl WorkerJoin {
         if !valid_node_name(&self.node_name) {
             return Err(JoinError::BadNodeName(self.node_name.clone()));
         }
-        if self.api_server.parse::<std::net::SocketAddr>().is_err() {
+        if self.api_servers.is_empty() {
             return Err(JoinError::Invalid {
-                field: "api_server",
-                reason: format!("{:?} is not <IP>:<port>", self.api_server),
+                field: "api_servers",
+                reason: "empty".into(),
             });
         }
+        self.api_server_addrs()?;
         for (field, pem, label) in [
             ("ca_pem", &self.ca_pem, "CERTIFICATE"),
             ("kubelet.cert_pem", &self.kubelet.cert_pem, "CERTIFICATE"),
@@ -164,9 +166,23 @@ impl WorkerJoin {
         Ok(())
     }
 
+    /// [`WorkerJoin::api_servers`] parsed.
+    pub fn api_server_addrs(&self) -> Result<Vec<std::net::SocketAddr>, JoinError> {
+        self.api_servers
+            .iter()
+            .map(|a| {
+                a.parse().map_err(|_| JoinError::Invalid {
+                    field: "api_servers",
+                    reason: format!("{a:?} is not <IP>:<port>"),
+                })
+            })
+            .collect()
+    }
+
     /// Writes `ca.crt`, `kubelet.conf` and `kube-proxy.conf` into `dir` (created 0700, files
-    /// 0600).
-    pub fn install(&self, dir: &Path) -> Result<WorkerFiles, JoinError> {
+    /// 0600); the kubeconfigs name `server` (`https://IP:port`: one of the API servers, or a
+    /// local forwarder to them; the API server certificate must name its address).
+    pub fn install(&self, dir: &Path, server: &str) -> Result<WorkerFiles, JoinError> {
         self.validate()?;
         create_private_dir(dir)?;
         let files = WorkerFiles {
@@ -175,7 +191,6 @@ impl WorkerJoin {
             kube_proxy_kubeconfig: dir.join("kube-proxy.conf"),
         };
         write_private(&files.ca, self.ca_pem.as_bytes()).map_err(io_err("write", &files.ca))?;
-        let server = format!("https://{}", self.api_server);
         for (path, user, cred) in [
             (
                 &files.kubelet_kubeconfig,
@@ -188,7 +203,7 @@ impl WorkerJoin {
                 &self.kube_proxy,
             ),
         ] {
-            let text = render_kubeconfig(&self.cluster_name, &server, &self.ca_pem, &user, cred);
+            let text = render_kubeconfig(&self.cluster_name, server, &self.ca_pem, &user, cred);
             write_private(path, text.as_bytes()).map_err(io_err("write", path))?;
         }
         Ok(files)
@@ -424,11 +439,11 @@ impl KubeCa {
         })
     }
 
-    /// The [`WorkerJoin`] of node `node_name` for the API server at `api_server` (`IP:port`).
+    /// The [`WorkerJoin`] of node `node_name` for the API servers `api_servers` (`IP:port`).
     pub fn worker_join(
         &self,
         cluster_name: &str,
-        api_server: &str,
+        api_servers: &[std::net::SocketAddr],
         node_name: &str,
     ) -> Result<WorkerJoin, JoinError> {
         if !valid_node_name(node_name) {
@@ -437,7 +452,7 @@ impl KubeCa {
         let w = WorkerJoin {
             cluster_name: cluster_name.to_owned(),
             node_name: node_name.to_owned(),
-            api_server: api_server.to_owned(),
+            api_servers: api_servers.iter().map(|a| a.to_string()).collect(),
             ca_pem: self.cert_pem.clone(),
             kubelet: self
                 .issue_client(&format!("system:node:{node_name}"), Some("system:nodes"))?,
@@ -477,7 +492,9 @@ mod tests {
             Path::new("k"),
         )
         .unwrap();
-        let w = ca.worker_join("c", "198.18.0.1:6443", "worker-0").unwrap();
+        let w = ca
+            .worker_join("c", &["198.18.0.1:6443".parse().unwrap()], "worker-0")
+            .unwrap();
         let back: WorkerJoin = serde_json::from_str(&serde_json::to_string(&w).unwrap()).unwrap();
         assert_eq!(back, w);
         let (_, parsed) = x509_parser::pem::parse_x509_pem(w.kubelet.cert_pem.as_bytes()).unwrap();
@@ -489,7 +506,9 @@ mod tests {
         assert!(!format!("{:?}", w.kubelet).contains("PRIVATE"));
 
         let dir = tempfile::tempdir().unwrap();
-        let files = w.install(&dir.path().join("join")).unwrap();
+        let files = w
+            .install(&dir.path().join("join"), "https://198.18.0.1:6443")
+            .unwrap();
         for f in [
             &files.ca,
             &files.kubelet_kubeconfig,
@@ -505,14 +524,14 @@ mod tests {
         bad.node_name = "Worker_0".into();
         assert!(matches!(bad.validate(), Err(JoinError::BadNodeName(n)) if n == "Worker_0"));
         let mut bad = w;
-        bad.api_server = "nowhere".into();
-        assert!(matches!(
-            bad.validate(),
-            Err(JoinError::Invalid {
-                field: "api_server",
-                ..
-            })
-        ));
+        bad.api_servers = vec!["198.18.0.1:6443".into(), "nowhere".into()];
+        assert!(
+            matches!(bad.validate(), Err(JoinError::Invalid { field: "api_servers", reason }) if reason.contains("nowhere"))
+        );
+        bad.api_servers.clear();
+        assert!(
+            matches!(bad.validate(), Err(JoinError::Invalid { field: "api_servers", reason }) if reason == "empty")
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! init:   KubeNode::control_plane_init(&setup, &cluster)         -> node
-//!         node.worker_join_for("worker-0")                       -> WorkerJoin (into the ticket)
+//!         node.worker_join_for("worker-0", &api_servers)         -> WorkerJoin (into the ticket)
 //!         node.control_plane_join_data()                         -> ControlPlaneJoin (ticket)
 //! joiner: KubeNode::worker_join(&setup, &ticket_worker_join)     -> node
 //!         KubeNode::control_plane_join(&setup, &cluster, &cpj)   -> node
@@ -31,6 +31,12 @@ use crate::runtime::{Containerd, RuntimeError};
 /// Where a control plane's API server finds etcd, inside the node: `127.0.0.1:2379`, forwarded
 /// to the cluster's etcd members in the host's network namespace.
 pub const ETCD_IN_NODE: &str = "127.0.0.1:2379";
+
+/// Where a worker's kubelet and kube-proxy find the API, inside the node: `127.0.0.1:6443`, a
+/// forwarder to every control plane's API server (the one that answered last first), so a
+/// worker keeps its API while any one control plane is down. The API server certificates
+/// carry a `127.0.0.1` SAN.
+pub const LOCAL_API: &str = "127.0.0.1:6443";
 
 /// What every node needs.
 #[derive(Debug, Clone)]
@@ -404,8 +410,9 @@ impl KubeNode {
         Ok(me)
     }
 
-    /// A worker from a [`WorkerJoin`] (for this node's name): containerd (+ images), the join
-    /// files written owner-only into `<dir>/join`, kubelet and kube-proxy. Whether the node
+    /// A worker from a [`WorkerJoin`] (for this node's name): the join files written owner-only
+    /// into `<dir>/join`, the local API forwarder ([`LOCAL_API`]), containerd (+ images),
+    /// kubelet and kube-proxy. Whether the node
     /// becomes Ready is seen from the control plane ([`ControlPlane::wait_node_ready`]).
     pub async fn worker_join(
         setup: &NodeSetup,
@@ -418,7 +425,23 @@ impl KubeNode {
                 expected: join.node_name.clone(),
             });
         }
-        let files = join.install(&me.dir.join("join")).map_err(me.join_err())?;
+        let files = join
+            .install(&me.dir.join("join"), &format!("https://{LOCAL_API}"))
+            .map_err(me.join_err())?;
+        let servers = join.api_server_addrs().map_err(me.join_err())?;
+        let listen: SocketAddr = LOCAL_API.parse().map_err(|_| {
+            me.join_err()(JoinError::Invalid {
+                field: "LOCAL_API",
+                reason: LOCAL_API.into(),
+            })
+        })?;
+        let fw = Forwarder::start_in(setup.net.netns(), listen, setup.net.netns(), servers)
+            .await
+            .map_err(|source| KubeNodeError::Forward {
+                node: setup.net.name().to_owned(),
+                source,
+            })?;
+        me.forwarders.push(fw);
         me.start_containerd(setup).await?;
         let cp_err = me.cp_err();
         let containerd = me
@@ -464,13 +487,24 @@ impl KubeNode {
         self.control_plane.as_mut()
     }
 
-    /// Join credentials for worker `node_name` (control-plane nodes only).
-    pub fn worker_join_for(&self, node_name: &str) -> Result<WorkerJoin, KubeNodeError> {
+    /// Join credentials for worker `node_name` (control-plane nodes only) naming the API
+    /// servers `api_servers` (`<node IP>:6443` of every control plane; empty: this one's).
+    pub fn worker_join_for(
+        &self,
+        node_name: &str,
+        api_servers: &[SocketAddr],
+    ) -> Result<WorkerJoin, KubeNodeError> {
         let cp = self
             .control_plane
             .as_ref()
             .ok_or_else(|| KubeNodeError::NotControlPlane(self.name()))?;
-        cp.worker_join(node_name).map_err(self.cp_err())
+        cp.worker_join(node_name, api_servers)
+            .map_err(self.cp_err())
+    }
+
+    /// The API server's address on the fabric (`<node IP>:6443`), on a control-plane node.
+    pub fn api_server(&self) -> Option<SocketAddr> {
+        self.control_plane.as_ref().map(|c| c.api_server())
     }
 
     /// Join data for a further control plane (control-plane nodes only).

@@ -65,10 +65,16 @@ fn a_process_in_a_node_reaches_a_host_listener_through_the_forwarder() {
             .unwrap();
             assert_eq!(fw.local_addr().to_string(), "127.0.0.1:2379");
             let node_ns = host::ns_inode(n1.netns()).unwrap();
-            assert!(
-                !thread_netns().contains(&node_ns),
-                "a thread stayed in the node's network namespace"
-            );
+            // the listener's thread has been joined; the kernel drops it from /proc/self/task
+            // just after the join returns
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while thread_netns().contains(&node_ns) {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "a thread stayed in the node's network namespace"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
             let out = tokio::process::Command::from(n1.net_command("busybox"))
                 .args(["nc", "127.0.0.1", "2379"])
                 .stdin(std::process::Stdio::null())
@@ -111,7 +117,59 @@ fn a_process_in_a_node_reaches_a_host_listener_through_the_forwarder() {
             drop(fw2);
             tokio::task::yield_now().await;
             server.abort();
+
+            // a balancer inside n1 whose connections are made from n1 too: 127.0.0.1:6443 of
+            // n1 -> a dead address first (n1 itself, nothing listens), then a server on n2
+            let n2 = net.add_node("n2").unwrap();
+            let tmp = tempfile::tempdir().unwrap();
+            std::fs::write(tmp.path().join("index.html"), "hello-from-n2\n").unwrap();
+            let mut httpd = n2.net_command("busybox");
+            httpd
+                .args(["httpd", "-f", "-p", "7000", "-h"])
+                .arg(tmp.path());
+            let mut web = httpd.spawn().unwrap();
+            let mut lb = Forwarder::start_in(
+                n1.netns(),
+                "127.0.0.1:6443".parse().unwrap(),
+                n1.netns(),
+                vec![
+                    std::net::SocketAddr::from((n1.address(), 7000)),
+                    std::net::SocketAddr::from((n2.address(), 7000)),
+                ],
+            )
+            .await
+            .unwrap();
+            // httpd may not listen yet: retry until a deadline
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            let body = loop {
+                let out = tokio::process::Command::from(n1.net_command("busybox"))
+                    .args(["wget", "-qO-", "http://127.0.0.1:6443/index.html"])
+                    .stdin(std::process::Stdio::null())
+                    .output()
+                    .await
+                    .unwrap();
+                let body = String::from_utf8_lossy(&out.stdout).into_owned();
+                if body.contains("hello-from-n2") || std::time::Instant::now() > deadline {
+                    break body;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            };
+            assert_eq!(body, "hello-from-n2\n");
+            lb.stop().await;
+            // the connector thread ends with the forwarder: no thread left in n1's namespace
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while thread_netns().contains(&node_ns) {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "connector thread still in the node's namespace"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
             net.teardown().unwrap();
+            assert!(
+                !web.wait().unwrap().success(),
+                "httpd was killed by teardown"
+            );
         });
     });
 }

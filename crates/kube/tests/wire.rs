@@ -251,30 +251,7 @@ async fn body(name: &str, bins: &KubeBinaries) {
     .unwrap();
     assert!(keys.contains("/registry/namespaces/default"), "{keys}");
 
-    // 2. a worker with nothing but the join data, through JSON
-    let t = Instant::now();
-    let json = serde_json::to_string(&c1.worker_join_for("w1").unwrap()).unwrap();
-    let join: WorkerJoin = serde_json::from_str(&json).unwrap();
-    let s2 = setup("w1", &mut net);
-    let mut w1 = KubeNode::worker_join(&s2, &join).await.unwrap();
-    c1.control_plane_mut()
-        .unwrap()
-        .wait_node_ready("w1", Duration::from_secs(120))
-        .await
-        .unwrap();
-    phases.push(("w1: worker_join -> Ready", t.elapsed()));
-    let other = {
-        let mut j = join.clone();
-        j.node_name = "w2".into();
-        j
-    };
-    let err = KubeNode::worker_join(&s2, &other).await.unwrap_err();
-    assert!(
-        matches!(&err, kube_node::node::KubeNodeError::WrongNode { expected, .. } if expected == "w2"),
-        "{err}"
-    );
-
-    // 3. a second control plane from join data (shared keys without an etcd CA)
+    // 2. a second control plane from join data (shared keys without an etcd CA)
     let t = Instant::now();
     let json = serde_json::to_string(&c1.control_plane_join_data().unwrap()).unwrap();
     let cpj: ControlPlaneJoin = serde_json::from_str(&json).unwrap();
@@ -297,6 +274,33 @@ async fn body(name: &str, bins: &KubeBinaries) {
         .await
         .unwrap();
     phases.push(("c2: control_plane_join (node Ready)", t.elapsed()));
+    // 3. a worker with nothing but the join data, through JSON, naming both API servers
+    let t = Instant::now();
+    let json = serde_json::to_string(
+        &c1.worker_join_for("w1", &[c1.api_server().unwrap(), c2.api_server().unwrap()])
+            .unwrap(),
+    )
+    .unwrap();
+    let join: WorkerJoin = serde_json::from_str(&json).unwrap();
+    let s2 = setup("w1", &mut net);
+    let mut w1 = KubeNode::worker_join(&s2, &join).await.unwrap();
+    c1.control_plane_mut()
+        .unwrap()
+        .wait_node_ready("w1", Duration::from_secs(120))
+        .await
+        .unwrap();
+    phases.push(("w1: worker_join -> Ready", t.elapsed()));
+    let other = {
+        let mut j = join.clone();
+        j.node_name = "w2".into();
+        j
+    };
+    let err = KubeNode::worker_join(&s2, &other).await.unwrap_err();
+    assert!(
+        matches!(&err, kube_node::node::KubeNodeError::WrongNode { expected, .. } if expected == "w2"),
+        "{err}"
+    );
+
     let nodes = run_async(
         c2.control_plane()
             .unwrap()
@@ -326,7 +330,8 @@ async fn body(name: &str, bins: &KubeBinaries) {
     for n in [&mut c1, &mut w1, &mut c2] {
         n.health().unwrap();
     }
-    let mem: Vec<String> = [("c1", &c1), ("w1", &w1), ("c2", &c2)]
+
+    let mem: Vec<String> = [("w1", &w1), ("c2", &c2)]
         .iter()
         .flat_map(|(node, n)| {
             n.memory().into_iter().map(move |(p, pid, _)| {
@@ -391,7 +396,40 @@ async fn body(name: &str, bins: &KubeBinaries) {
         idle_cpu * 100.0,
     ));
 
-    // 4. health names a dead containerd
+    // 4. the first control plane goes away: the worker's kubelet renews its lease through c2
+    // (its local API forwarder skips the dead API server)
+    let t = Instant::now();
+    let renew = |c2: &KubeNode| {
+        let mut c = c2.control_plane().unwrap().kubectl();
+        c.args([
+            "get",
+            "lease",
+            "-n",
+            "kube-node-lease",
+            "w1",
+            "-o",
+            "jsonpath={.spec.renewTime}",
+        ]);
+        c
+    };
+    c1.stop().await.unwrap();
+    let stopped_at = run_async(&mut renew(&c2)).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = run_async(&mut renew(&c2)).await.unwrap_or_default();
+        if !now.is_empty() && now != stopped_at {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "w1's lease not renewed since {stopped_at} with c1 down"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    w1.health().unwrap();
+    phases.push(("c1 stopped -> w1 lease renewed via c2", t.elapsed()));
+
+    // 5. health names a dead containerd
     let pid = w1.containerd_pid().unwrap();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid as i32),
