@@ -351,3 +351,64 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
         .parse()
         .ok()
 }
+
+/// Resident memory of a process split as `/proc/PID/status` reports it (KiB).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rss {
+    /// `VmRSS`: everything resident.
+    pub total: u64,
+    /// `RssAnon`: heap, stacks, Go runtime (private to the process).
+    pub anon: u64,
+    /// `RssFile`: pages of mapped files, mostly the binary's text (shared by every process
+    /// running the same binary file).
+    pub file: u64,
+    /// `VmHWM`: the peak of `total`.
+    pub peak: u64,
+    /// `Pss` of `/proc/PID/smaps_rollup`: private pages plus each shared page divided by the
+    /// number of processes mapping it (the binary's text of N nodes counts 1/N per process).
+    pub pss: u64,
+    /// `Private_Clean + Private_Dirty`: what ending the process gives back.
+    pub private: u64,
+}
+
+/// [`Rss`] of a process, if it exists.
+pub fn rss(pid: u32) -> Option<Rss> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> Option<u64> {
+        s.lines()
+            .find_map(|l| l.strip_prefix(name))?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    };
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    let roll = |name: &str| -> u64 {
+        rollup
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    Some(Rss {
+        total: field("VmRSS:")?,
+        anon: field("RssAnon:").unwrap_or(0),
+        file: field("RssFile:").unwrap_or(0),
+        peak: field("VmHWM:").unwrap_or(0),
+        pss: roll("Pss:"),
+        private: roll("Private_Clean:") + roll("Private_Dirty:"),
+    })
+}
+
+/// CPU time (user + system) a process has used so far, from `/proc/PID/stat`.
+pub fn cpu_time(pid: u32) -> Option<std::time::Duration> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // fields after the command name (which may contain spaces) start after the last ')'
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    // /proc reports clock ticks of USER_HZ, which the kernel ABI fixes at 100 on Linux
+    let hz = 100;
+    Some(std::time::Duration::from_millis(ticks * 1000 / hz))
+}

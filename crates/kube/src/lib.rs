@@ -14,9 +14,12 @@
 pub mod cmd;
 pub mod control_plane;
 pub mod endpoint;
+pub mod forward;
 pub mod host;
 pub mod image;
+pub mod join;
 pub mod net;
+pub mod node;
 pub mod process;
 pub mod runtime;
 

@@ -35,7 +35,7 @@ pub enum RuntimeError {
         #[source]
         source: std::io::Error,
     },
-    #[error("containerd of node {node} exited before its socket answered ({status}); log: {log}")]
+    #[error("containerd of node {node} exited ({status}); log: {log}")]
     Exited {
         node: String,
         status: String,
@@ -201,7 +201,8 @@ impl Containerd {
         let log2 = log.try_clone().map_err(io_err("open", &paths.log))?;
         let started = Instant::now();
         let mut c = node.tokio_command("containerd");
-        c.arg("--config")
+        c.envs(crate::control_plane::NODE_GO_ENV.iter().copied())
+            .arg("--config")
             .arg(&paths.config)
             .stdin(std::process::Stdio::null())
             .stdout(log)
@@ -277,6 +278,24 @@ impl Containerd {
     /// containerd's process id while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().and_then(|c| c.id())
+    }
+
+    /// `Err(Exited)` when containerd is no longer running (it is not restarted: its pods' shims
+    /// outlive it, a new one would have to adopt them).
+    pub fn check(&mut self) -> Result<(), RuntimeError> {
+        let status = match self.child.as_mut() {
+            None => "stopped".to_owned(),
+            Some(c) => match c.try_wait() {
+                Ok(None) => return Ok(()),
+                Ok(Some(st)) => st.to_string(),
+                Err(e) => e.to_string(),
+            },
+        };
+        Err(RuntimeError::Exited {
+            node: self.node.name().into(),
+            status,
+            log: self.log_tail(),
+        })
     }
 
     fn log_tail(&self) -> String {

@@ -13,7 +13,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use kube_node::cmd::run_async;
-use kube_node::control_plane::{ControlPlane, ControlPlaneSpec, KubeBinaries, KubeProxy, Kubelet};
+use kube_node::control_plane::{
+    ControlPlane, ControlPlaneSpec, EtcdMode, KubeBinaries, KubeProxy, Kubelet,
+};
 use kube_node::endpoint::ApiProxy;
 use kube_node::host::{self, HostSysctls};
 use kube_node::image::{self, BUSYBOX_REFERENCE, PAUSE_REFERENCE};
@@ -91,6 +93,7 @@ async fn body(name: &str, bins: &KubeBinaries) {
     let spec = ControlPlaneSpec {
         cluster_name: name.to_owned(),
         extra_sans: vec!["127.10.0.1".into()],
+        etcd: EtcdMode::Stacked,
     };
     let t = Instant::now();
     let mut cp = ControlPlane::init(

@@ -11,7 +11,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use kube_node::cmd::run_async;
-use kube_node::control_plane::{ControlPlane, ControlPlaneSpec, JoinFrom, KubeBinaries, Kubelet};
+use kube_node::control_plane::{
+    ControlPlane, ControlPlaneSpec, EtcdMode, JoinFrom, KubeBinaries, Kubelet,
+};
 use kube_node::endpoint::ApiProxy;
 use kube_node::host::HostSysctls;
 use kube_node::image::{self, PAUSE_REFERENCE};
@@ -61,6 +63,7 @@ async fn body(name: &str, bins: &KubeBinaries) {
     let spec = ControlPlaneSpec {
         cluster_name: name.to_owned(),
         extra_sans: vec!["127.0.0.1".into()],
+        etcd: EtcdMode::Stacked,
     };
     let mut nodes = Vec::new();
     let mut ctrds = Vec::new();
