@@ -62,8 +62,14 @@ impl Default for Limits {
 
 /// The tonic server settings of every node service (see the module docs).
 pub fn server() -> tonic::transport::Server {
+    server_with_timeout(REQUEST_TIMEOUT)
+}
+
+/// As [`server`], with another per-request deadline (Init brings up the whole control plane:
+/// minutes on a slow machine, not seconds).
+pub fn server_with_timeout(request_timeout: Duration) -> tonic::transport::Server {
     tonic::transport::Server::builder()
-        .timeout(REQUEST_TIMEOUT)
+        .timeout(request_timeout)
         .concurrency_limit_per_connection(MAX_REQUESTS_PER_CONNECTION)
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))

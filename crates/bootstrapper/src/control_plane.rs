@@ -135,10 +135,13 @@ pub(crate) async fn start_control_plane(
     };
     let ks = services::serve_keyservice(me.address, ks_ca, &pki, master).await?;
     node.keep.lock().await.push(Keep::Task(ks));
+    // The strategy before the JoinService: tickets carry what the strategy issues (Kubernetes
+    // credentials), so no node is admitted before it runs.
+    let started = node.strategy.start_control_plane(node.member(me)).await?;
     let js = crate::backends::serve_joinservice(node, me, store, ca, cp_ca, &pki).await?;
     node.keep.lock().await.push(Keep::Task(js));
     let mut services = vec!["ca", "etcd", "keyservice", "joinservice"];
-    services.extend(node.strategy.start_control_plane(node.member(me)).await?);
+    services.extend(started);
     Ok(services)
 }
 

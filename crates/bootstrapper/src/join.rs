@@ -256,6 +256,13 @@ async fn admit(
             .context("the control-plane ticket has no etcd membership")?;
         write_atomic(&node.dir.etcd_initial_cluster(), &initial, 0o644)?;
     }
+    // What the control-plane strategy needs (Kubernetes join data), kept for restarts.
+    let strategy_files: Vec<(String, Vec<u8>)> = t
+        .control_plane_files
+        .iter()
+        .map(|f| (f.name.clone(), f.data.clone()))
+        .collect();
+    crate::kubernetes::save_ticket_files(&node.dir, &strategy_files)?;
     node.dir
         .write_node_state(&NodeState {
             role: if is_cp { "ControlPlane" } else { "Worker" }.into(),

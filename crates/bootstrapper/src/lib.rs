@@ -25,6 +25,7 @@
 pub mod backends;
 pub mod control_plane;
 pub mod join;
+pub mod kubernetes;
 pub mod pki;
 pub mod recovery;
 pub mod run;

@@ -45,6 +45,10 @@ pub struct Args {
     pub variant: Variant,
 }
 
+/// The Init request's deadline: it returns once the control plane (with Kubernetes: the API
+/// server and this node Ready) runs.
+const INIT_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// Everything the running node holds.
 pub(crate) struct Node {
     pub(crate) args: Args,
@@ -291,7 +295,7 @@ pub async fn run(
             }
         })
     };
-    let served = atls::guard::server()
+    let served = atls::guard::server_with_timeout(INIT_TIMEOUT)
         .add_service(ApiServer::new(InitService { node: node.clone() }))
         .serve_with_incoming(incoming)
         .await

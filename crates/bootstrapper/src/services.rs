@@ -63,7 +63,9 @@ pub fn control_plane_pki(
     );
     let pki = dir.pki();
     let ca = ClusterCa::load_as(&pki, CP_CA).context("loading the control-plane CA")?;
-    let own = ca.issue_node(name, &[addr])?;
+    // 127.0.0.1 too: a Kubernetes API server reaches this etcd member through a forwarder on
+    // its node's own loopback (kube-node's ETCD_IN_NODE).
+    let own = ca.issue_node(name, &[addr, Ipv4Addr::LOCALHOST])?;
     write_atomic(&pki.join("cp.crt"), own.cert_pem.as_bytes(), 0o644)?;
     write_atomic(&pki.join("cp.key"), own.key_pem.as_bytes(), 0o600)?;
     Ok((

@@ -14,5 +14,5 @@ pub fn local_default_measurements(variant: Variant) -> anyhow::Result<Measuremen
         variant,
         provider_local::image::kubernetes_wanted(),
     )
-        .context("measuring the local node image")
+    .context("measuring the local node image")
 }

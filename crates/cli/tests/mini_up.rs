@@ -579,12 +579,11 @@ fn tampered_image_component_is_refused() {
     // The content-addressed image `apply` builds for this installation (crate provider-local,
     // as `cloudcmd::apply` does), built ahead of apply and then tampered with: apply finds and
     // boots it. The config's measurements were computed from the untampered programs.
-    let sources =
-        provider_local::image::Sources::default_for_exe(
-            &provider_local::provider::image_version(),
-            false,
-        )
-            .unwrap();
+    let sources = provider_local::image::Sources::default_for_exe(
+        &provider_local::provider::image_version(),
+        false,
+    )
+    .unwrap();
     let images = ws.path().join(LOCAL_DIR).join("images");
     std::fs::create_dir_all(&images).unwrap();
     let image = provider_local::image::NodeImage::build(&sources, &images).unwrap();

@@ -554,7 +554,10 @@ async fn init(
         fresh,
         resumed: resumed_validator,
     };
-    let atls_cfg = atls::client::ClientConfig::new(None, vec![std::sync::Arc::new(validator)]);
+    let mut atls_cfg = atls::client::ClientConfig::new(None, vec![std::sync::Arc::new(validator)]);
+    // Init returns once the node's control plane runs (with Kubernetes: its API server, and the
+    // node Ready).
+    atls_cfg.request_timeout = Duration::from_secs(300);
     let addr = format!("{}:{PORT_INIT}", state.infrastructure.cluster_endpoint);
 
     progress.step(&format!(

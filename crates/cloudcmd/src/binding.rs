@@ -139,6 +139,7 @@ mod tests {
                 group: "g".into(),
                 address: std::net::Ipv4Addr::new(127, 9, 0, last),
                 ak_public: Some(vec![ak]),
+                internal_address: None,
             },
             running: true,
             tpm_running: true,

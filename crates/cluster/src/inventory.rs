@@ -19,6 +19,9 @@ pub struct NodeInfo {
     pub address: Ipv4Addr,
     /// The attestation key's TPMT_PUBLIC as recorded when the node's TPM was created.
     pub ak_public: Option<Vec<u8>>,
+    /// The node's address in the cluster network, where nodes reach each other's Kubernetes
+    /// components (`None`: the cluster runs no Kubernetes, or the provider has one network).
+    pub internal_address: Option<Ipv4Addr>,
 }
 
 impl NodeInfo {

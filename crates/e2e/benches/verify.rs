@@ -127,7 +127,11 @@ fn main() {
             .map(|_| {
                 let t = Instant::now();
                 let r = rt
-                    .block_on(verify(&provider_local::workspace_without_kubernetes(ws), &cfg, &opts))
+                    .block_on(verify(
+                        &provider_local::workspace_without_kubernetes(ws),
+                        &cfg,
+                        &opts,
+                    ))
                     .unwrap();
                 let d = t.elapsed();
                 assert!(r.all_verified(), "{r:?}");

@@ -143,7 +143,11 @@ async fn apply_status_terminate() {
         .flatten()
         .collect();
     assert_eq!(recs.len(), 4);
-    cloudcmd::terminate(&provider_local::workspace_without_kubernetes(ws), &mut |_: &str| {}).unwrap();
+    cloudcmd::terminate(
+        &provider_local::workspace_without_kubernetes(ws),
+        &mut |_: &str| {},
+    )
+    .unwrap();
     for r in recs {
         assert!(!r.is_alive(), "process {} survived terminate", r.pid);
     }

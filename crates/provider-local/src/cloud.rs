@@ -86,6 +86,7 @@ impl NodeRecord {
             group: self.group.clone(),
             address: self.address,
             ak_public: self.ak_public.as_deref().and_then(|h| hex::decode(h).ok()),
+            internal_address: self.internal_address,
         }
     }
 }

@@ -115,6 +115,7 @@ pub const KUBE_BINARIES: &[&str] = &[
     "kubeadm",
     "kubectl",
     "coredns",
+    "etcdctl",
 ];
 
 /// The container images (OCI archives) a Kubernetes node image bundles and every node imports:
@@ -202,10 +203,7 @@ impl KubeSources {
                 });
             }
         }
-        let images_dir = bin_dir
-            .parent()
-            .unwrap_or(&bin_dir)
-            .join("images");
+        let images_dir = bin_dir.parent().unwrap_or(&bin_dir).join("images");
         let busybox = ["/bin/busybox", "/usr/bin/busybox"]
             .iter()
             .map(PathBuf::from)
@@ -221,13 +219,16 @@ impl KubeSources {
             let built = (|| {
                 let (pause, bb) = kube_node::image::build_standard_images(&tmp, &busybox, "cc")?;
                 let dns = kube_node::image::build_coredns_image(&tmp, &bin_dir.join("coredns"))?;
-                fs::create_dir_all(&images_dir)
-                    .map_err(|e| kube_node::image::ImageError::Io {
-                        what: "create image folder",
-                        path: images_dir.clone(),
-                        source: e,
-                    })?;
-                for (img, name) in [(pause, KUBE_IMAGES[0]), (bb, KUBE_IMAGES[1]), (dns, KUBE_IMAGES[2])] {
+                fs::create_dir_all(&images_dir).map_err(|e| kube_node::image::ImageError::Io {
+                    what: "create image folder",
+                    path: images_dir.clone(),
+                    source: e,
+                })?;
+                for (img, name) in [
+                    (pause, KUBE_IMAGES[0]),
+                    (bb, KUBE_IMAGES[1]),
+                    (dns, KUBE_IMAGES[2]),
+                ] {
                     fs::rename(&img.path, images_dir.join(name)).map_err(|e| {
                         kube_node::image::ImageError::Io {
                             what: "move image",

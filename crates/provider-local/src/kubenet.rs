@@ -86,7 +86,11 @@ pub fn ensure_node(net: &mut ClusterNet, name: &str) -> Result<Ipv4Addr, NetErro
 }
 
 /// The namespaces of node `name` in the cluster network `record` (for its Bootstrapper).
-pub fn node_net(run_root: &Path, name: &str, node: &str) -> Result<kube_node::net::NodeNet, NetError> {
+pub fn node_net(
+    run_root: &Path,
+    name: &str,
+    node: &str,
+) -> Result<kube_node::net::NodeNet, NetError> {
     let net = ClusterNet::open(run_root, name)?;
     let found = net.node(node).cloned();
     net.detach();
@@ -143,9 +147,11 @@ pub fn clear_node(record: &KubeNetRecord, name: &str) -> Result<(), kube_node::h
         return Ok(());
     };
     let timeout = std::time::Duration::from_secs(10);
-    host::kill_all(&format!("in the namespaces of node {name}"), timeout, || {
-        host::processes_in_namespaces(&[net], &[mnt])
-    })?;
+    host::kill_all(
+        &format!("in the namespaces of node {name}"),
+        timeout,
+        || host::processes_in_namespaces(&[net], &[mnt]),
+    )?;
     let cgroup = node.cgroup_parent();
     host::kill_all(&format!("in the cgroup {cgroup}"), timeout, || {
         host::processes_in_cgroup(&cgroup)

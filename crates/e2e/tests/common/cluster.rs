@@ -42,6 +42,9 @@ pub struct Cleanup<'a>(pub &'a Path);
 
 impl Drop for Cleanup<'_> {
     fn drop(&mut self) {
-        let _ = cloudcmd::terminate(&provider_local::workspace_without_kubernetes(self.0), &mut |_: &str| {});
+        let _ = cloudcmd::terminate(
+            &provider_local::workspace_without_kubernetes(self.0),
+            &mut |_: &str| {},
+        );
     }
 }

@@ -90,6 +90,7 @@ fn node(name: &str, role: Role, last: u8, tpm: &InsecureSoftwareTpm) -> NodeInfo
         group: role.as_str().into(),
         address: Ipv4Addr::new(127, 9, 0, last),
         ak_public: Some(tpm.ak_public().to_vec()),
+        internal_address: None,
     }
 }
 
