@@ -50,6 +50,7 @@ impl Rogue {
             ak_public: Some(hex::encode(self.tpm.attestation_key().unwrap())),
             swtpm: None,
             process: None,
+            internal_address: None,
         }
     }
 
