@@ -237,6 +237,7 @@ mod tests {
             ak_public: Some("0102".into()),
             swtpm: None,
             process: None,
+            internal_address: None,
         }
     }
 
@@ -254,6 +255,7 @@ mod tests {
             init_secret_hash: "$2b$".into(),
             base_address: Ipv4Addr::new(127, 20, 0, 1),
             image: Some("v0.1.0".into()),
+            kube: None,
             nodes: vec![
                 node("worker-0", Role::Worker, [127, 20, 0, 1]),
                 node("control-plane-0", Role::ControlPlane, [127, 20, 0, 2]),
