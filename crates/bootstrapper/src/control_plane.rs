@@ -50,6 +50,10 @@ pub trait ControlPlane: Send + Sync {
         member: Member<'_>,
         joiner: &NodeInfo,
     ) -> anyhow::Result<Vec<(String, Vec<u8>)>>;
+    /// Whether what this strategy runs on the node is healthy (`None`: nothing to watch).
+    async fn health(&self) -> Option<Result<(), String>> {
+        None
+    }
     /// The server of the owner's admin credentials for a cluster whose first control plane
     /// has `address`.
     fn admin_endpoint(&self, address: Ipv4Addr) -> String;

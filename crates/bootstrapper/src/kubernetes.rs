@@ -241,6 +241,12 @@ impl ControlPlane for Kubernetes {
         }
     }
 
+    async fn health(&self) -> Option<Result<(), String>> {
+        let mut guard = self.node.lock().await;
+        let node = guard.as_mut()?;
+        Some(node.health().map_err(|e| e.to_string()))
+    }
+
     fn admin_endpoint(&self, address: Ipv4Addr) -> String {
         format!("https://{address}:{PORT_ETCD_CLIENT}")
     }

@@ -63,6 +63,8 @@ pub(crate) struct Node {
     pub(crate) lock: AtomicBool,
     /// Long-running children and tasks, kept alive for the node's lifetime.
     pub(crate) keep: Mutex<Vec<Keep>>,
+    /// The last report (the health watch re-reports it with new health).
+    last_report: std::sync::Mutex<Option<(Phase, Report)>>,
     /// Serializes Init requests and remembers a successful one, so that a CLI that lost the
     /// answer (killed mid-RPC) can ask again and get the same cluster with fresh credentials.
     init: Mutex<Option<Initialized>>,
@@ -117,16 +119,57 @@ pub(crate) enum Keep {
 }
 
 /// What a report to `status.json` says besides the phase.
-#[derive(Default)]
+#[derive(Default, Clone, PartialEq, Eq)]
 pub(crate) struct Report {
     pub(crate) cluster_id: Option<String>,
     pub(crate) services: Vec<String>,
     pub(crate) error: Option<String>,
     pub(crate) admitted_by: Option<String>,
+    pub(crate) kubernetes: Option<String>,
 }
 
+/// How often a member checks what its control-plane strategy runs.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(3);
+
 impl Node {
+    /// Re-reports every few seconds the health of what the strategy runs (Kubernetes: Ready,
+    /// or which component is down and why), keeping the rest of the last report.
+    pub(crate) fn watch_health(self: &Arc<Self>) {
+        let node = self.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(HEALTH_INTERVAL).await;
+                let health = match node.strategy.health().await {
+                    None => continue,
+                    Some(Ok(())) => "Ready".to_string(),
+                    Some(Err(why)) => format!("NotReady: {why}"),
+                };
+                let last = node
+                    .last_report
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone();
+                if let Some((phase, mut r)) = last {
+                    if r.kubernetes.as_deref() != Some(health.as_str()) {
+                        if health != "Ready" {
+                            tracing::warn!("Kubernetes: {health}");
+                        }
+                        r.kubernetes = Some(health);
+                        node.report(phase, r);
+                    }
+                }
+            }
+        });
+        if let Ok(mut keep) = self.keep.try_lock() {
+            keep.push(Keep::Task(task));
+        }
+    }
+
     pub(crate) fn report(&self, phase: Phase, r: Report) {
+        *self
+            .last_report
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((phase, r.clone()));
         let pcr15 = self
             .tpm
             .read_pcrs_sha256()
@@ -143,6 +186,7 @@ impl Node {
                 .dir
                 .read_node_state()
                 .map(|s| hex::encode(s.measurement_salt)),
+            kubernetes: r.kubernetes,
             ..NodeReport::new(phase)
         };
         if let Err(e) = self.env.reporter.report(&s) {
@@ -256,6 +300,7 @@ pub async fn run(
         issuer,
         lock: AtomicBool::new(false),
         keep: Mutex::new(vec![]),
+        last_report: std::sync::Mutex::new(None),
         init: Mutex::new(None),
     });
     let me = node.me_retrying().await;
@@ -499,5 +544,6 @@ async fn initialize(node: &Arc<Node>, req: &InitRequest) -> anyhow::Result<Initi
         kube_admin,
     };
     report(Phase::Initialized, services);
+    node.watch_health();
     Ok(done)
 }

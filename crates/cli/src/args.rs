@@ -284,12 +284,25 @@ pub struct ApplyArgs {
     /// without it, apply shows the change and asks, and refuses when it cannot ask (no terminal).
     #[arg(short, long)]
     pub yes: bool,
+    /// Merge the cluster's kubeconfig into your default one ($KUBECONFIG, else
+    /// ~/.kube/config) and switch to its context.
+    #[arg(long)]
+    pub merge_kubeconfig: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MiniUpArgs {
+    /// Merge the cluster's kubeconfig into your default one ($KUBECONFIG, else
+    /// ~/.kube/config) and switch to its context (as the Go CLI's mini up does);
+    /// `--merge-kubeconfig=false` leaves it alone.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub merge_kubeconfig: bool,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum MiniCommand {
     /// Generate a `local` config if there is none (on a free loopback range), then apply it.
-    Up,
+    Up(MiniUpArgs),
     /// Terminate the local cluster and remove its master secret.
     Down(TerminateArgs),
 }

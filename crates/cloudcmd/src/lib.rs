@@ -122,6 +122,18 @@ impl NoCluster {
     }
 }
 
+/// Whether the workspace's cluster runs Kubernetes: its admin kubeconfig is the Kubernetes
+/// admin's, not the owner's cluster-state credentials.
+pub fn runs_kubernetes(ws: &Path) -> bool {
+    match (
+        std::fs::read(ws.join(ADMIN_CONF_FILE)),
+        std::fs::read(ws.join(OWNER_CONF_FILE)),
+    ) {
+        (Ok(a), Ok(o)) => a != o,
+        _ => false,
+    }
+}
+
 /// Whether the workspace holds anything `terminate` would remove.
 pub fn has_cluster(ws: &Workspace) -> bool {
     ws.provider.exists()

@@ -23,6 +23,10 @@ pub struct NodeStatus {
     /// `zero` (belongs to no cluster yet), `other` (another cluster's ID, or changed), or
     /// `unknown` (no report).
     pub pcr15_state: &'static str,
+    /// The node's Kubernetes components as it reports them: `Ready`, or `NotReady: <why>`
+    /// (absent without Kubernetes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<String>,
     /// A fresh attestation checked against the config's measurements and the cluster ID:
     /// `verified`, or why not (filled by [`attach_attestation`]; `None` when not checked).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -99,6 +103,7 @@ pub fn status(ws: &Workspace) -> anyhow::Result<Option<ClusterStatus>> {
                 pcr15: s.as_ref().and_then(|s| s.pcr15.clone()),
                 services: s.as_ref().map(|s| s.services.clone()).unwrap_or_default(),
                 error: s.as_ref().and_then(|s| s.error.clone()),
+                kubernetes: s.as_ref().and_then(|s| s.kubernetes.clone()),
                 admitted_by: s.and_then(|s| s.admitted_by),
                 attestation: None,
             }
@@ -131,6 +136,7 @@ fn sanitized(mut s: NodeReport) -> NodeReport {
     clean(&mut s.pcr15);
     clean(&mut s.error);
     clean(&mut s.admitted_by);
+    clean(&mut s.kubernetes);
     for v in &mut s.services {
         *v = crate::sanitize(v);
     }

@@ -73,6 +73,10 @@ pub struct NodeReport {
     /// state file has it too). Lets the owner rebuild a lost state file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub measurement_salt: Option<String>,
+    /// The node's Kubernetes components: `Ready`, or `NotReady: <component> …: <why>`
+    /// (absent without Kubernetes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<String>,
 }
 
 fn v1() -> u32 {
@@ -91,6 +95,7 @@ impl NodeReport {
             admitted_by: None,
             pid: 0,
             measurement_salt: None,
+            kubernetes: None,
         }
     }
 }

@@ -22,7 +22,7 @@ pub fn run_apply(ws: &Path, a: &ApplyArgs) -> anyhow::Result<()> {
             Phase::Certsans | Phase::Helm | Phase::Image | Phase::K8s => {}
         }
     }
-    run(ws, o, "constellation apply")
+    run(ws, o, a.merge_kubeconfig, "constellation apply")
 }
 
 /// Asks on the terminal; `apply` passes this only when stdin is one.
@@ -32,7 +32,12 @@ fn ask(question: &str) -> bool {
     std::io::stdin().read_line(&mut line).is_ok() && matches!(line.trim(), "y" | "Y" | "yes")
 }
 
-pub fn run(ws: &Path, mut opts: cloudcmd::apply::ApplyOptions, rerun: &str) -> anyhow::Result<()> {
+pub fn run(
+    ws: &Path,
+    mut opts: cloudcmd::apply::ApplyOptions,
+    merge_kubeconfig: bool,
+    rerun: &str,
+) -> anyhow::Result<()> {
     let cfg = Config::load(&super::workspace_file(ws, CONFIG_FILE))?;
     if !opts.assume_yes && std::io::stdin().is_terminal() {
         opts.confirm = Some(ask);
@@ -69,10 +74,26 @@ pub fn run(ws: &Path, mut opts: cloudcmd::apply::ApplyOptions, rerun: &str) -> a
             "Nodes:       {}/{} attested and joined",
             out.members, out.nodes
         );
-        println!(
-            "Admin credentials: {} (cluster CA and admin client certificate; no Kubernetes on the local provider)",
-            cloudcmd::shown(cloudcmd::ADMIN_CONF_FILE)
-        );
+        let admin = cloudcmd::shown(cloudcmd::ADMIN_CONF_FILE);
+        if cloudcmd::runs_kubernetes(ws) {
+            println!("Kubernetes:  kubectl --kubeconfig {admin} get nodes");
+            println!(
+                "Owner credentials (cluster state): {}",
+                cloudcmd::shown(cloudcmd::OWNER_CONF_FILE)
+            );
+            if merge_kubeconfig {
+                let target = crate::kubeconfig::default_path()?;
+                crate::kubeconfig::merge(&ws.join(cloudcmd::ADMIN_CONF_FILE), &target)?;
+                println!(
+                    "Merged into {} (its current context is this cluster).",
+                    target.display()
+                );
+            }
+        } else {
+            println!(
+                "Admin credentials: {admin} (cluster CA and admin client certificate; the mode without Kubernetes)"
+            );
+        }
         println!("Note: a software TPM proves the integrity of what was measured, not confidentiality from this host.");
     } else {
         println!(

@@ -7,7 +7,7 @@ use config::{secret::MASTER_SECRET_FILE, CONFIG_FILE};
 
 use crate::args::GenerateArgs;
 
-pub fn up(ws: &Path) -> anyhow::Result<()> {
+pub fn up(ws: &Path, merge_kubeconfig: bool) -> anyhow::Result<()> {
     if !ws.join(CONFIG_FILE).exists() {
         let args = GenerateArgs {
             provider: "local".into(),
@@ -17,7 +17,12 @@ pub fn up(ws: &Path) -> anyhow::Result<()> {
         };
         super::config_generate::run_with(ws, &args, pick_free_addresses)?;
     }
-    super::apply::run(ws, Default::default(), "constellation mini up")
+    super::apply::run(
+        ws,
+        Default::default(),
+        merge_kubeconfig,
+        "constellation mini up",
+    )
 }
 
 /// A new local config gets the first loopback range where every node port is free, so that

@@ -22,7 +22,7 @@ fn lock_name(command: &Command) -> Option<&'static str> {
         Command::Apply(_) => "apply",
         Command::Create => "create",
         Command::Init => "init",
-        Command::Mini(MiniCommand::Up) => "mini up",
+        Command::Mini(MiniCommand::Up(_)) => "mini up",
         Command::Mini(MiniCommand::Down(_)) => "mini down",
         Command::Terminate(_) => "terminate",
         Command::Recover(_) => "recover",
@@ -56,6 +56,7 @@ pub fn dispatch(command: Command) -> anyhow::Result<()> {
                 skip_init: true,
                 ..Default::default()
             },
+            false,
             "constellation create",
         ),
         Command::Init => apply::run(
@@ -64,9 +65,10 @@ pub fn dispatch(command: Command) -> anyhow::Result<()> {
                 skip_infrastructure: true,
                 ..Default::default()
             },
+            false,
             "constellation init",
         ),
-        Command::Mini(MiniCommand::Up) => mini::up(ws),
+        Command::Mini(MiniCommand::Up(a)) => mini::up(ws, a.merge_kubeconfig),
         Command::Mini(MiniCommand::Down(a)) => mini::down(ws, a.yes),
         Command::Status(a) => status::run(ws, a.output),
         Command::Terminate(a) => terminate::run(ws, a.yes),

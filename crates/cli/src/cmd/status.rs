@@ -57,8 +57,14 @@ pub fn run(ws: &Path, output: StatusOutput) -> anyhow::Result<()> {
             println!("Attestation: {}", st.variant);
             println!();
             println!("PCR15: cluster = holds this cluster's ID (a member), zero = in no cluster yet, other = another cluster's ID");
+            let kube = st.nodes.iter().any(|n| n.kubernetes.is_some());
+            let kube_head = if kube {
+                format!("{:<11} ", "KUBERNETES")
+            } else {
+                String::new()
+            };
             println!(
-                "{:<18} {:<14} {:<15} {:<8} {:<17} {:<8} {:<11} DETAIL",
+                "{:<18} {:<14} {:<15} {:<8} {:<17} {:<8} {:<11} {kube_head}DETAIL",
                 "NODE", "ROLE", "ADDRESS", "RUNNING", "PHASE", "PCR15", "ATTESTATION"
             );
             for n in &st.nodes {
@@ -85,8 +91,25 @@ pub fn run(ws: &Path, output: StatusOutput) -> anyhow::Result<()> {
                 if let Some(why) = att_detail {
                     detail = format!("attestation: {why}; {detail}");
                 }
+                let kube_col = if kube {
+                    let (state, why) = match n.kubernetes.as_deref() {
+                        None => ("-", None),
+                        Some("Ready") if n.running => ("Ready", None),
+                        Some(_) if !n.running => ("NotReady", Some("the node is not running")),
+                        Some(other) => (
+                            "NotReady",
+                            Some(other.strip_prefix("NotReady: ").unwrap_or(other)),
+                        ),
+                    };
+                    if let Some(why) = why {
+                        detail = format!("kubernetes: {why}; {detail}");
+                    }
+                    format!("{state:<11} ")
+                } else {
+                    String::new()
+                };
                 println!(
-                    "{:<18} {:<14} {:<15} {:<8} {:<17} {:<8} {:<11} {}",
+                    "{:<18} {:<14} {:<15} {:<8} {:<17} {:<8} {:<11} {kube_col}{}",
                     n.name,
                     n.role,
                     n.address,
