@@ -413,6 +413,8 @@ async fn body(name: &str, bins: &KubeBinaries) {
         c
     };
     c1.stop().await.unwrap();
+    phases.push(("c1 stopped", t.elapsed()));
+    let t = Instant::now();
     let stopped_at = run_async(&mut renew(&c2)).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -427,7 +429,20 @@ async fn body(name: &str, bins: &KubeBinaries) {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     w1.health().unwrap();
-    phases.push(("c1 stopped -> w1 lease renewed via c2", t.elapsed()));
+    phases.push(("then w1's lease renewed via c2", t.elapsed()));
+
+    // the same node comes back on its state folder (what a restarted Bootstrapper does):
+    // kubeadm keeps the existing certificates, the node is Ready again
+    let t = Instant::now();
+    let ca_before = std::fs::read(s1.dir.join("control-plane/pki/ca.crt")).unwrap();
+    let mut c1 = KubeNode::control_plane_init(&s1, &cluster).await.unwrap();
+    assert_eq!(
+        std::fs::read(c1.control_plane().unwrap().pki_dir().join("ca.crt")).unwrap(),
+        ca_before,
+        "the cluster CA survives a restart"
+    );
+    c1.health().unwrap();
+    phases.push(("c1 restarted on its state folder -> Ready", t.elapsed()));
 
     // 5. health names a dead containerd
     let pid = w1.containerd_pid().unwrap();
