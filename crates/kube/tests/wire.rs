@@ -253,8 +253,8 @@ async fn body(name: &str, bins: &KubeBinaries) {
 
     // 2. a second control plane from join data (shared keys without an etcd CA)
     let t = Instant::now();
-    let json = serde_json::to_string(&c1.control_plane_join_data().unwrap()).unwrap();
-    let cpj: ControlPlaneJoin = serde_json::from_str(&json).unwrap();
+    let ticket = vec![c1.control_plane_join_data().unwrap().to_ticket_file()];
+    let cpj = ControlPlaneJoin::from_ticket_files(&ticket).unwrap();
     let mut names: Vec<&str> = cpj.files.iter().map(|f| f.name.as_str()).collect();
     names.sort();
     assert_eq!(
@@ -276,12 +276,12 @@ async fn body(name: &str, bins: &KubeBinaries) {
     phases.push(("c2: control_plane_join (node Ready)", t.elapsed()));
     // 3. a worker with nothing but the join data, through JSON, naming both API servers
     let t = Instant::now();
-    let json = serde_json::to_string(
-        &c1.worker_join_for("w1", &[c1.api_server().unwrap(), c2.api_server().unwrap()])
-            .unwrap(),
-    )
-    .unwrap();
-    let join: WorkerJoin = serde_json::from_str(&json).unwrap();
+    // (as a join ticket's (name, bytes) file: serde_json inside)
+    let ticket = vec![c1
+        .worker_join_for("w1", &[c1.api_server().unwrap(), c2.api_server().unwrap()])
+        .unwrap()
+        .to_ticket_file()];
+    let join = WorkerJoin::from_ticket_files(&ticket).unwrap();
     let s2 = setup("w1", &mut net);
     let mut w1 = KubeNode::worker_join(&s2, &join).await.unwrap();
     c1.control_plane_mut()
