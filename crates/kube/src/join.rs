@@ -59,6 +59,36 @@ fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error)
     }
 }
 
+/// The ticket file (name in the join ticket's `(name, bytes)` files) holding a [`WorkerJoin`]
+/// as JSON.
+pub const WORKER_JOIN_FILE: &str = "kubernetes/worker-join.json";
+/// The ticket file holding a [`ControlPlaneJoin`] as JSON (control-plane tickets only).
+pub const CONTROL_PLANE_JOIN_FILE: &str = "kubernetes/control-plane-join.json";
+
+fn ticket_file<'a>(
+    files: &'a [(String, Vec<u8>)],
+    name: &'static str,
+) -> Result<&'a [u8], JoinError> {
+    files
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, d)| d.as_slice())
+        .ok_or(JoinError::Invalid {
+            field: name,
+            reason: "missing from the ticket".into(),
+        })
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(
+    name: &'static str,
+    data: &[u8],
+) -> Result<T, JoinError> {
+    serde_json::from_slice(data).map_err(|e| JoinError::Invalid {
+        field: name,
+        reason: format!("not a valid JSON document: {e}"),
+    })
+}
+
 /// One file of the shared keys: a name below the certificates folder (`etcd/ca.key`) and its
 /// contents (the ticket's `control_plane_cert_or_key`).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,6 +113,41 @@ pub struct ControlPlaneJoin {
     pub files: Vec<PkiFile>,
     /// Stacked etcd only: a member's client address to `member add` through.
     pub etcd_member: Option<std::net::SocketAddr>,
+}
+
+impl ControlPlaneJoin {
+    /// As a join ticket file ([`CONTROL_PLANE_JOIN_FILE`]).
+    pub fn to_ticket_file(&self) -> (String, Vec<u8>) {
+        // serializing plain strings, bytes and addresses cannot fail
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        (CONTROL_PLANE_JOIN_FILE.to_owned(), json)
+    }
+
+    /// From a join ticket's files; the shared key names are checked against
+    /// [`crate::control_plane::SHARED_PKI_FILES`] and the API server address parsed.
+    pub fn from_ticket_files(files: &[(String, Vec<u8>)]) -> Result<Self, JoinError> {
+        let j: ControlPlaneJoin = from_json(
+            CONTROL_PLANE_JOIN_FILE,
+            ticket_file(files, CONTROL_PLANE_JOIN_FILE)?,
+        )?;
+        if j.api_server.parse::<std::net::SocketAddr>().is_err() {
+            return Err(JoinError::Invalid {
+                field: "api_server",
+                reason: format!("{:?} is not <IP>:<port>", j.api_server),
+            });
+        }
+        if let Some(f) = j
+            .files
+            .iter()
+            .find(|f| !crate::control_plane::SHARED_PKI_FILES.contains(&f.name.as_str()))
+        {
+            return Err(JoinError::Invalid {
+                field: "files",
+                reason: format!("{:?} is not a shared key file", f.name),
+            });
+        }
+        Ok(j)
+    }
 }
 
 /// A client certificate and its key, PEM.
@@ -164,6 +229,20 @@ impl WorkerJoin {
             }
         }
         Ok(())
+    }
+
+    /// As a join ticket file ([`WORKER_JOIN_FILE`]).
+    pub fn to_ticket_file(&self) -> (String, Vec<u8>) {
+        // serializing plain strings cannot fail
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        (WORKER_JOIN_FILE.to_owned(), json)
+    }
+
+    /// From a join ticket's files, validated ([`WorkerJoin::validate`]).
+    pub fn from_ticket_files(files: &[(String, Vec<u8>)]) -> Result<Self, JoinError> {
+        let w: WorkerJoin = from_json(WORKER_JOIN_FILE, ticket_file(files, WORKER_JOIN_FILE)?)?;
+        w.validate()?;
+        Ok(w)
     }
 
     /// [`WorkerJoin::api_servers`] parsed.
@@ -519,6 +598,34 @@ mod tests {
         }
         let kc = std::fs::read_to_string(&files.kubelet_kubeconfig).unwrap();
         assert!(kc.contains("server: \"https://198.18.0.1:6443\""), "{kc}");
+
+        // through a ticket's files
+        let files = vec![("other".to_owned(), vec![1, 2]), w.to_ticket_file()];
+        assert_eq!(WorkerJoin::from_ticket_files(&files).unwrap(), w);
+        let err = WorkerJoin::from_ticket_files(&files[..1]).unwrap_err();
+        assert!(
+            matches!(&err, JoinError::Invalid { field, reason } if *field == WORKER_JOIN_FILE && reason.contains("missing")),
+            "{err}"
+        );
+        let garbage = vec![(WORKER_JOIN_FILE.to_owned(), b"{\"node_name\": 1}".to_vec())];
+        let err = WorkerJoin::from_ticket_files(&garbage).unwrap_err();
+        assert!(
+            matches!(&err, JoinError::Invalid { reason, .. } if reason.contains("not a valid JSON")),
+            "{err}"
+        );
+        let cpj = ControlPlaneJoin {
+            api_server: "198.18.0.1:6443".into(),
+            files: vec![PkiFile {
+                name: "../../etc/passwd".into(),
+                data: vec![],
+            }],
+            etcd_member: None,
+        };
+        let err = ControlPlaneJoin::from_ticket_files(&[cpj.to_ticket_file()]).unwrap_err();
+        assert!(
+            matches!(&err, JoinError::Invalid { field: "files", reason } if reason.contains("passwd")),
+            "{err}"
+        );
 
         let mut bad = w.clone();
         bad.node_name = "Worker_0".into();

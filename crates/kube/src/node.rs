@@ -14,6 +14,37 @@
 //!
 //! The host-wide sysctls kubelet needs ([`crate::host::HostSysctls::for_kubelet`]) are the
 //! caller's: they are set once per host, not per node.
+//!
+//! ```no_run
+//! # async fn wire(bins: kube_node::control_plane::KubeBinaries, cp_net: kube_node::net::NodeNet,
+//! #     w_net: kube_node::net::NodeNet, pause_tar: std::path::PathBuf)
+//! #     -> Result<(), Box<dyn std::error::Error>> {
+//! use kube_node::node::{ClusterSpec, Etcd, HostEtcd, KubeNode, NodeSetup};
+//! use std::time::Duration;
+//! let setup = |net: kube_node::net::NodeNet, dir: &str| NodeSetup {
+//!     bins: bins.clone(), net, dir: dir.into(), images: vec![pause_tar.clone()],
+//!     deadline: Duration::from_secs(120),
+//! };
+//! let cluster = ClusterSpec {
+//!     cluster_name: "mini".into(), extra_sans: vec!["127.50.0.1".into()], coredns: false,
+//!     etcd: Etcd::Host(HostEtcd {
+//!         members: vec!["127.50.0.2:2379".parse()?],
+//!         ca_file: "/ws/cp-0/state/cp-ca.crt".into(),
+//!         cert_file: "/ws/cp-0/state/node.crt".into(),
+//!         key_file: "/ws/cp-0/state/node.key".into(),
+//!     }),
+//! };
+//! // Bootstrapper of the first control plane (Init RPC)
+//! let mut cp = KubeNode::control_plane_init(&setup(cp_net, "/ws/cp-0/kube"), &cluster).await?;
+//! // JoinService, for an attested worker: into the ticket
+//! let ticket = serde_json::to_vec(&cp.worker_join_for("worker-0", &[cp.api_server().unwrap()])?)?;
+//! // Bootstrapper of the worker, from its ticket
+//! let mut w = KubeNode::worker_join(&setup(w_net, "/ws/worker-0/kube"), &serde_json::from_slice(&ticket)?).await?;
+//! if let Err(e) = w.health() { eprintln!("worker-0 not ready: {e}"); } // names the component
+//! w.stop().await?;
+//! cp.stop().await?;
+//! # Ok(()) }
+//! ```
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

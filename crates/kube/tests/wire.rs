@@ -253,8 +253,8 @@ async fn body(name: &str, bins: &KubeBinaries) {
 
     // 2. a second control plane from join data (shared keys without an etcd CA)
     let t = Instant::now();
-    let json = serde_json::to_string(&c1.control_plane_join_data().unwrap()).unwrap();
-    let cpj: ControlPlaneJoin = serde_json::from_str(&json).unwrap();
+    let ticket = vec![c1.control_plane_join_data().unwrap().to_ticket_file()];
+    let cpj = ControlPlaneJoin::from_ticket_files(&ticket).unwrap();
     let mut names: Vec<&str> = cpj.files.iter().map(|f| f.name.as_str()).collect();
     names.sort();
     assert_eq!(
@@ -276,12 +276,12 @@ async fn body(name: &str, bins: &KubeBinaries) {
     phases.push(("c2: control_plane_join (node Ready)", t.elapsed()));
     // 3. a worker with nothing but the join data, through JSON, naming both API servers
     let t = Instant::now();
-    let json = serde_json::to_string(
-        &c1.worker_join_for("w1", &[c1.api_server().unwrap(), c2.api_server().unwrap()])
-            .unwrap(),
-    )
-    .unwrap();
-    let join: WorkerJoin = serde_json::from_str(&json).unwrap();
+    // (as a join ticket's (name, bytes) file: serde_json inside)
+    let ticket = vec![c1
+        .worker_join_for("w1", &[c1.api_server().unwrap(), c2.api_server().unwrap()])
+        .unwrap()
+        .to_ticket_file()];
+    let join = WorkerJoin::from_ticket_files(&ticket).unwrap();
     let s2 = setup("w1", &mut net);
     let mut w1 = KubeNode::worker_join(&s2, &join).await.unwrap();
     c1.control_plane_mut()
@@ -413,6 +413,8 @@ async fn body(name: &str, bins: &KubeBinaries) {
         c
     };
     c1.stop().await.unwrap();
+    phases.push(("c1 stopped", t.elapsed()));
+    let t = Instant::now();
     let stopped_at = run_async(&mut renew(&c2)).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -427,7 +429,20 @@ async fn body(name: &str, bins: &KubeBinaries) {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     w1.health().unwrap();
-    phases.push(("c1 stopped -> w1 lease renewed via c2", t.elapsed()));
+    phases.push(("then w1's lease renewed via c2", t.elapsed()));
+
+    // the same node comes back on its state folder (what a restarted Bootstrapper does):
+    // kubeadm keeps the existing certificates, the node is Ready again
+    let t = Instant::now();
+    let ca_before = std::fs::read(s1.dir.join("control-plane/pki/ca.crt")).unwrap();
+    let mut c1 = KubeNode::control_plane_init(&s1, &cluster).await.unwrap();
+    assert_eq!(
+        std::fs::read(c1.control_plane().unwrap().pki_dir().join("ca.crt")).unwrap(),
+        ca_before,
+        "the cluster CA survives a restart"
+    );
+    c1.health().unwrap();
+    phases.push(("c1 restarted on its state folder -> Ready", t.elapsed()));
 
     // 5. health names a dead containerd
     let pid = w1.containerd_pid().unwrap();
