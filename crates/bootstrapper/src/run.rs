@@ -129,16 +129,19 @@ pub(crate) struct Report {
 }
 
 /// How often a member checks what its control-plane strategy runs.
-const HEALTH_INTERVAL: Duration = Duration::from_secs(3);
+const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Node {
-    /// Re-reports every few seconds the health of what the strategy runs (Kubernetes: Ready,
+    /// Re-reports every second the health of what the strategy runs (Kubernetes: Ready,
     /// or which component is down and why), keeping the rest of the last report.
     pub(crate) fn watch_health(self: &Arc<Self>) {
         let node = self.clone();
         let task = tokio::spawn(async move {
+            let mut first = true;
             loop {
-                tokio::time::sleep(HEALTH_INTERVAL).await;
+                if !std::mem::take(&mut first) {
+                    tokio::time::sleep(HEALTH_INTERVAL).await;
+                }
                 let health = match node.strategy.health().await {
                     None => continue,
                     Some(Ok(())) => "Ready".to_string(),

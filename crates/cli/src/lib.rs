@@ -24,6 +24,7 @@ pub mod fetch;
 pub mod image;
 pub mod interrupt;
 pub mod kds;
+pub mod kube_api;
 pub mod kubeconfig;
 pub mod lock;
 pub mod pcs;

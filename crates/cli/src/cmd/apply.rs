@@ -44,10 +44,25 @@ pub fn run(
     }
     opts.cancel = Some(crate::interrupt::flag());
     let mut p = super::progress_printer();
-    let out = super::block_on(
+    let mut out = super::block_on(
         cloudcmd::apply::apply(&crate::workspace(ws), &cfg, &opts, &mut p),
         rerun,
     )?;
+    // With Kubernetes, done means every node Ready in the API (kubectl works right away).
+    if out.cluster_id.is_some() && cloudcmd::runs_kubernetes(ws) {
+        let t = std::time::Instant::now();
+        let names: Vec<String> = cloudcmd::status::status(&crate::workspace(ws))?
+            .map(|s| s.nodes.into_iter().map(|n| n.name).collect())
+            .unwrap_or_default();
+        crate::kube_api::wait_ready(
+            &ws.join(cloudcmd::ADMIN_CONF_FILE),
+            &names,
+            std::time::Duration::from_secs(180),
+            &mut |m| cloudcmd::Progress::step(&mut p, m),
+        )?;
+        out.timings
+            .push(("kubernetes nodes Ready".into(), t.elapsed()));
+    }
     for (phase, d) in &out.timings {
         eprintln!("{phase}: {:.2} s", d.as_secs_f64());
     }
