@@ -11,7 +11,7 @@ cd "$(dirname "$0")"
 SECS="${FUZZ_SECONDS:-30}"
 TARGETS=(tpms_attest tpmt_public tpmt_signature attestation_document eventlog gce_pb azure_hcl
     tdx_quote tdx_collateral config_yaml state_yaml master_secret image_measurements snp_report snp_certs
-    snp_instance_info pcs_answer)
+    snp_instance_info pcs_answer kube_join)
 
 if [[ "${FUZZ_STABLE_ONLY:-0}" != 1 ]] && cargo fuzz --version >/dev/null 2>&1 &&
     rustup toolchain list 2>/dev/null | grep -q '^nightly'; then

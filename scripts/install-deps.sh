@@ -72,7 +72,9 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 check
 # The Kubernetes binaries: built once per pin (nice: the build takes both cores for a while).
-kube_bin="$(nice -n 10 "$here/install-kubernetes.sh")"
+# --verify: the cached binaries must still match their recorded SHA-256 (a few seconds); nodes
+# measure and run copies of them.
+kube_bin="$(nice -n 10 "$here/install-kubernetes.sh" --verify)"
 for b in kube-apiserver kube-controller-manager kube-scheduler kubelet kubeadm kube-proxy kubectl etcd etcdctl coredns; do
   [ -x "$kube_bin/$b" ] || { echo "install-deps: $kube_bin/$b is missing after the build" >&2; exit 1; }
 done

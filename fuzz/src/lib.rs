@@ -406,3 +406,23 @@ pub fn pcs_answer(data: &[u8]) {
         }
     }
 }
+
+/// The Kubernetes join data of a ticket (bytes from the JoinService, parsed and validated on
+/// the joining node): worker and control-plane forms; what validates must round-trip.
+pub fn kube_join(data: &[u8]) {
+    use kube_node::join::{
+        ControlPlaneJoin, WorkerJoin, CONTROL_PLANE_JOIN_FILE, WORKER_JOIN_FILE,
+    };
+    let files = [
+        (WORKER_JOIN_FILE.to_string(), data.to_vec()),
+        (CONTROL_PLANE_JOIN_FILE.to_string(), data.to_vec()),
+    ];
+    if let Ok(w) = WorkerJoin::from_ticket_files(&files) {
+        let again = WorkerJoin::from_ticket_files(&[w.to_ticket_file()]);
+        assert!(again.is_ok_and(|a| a == w), "worker join data does not round-trip");
+    }
+    if let Ok(c) = ControlPlaneJoin::from_ticket_files(&files) {
+        let again = ControlPlaneJoin::from_ticket_files(&[c.to_ticket_file()]);
+        assert!(again.is_ok_and(|a| a == c), "control-plane join data does not round-trip");
+    }
+}

@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 
 type Target = fn(&[u8]);
 
-const TARGETS: [(&str, Target); 17] = [
+const TARGETS: [(&str, Target); 18] = [
     ("tpms_attest", attestation_fuzz::tpms_attest),
     ("tpmt_public", attestation_fuzz::tpmt_public),
     ("tpmt_signature", attestation_fuzz::tpmt_signature),
@@ -37,6 +37,7 @@ const TARGETS: [(&str, Target); 17] = [
     ("snp_certs", attestation_fuzz::snp_certs),
     ("snp_instance_info", attestation_fuzz::snp_instance_info),
     ("pcs_answer", attestation_fuzz::pcs_answer),
+    ("kube_join", attestation_fuzz::kube_join),
 ];
 
 fn shared(rel: &str) -> Option<Vec<u8>> {
@@ -412,6 +413,28 @@ fn file_seeds() -> Vec<(&'static str, Vec<u8>)> {
             .to_vec(),
     ));
 
+    let pem = |kind: &str| format!("-----BEGIN {kind}-----\\nMIIBszCCAVmgAwIBAgIUQ2hh\\n-----END {kind}-----\\n");
+    let cred = format!(
+        r#"{{"cert_pem":"{}","key_pem":"{}"}}"#,
+        pem("CERTIFICATE"),
+        pem("PRIVATE KEY")
+    );
+    out.push((
+        "kube_join",
+        format!(
+            r#"{{"cluster_name":"mini","node_name":"worker-0","api_servers":["198.18.1.1:6443"],"ca_pem":"{}","kubelet":{cred},"kube_proxy":{cred}}}"#,
+            pem("CERTIFICATE")
+        )
+        .into_bytes(),
+    ));
+    out.push((
+        "kube_join",
+        format!(
+            r#"{{"api_server":"198.18.1.1:6443","files":[{{"name":"ca.crt","data":[45,45]}},{{"name":"../../etc/passwd","data":[]}}],"etcd_member":null}}"#
+        )
+        .into_bytes(),
+    ));
+
     let z = "0".repeat(64);
     let image = format!(
         r#"{{"version":"v2.24.0","ref":"-","stream":"stable","list":[{{"csp":"local","attestationVariant":"local-vtpm","measurements":{{"4":{{"expected":"{z}","warnOnly":false}},"15":"{z}"}}}},{{"csp":"QEMU","attestationVariant":"qemu-vtpm","measurements":{{}}}}]}}"#
@@ -448,6 +471,7 @@ fn file_seeds_parse() {
             "config_yaml" => config::RawConfig::from_yaml(&text).is_ok(),
             "state_yaml" => config::state::State::from_yaml(&text).is_ok(),
             "master_secret" => config::secret::decode(&seed).is_ok(),
+            "kube_join" => serde_json::from_slice::<serde_json::Value>(&seed).is_ok(),
             "image_measurements" => {
                 measurements::image::ImageMeasurements::parse(&seed).is_ok()
                     || !text.trim_start().starts_with('{')

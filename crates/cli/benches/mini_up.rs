@@ -355,11 +355,11 @@ fn node_memory(ws: &Path) -> Vec<(String, String, u64)> {
             ));
             for (c, cmd) in &procs {
                 if ppid(*c) == Some(p) {
-                    let kind = if cmd.contains("/bin/etcd ") {
-                        "etcd".to_string()
-                    } else {
-                        cmd.split_whitespace().next().unwrap_or("?").to_string()
-                    };
+                    let first = cmd.split_whitespace().next().unwrap_or("?");
+                    let kind = Path::new(first)
+                        .file_name()
+                        .map(|f| f.to_string_lossy().into_owned())
+                        .unwrap_or_else(|| first.to_string());
                     out.push((name.clone(), kind, vm_hwm_kb(*c).unwrap_or(0)));
                 }
             }

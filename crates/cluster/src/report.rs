@@ -132,7 +132,7 @@ mod tests {
         let old: NodeReport = serde_json::from_str(r#"{"phase":"joined","pid":7}"#).unwrap();
         assert_eq!((old.version, old.phase, old.pid), (1, NodePhase::Joined, 7));
         let newer: NodeReport =
-            serde_json::from_str(r#"{"version":2,"phase":"draining","kubernetes":{"ready":true}}"#)
+            serde_json::from_str(r#"{"version":2,"phase":"draining","disk":{"encrypted":true}}"#)
                 .unwrap();
         assert_eq!((newer.version, newer.phase), (2, NodePhase::Unknown));
     }

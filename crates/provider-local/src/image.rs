@@ -451,11 +451,9 @@ impl NodeImage {
             if let Some(d) = dst.parent() {
                 fs::create_dir_all(d).map_err(|e| w(d, e))?;
             }
-            // The bundle is content-addressed and never changed in place: a hard link to an
-            // immutable source saves the copy (the launcher measures and copies what it runs).
-            if fs::hard_link(&src, &dst).is_err() {
-                fs::copy(&src, &dst).map_err(|e| w(&dst, e))?;
-            }
+            // A copy, never a hard link: whoever changes the bundle (a test tampering with it,
+            // say) must not change the sources (the shared Kubernetes build).
+            fs::copy(&src, &dst).map_err(|e| w(&dst, e))?;
         }
         fs::write(tmp.join(MANIFEST), &bytes).map_err(|e| w(&tmp, e))?;
         match fs::rename(&tmp, &dir) {
