@@ -147,20 +147,7 @@ impl Node {
                     Some(Ok(())) => "Ready".to_string(),
                     Some(Err(why)) => format!("NotReady: {why}"),
                 };
-                let last = node
-                    .last_report
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .clone();
-                if let Some((phase, mut r)) = last {
-                    if r.kubernetes.as_deref() != Some(health.as_str()) {
-                        if health != "Ready" {
-                            tracing::warn!("Kubernetes: {health}");
-                        }
-                        r.kubernetes = Some(health);
-                        node.report(phase, r);
-                    }
-                }
+                node.report_health(health);
             }
         });
         if let Ok(mut keep) = self.keep.try_lock() {
@@ -168,11 +155,44 @@ impl Node {
         }
     }
 
-    pub(crate) fn report(&self, phase: Phase, r: Report) {
-        *self
+    /// The last report again with new Kubernetes health, if it changed (one critical section
+    /// with the write, so a concurrent report of the state machine is never overwritten by an
+    /// older phase).
+    fn report_health(&self, health: String) {
+        let mut last = self
             .last_report
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((phase, r.clone()));
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some((phase, mut r)) = last.clone() else {
+            return;
+        };
+        if r.kubernetes.as_deref() == Some(health.as_str()) {
+            return;
+        }
+        if health != "Ready" {
+            tracing::warn!("Kubernetes: {health}");
+        }
+        r.kubernetes = Some(health);
+        *last = Some((phase, r.clone()));
+        self.write_report(phase, r);
+    }
+
+    pub(crate) fn report(&self, phase: Phase, mut r: Report) {
+        // Held until the file is written: reports from the health watch and the state machine
+        // never interleave (the last one in memory is the one on disk).
+        let mut last = self
+            .last_report
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // The health watch's last finding stays until it finds otherwise.
+        if r.kubernetes.is_none() {
+            r.kubernetes = last.as_ref().and_then(|(_, l)| l.kubernetes.clone());
+        }
+        *last = Some((phase, r.clone()));
+        self.write_report(phase, r);
+    }
+
+    fn write_report(&self, phase: Phase, r: Report) {
         let pcr15 = self
             .tpm
             .read_pcrs_sha256()

@@ -3,8 +3,8 @@
 //! empty folder brings up a control plane and a worker, attested and joined; kubectl through
 //! `constellation-admin.conf` sees both Ready with their roles; a Deployment from the locally
 //! built image spreads over both nodes; pods reach each other across nodes, through a ClusterIP
-//! Service and by DNS (`kubernetes.default`); `status` reports both Ready; `terminate -y` leaves
-//! the host as found (no process, namespace, mount or cgroup of the cluster).
+//! Service and by DNS (`kubernetes.default`); `status` reports both Ready; a second worker added
+//! by `apply` becomes Ready; `terminate -y` leaves the host as found (no process, namespace, mount or cgroup of the cluster).
 //!
 //! Needs root and the Kubernetes build of `scripts/install-kubernetes.sh` (the test command
 //! installs both); without them it prints SKIPPED.
@@ -313,6 +313,39 @@ fn mini_up_runs_kubernetes_workloads_across_nodes_and_terminate_leaves_the_host_
         assert_eq!(n["kubernetes"], "Ready", "{n}");
         assert_eq!(n["attestation"], "verified", "{n}");
     }
+
+    // Scale-out: one more worker, attested and joined by `apply`, Ready in Kubernetes.
+    let conf = cluster.path().join("constellation-conf.yaml");
+    let text = std::fs::read_to_string(&conf).unwrap();
+    let mut seen = 0;
+    let text: String = text
+        .lines()
+        .map(|l| {
+            if l.trim_start().starts_with("initialCount:") {
+                seen += 1;
+                if seen == 2 {
+                    let indent = &l[..l.len() - l.trim_start().len()];
+                    return format!("{indent}initialCount: 2\n");
+                }
+            }
+            format!("{l}\n")
+        })
+        .collect();
+    std::fs::write(&conf, text).unwrap();
+    let scaled = cluster.constellation(&["apply", "-y"]);
+    assert!(
+        scaled.status.success(),
+        "scale-out:\n{}{}",
+        text(&scaled.stdout),
+        text(&scaled.stderr)
+    );
+    let nodes = k.ok(&["get", "nodes", "--no-headers"], None);
+    assert!(
+        nodes
+            .lines()
+            .any(|l| l.starts_with("worker-1 ") && l.contains(" Ready ")),
+        "{nodes}"
+    );
 
     // terminate leaves nothing of the cluster on the host.
     let cloud: serde_json::Value = serde_json::from_slice(
