@@ -316,9 +316,9 @@ fn mini_up_runs_kubernetes_workloads_across_nodes_and_terminate_leaves_the_host_
 
     // Scale-out: one more worker, attested and joined by `apply`, Ready in Kubernetes.
     let conf = cluster.path().join("constellation-conf.yaml");
-    let text = std::fs::read_to_string(&conf).unwrap();
+    let original = std::fs::read_to_string(&conf).unwrap();
     let mut seen = 0;
-    let text: String = text
+    let scaled_conf: String = original
         .lines()
         .map(|l| {
             if l.trim_start().starts_with("initialCount:") {
@@ -331,7 +331,7 @@ fn mini_up_runs_kubernetes_workloads_across_nodes_and_terminate_leaves_the_host_
             format!("{l}\n")
         })
         .collect();
-    std::fs::write(&conf, text).unwrap();
+    std::fs::write(&conf, scaled_conf).unwrap();
     let scaled = cluster.constellation(&["apply", "-y"]);
     assert!(
         scaled.status.success(),
