@@ -139,6 +139,7 @@ fn infra_hint(e: &provider_local::infra::InfraError) -> Option<String> {
             "set `{field}` back in constellation-conf.yaml; to change it, terminate the cluster and create a new one"
         ),
         I::VariantChanged { .. } => "set the attestation variant back in constellation-conf.yaml; to change it, terminate the cluster and create a new one".into(),
+        I::KubernetesNeedsRoot => "run it as root (sudo), or set CONSTELLATION_KUBERNETES=off for the mode without Kubernetes (the cluster state and attestation only)".into(),
         _ => return None,
     })
 }

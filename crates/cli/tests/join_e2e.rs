@@ -29,7 +29,8 @@ fn ok(ws: &Path, args: &[&str]) -> String {
     let o = run(ws, args);
     assert!(
         o.status.success(),
-        "constellation {args:?} failed\nstdout:\n{}\nstderr:\n{}",
+        "constellation {args:?} failed ({})\nstdout:\n{}\nstderr:\n{}",
+        o.status,
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     );

@@ -202,21 +202,8 @@ fn control_plane_loss_worker_runtime_loss_and_full_outage_with_kubernetes() {
         "apply after a full outage:\n{}{err}",
         text(&a.stdout)
     );
-    // recover is made to be re-run after a failure (as apply is); a first failure is shown
-    // and the second attempt must succeed.
-    let first = cluster.constellation(&["recover"]);
-    let rec = if first.status.success() {
-        text(&first.stdout)
-    } else {
-        eprintln!(
-            "first recover failed ({}), running it again:\n{}{}",
-            first.status,
-            text(&first.stdout),
-            text(&first.stderr)
-        );
-        cluster.ok(&["recover"])
-    };
-    assert!(rec.contains("control-plane node(s)"), "{rec}");
+    let rec = cluster.ok(&["recover"]);
+    assert!(rec.contains("Recovered 3 control-plane node(s)"), "{rec}");
     let wait = cluster.kubectl(
         &kube_bin,
         &[
