@@ -138,7 +138,8 @@ pub fn wait_ready(
     let api = Api::from_kubeconfig(admin)?;
     let deadline = Instant::now() + timeout;
     let mut last = None;
-    let mut pause = Duration::from_millis(100);
+    // A node turns Ready about a second after it joined: poll often (one small GET).
+    let pause = Duration::from_millis(100);
     loop {
         let (ready, missing) = match api.nodes() {
             Ok(nodes) => {
@@ -178,6 +179,5 @@ pub fn wait_ready(
             );
         }
         std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_secs(1));
     }
 }
