@@ -13,43 +13,9 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-const BIN: &str = env!("CARGO_BIN_EXE_constellation");
+mod kube_support;
 
-fn skip(why: &str) {
-    eprintln!("SKIPPED: {why}");
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// The workspace; terminates the cluster when dropped (also when the test fails).
-struct Cluster {
-    dir: tempfile::TempDir,
-}
-
-impl Cluster {
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-    fn constellation(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .arg("-C")
-            .arg(self.path())
-            .args(args)
-            .env("KUBECONFIG", self.path().join("merged-kubeconfig"))
-            .env_remove("CONSTELLATION_KUBERNETES")
-            .env_remove("RUST_LOG")
-            .output()
-            .unwrap()
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = self.constellation(&["terminate", "-y"]);
-    }
-}
+use kube_support::{kube_bin_or_skip, text, Cluster};
 
 struct Kubectl {
     bin: PathBuf,
@@ -165,19 +131,10 @@ fn processes_naming(dir: &Path) -> Vec<String> {
 
 #[test]
 fn mini_up_runs_kubernetes_workloads_across_nodes_and_terminate_leaves_the_host_clean() {
-    if !nix_is_root() {
-        return skip("Kubernetes nodes need root (network namespaces)");
-    }
-    let (Some(kube_bin), looked) = provider_local::image::kube_build() else {
-        return skip("the Kubernetes build is missing (scripts/install-kubernetes.sh)");
+    let Some(kube_bin) = kube_bin_or_skip() else {
+        return;
     };
-    let _ = looked;
-    let cluster = Cluster {
-        dir: tempfile::Builder::new()
-            .prefix("k8s-e2e-")
-            .tempdir()
-            .unwrap(),
-    };
+    let cluster = Cluster::new("k8s-e2e-");
     let up = cluster.constellation(&["mini", "up"]);
     let err = text(&up.stderr);
     assert!(up.status.success(), "mini up:\n{}{err}", text(&up.stdout));
@@ -373,16 +330,4 @@ fn mini_up_runs_kubernetes_workloads_across_nodes_and_terminate_leaves_the_host_
             .collect();
         assert!(left.is_empty(), "cgroups left in {ctl}: {left:?}");
     }
-}
-
-fn nix_is_root() -> bool {
-    // SAFETY-free: the real user id from /proc.
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|u| u.split_whitespace().nth(1).map(|e| e == "0"))
-        })
-        .unwrap_or(false)
 }

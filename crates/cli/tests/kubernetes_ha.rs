@@ -8,46 +8,22 @@
 //!
 //! Needs root and the Kubernetes build (the test command installs both); else SKIPPED.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-const BIN: &str = env!("CARGO_BIN_EXE_constellation");
+mod kube_support;
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+use kube_support::{kube_bin_or_skip, text, Cluster};
+
+/// What this test does with a cluster beyond the shared harness.
+trait Faults {
+    fn kubectl(&self, kube_bin: &Path, args: &[&str]) -> Output;
+    fn node_pid(&self, name: &str) -> i32;
+    fn kill_node(&self, name: &str);
+    fn status_json(&self) -> serde_json::Value;
 }
 
-struct Cluster {
-    dir: tempfile::TempDir,
-}
-
-impl Cluster {
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-    fn constellation(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .arg("-C")
-            .arg(self.path())
-            .args(args)
-            .env("KUBECONFIG", self.path().join("merged-kubeconfig"))
-            .env_remove("CONSTELLATION_KUBERNETES")
-            .env_remove("RUST_LOG")
-            .output()
-            .unwrap()
-    }
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.constellation(args);
-        assert!(
-            o.status.success(),
-            "constellation {} ({}):\n{}{}",
-            args.join(" "),
-            o.status,
-            text(&o.stdout),
-            text(&o.stderr)
-        );
-        text(&o.stdout)
-    }
+impl Faults for Cluster {
     fn kubectl(&self, kube_bin: &Path, args: &[&str]) -> Output {
         Command::new(kube_bin.join("kubectl"))
             .arg("--kubeconfig")
@@ -85,23 +61,6 @@ impl Cluster {
     }
 }
 
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = self.constellation(&["terminate", "-y"]);
-    }
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|u| u.split_whitespace().nth(1).map(|e| e == "0"))
-        })
-        .unwrap_or(false)
-}
-
 /// The pid of the containerd of node `node` (its command line names the node's folder).
 fn containerd_of(ws: &Path, node: &str) -> Option<i32> {
     let needle = ws
@@ -119,21 +78,10 @@ fn containerd_of(ws: &Path, node: &str) -> Option<i32> {
 
 #[test]
 fn control_plane_loss_worker_runtime_loss_and_full_outage_with_kubernetes() {
-    if !is_root() {
-        eprintln!("SKIPPED: Kubernetes nodes need root (network namespaces)");
-        return;
-    }
-    let (Some(kube_bin), _) = provider_local::image::kube_build() else {
-        eprintln!("SKIPPED: the Kubernetes build is missing (scripts/install-kubernetes.sh)");
+    let Some(kube_bin) = kube_bin_or_skip() else {
         return;
     };
-    let kube_bin: PathBuf = kube_bin;
-    let cluster = Cluster {
-        dir: tempfile::Builder::new()
-            .prefix("k8s-ha-")
-            .tempdir()
-            .unwrap(),
-    };
+    let cluster = Cluster::new("k8s-ha-");
     cluster.ok(&["config", "generate", "local"]);
     let conf = cluster.path().join("constellation-conf.yaml");
     let mut first = true;
