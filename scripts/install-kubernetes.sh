@@ -177,7 +177,8 @@ CHILD=""
 stop_tree() { # stop_tree PID: pause it, end its descendants, then it (the pids this script started)
   local c
   kill -STOP "$1" 2>/dev/null || return 0
-  for c in $(pgrep -P "$1" 2>/dev/null); do stop_tree "$c"; done
+  # children from /proc (pgrep is procps, which a bare machine may lack)
+  for c in $(cat /proc/"$1"/task/*/children 2>/dev/null); do stop_tree "$c"; done
   kill -TERM "$1" 2>/dev/null
   kill -CONT "$1" 2>/dev/null || true
 }

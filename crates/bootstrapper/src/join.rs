@@ -343,7 +343,7 @@ async fn serve_as_member(
         node.strategy.start_worker(node.member(me)).await?
     };
     tracing::info!(%admitted_by, "member of the cluster");
-    node.watch_health();
+    node.watch_health().await;
     node.report(
         Phase::Joined,
         Report {

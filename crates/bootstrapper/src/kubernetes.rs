@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use cluster::inventory::NodeInfo;
-use cluster::ports::ETCD_CLIENT as PORT_ETCD_CLIENT;
+use cluster::ports::{ETCD_CLIENT as PORT_ETCD_CLIENT, KUBE_API};
 use cluster::Role;
 use kube_node::control_plane::KubeBinaries;
 use kube_node::join::{ControlPlaneJoin, WorkerJoin};
@@ -26,16 +26,10 @@ use kube_node::node::{ClusterSpec, Etcd, HostEtcd, KubeNode, NodeSetup};
 
 use crate::control_plane::{ControlPlane, Member};
 
-/// Ticket file names of the Kubernetes join data (JSON).
-pub const TICKET_WORKER_JOIN: &str = "kubernetes/worker-join.json";
-pub const TICKET_CONTROL_PLANE_JOIN: &str = "kubernetes/control-plane-join.json";
-
-/// The API server port on every control plane (and on the provider's host-side endpoint).
-pub const API_PORT: u16 = 6443;
-
-/// The OCI archives of the node image every node imports (pause, workload image, CoreDNS).
-pub const IMAGE_COMPONENTS: &[&str] =
-    &["image-pause.tar", "image-busybox.tar", "image-coredns.tar"];
+/// Ticket file names of the Kubernetes join data (JSON; kube-node's names).
+pub use kube_node::join::{
+    CONTROL_PLANE_JOIN_FILE as TICKET_CONTROL_PLANE_JOIN, WORKER_JOIN_FILE as TICKET_WORKER_JOIN,
+};
 
 /// Finds this node's namespaces (created by the provider).
 pub type NetResolver = Arc<dyn Fn() -> anyhow::Result<NodeNet> + Send + Sync>;
@@ -67,7 +61,7 @@ impl Kubernetes {
     fn setup(&self, member: &Member<'_>) -> anyhow::Result<NodeSetup> {
         let kubelet = member.env.components.path("kubelet")?;
         let bins = KubeBinaries::locate(kubelet.parent().context("kubelet has no folder")?)?;
-        let images = IMAGE_COMPONENTS
+        let images = cluster::ids::COMPONENT_IMAGE_ARCHIVES
             .iter()
             .map(|n| member.env.components.path(n))
             .collect::<Result<Vec<_>, _>>()?;
@@ -116,9 +110,22 @@ impl Kubernetes {
         })
     }
 
-    fn join_file(member: &Member<'_>, name: &str) -> PathBuf {
-        member.dir.state().join(name.replace('/', "-"))
+    /// The ticket file `name` kept in the node's state ([`save_ticket_files`]), as the
+    /// `(name, bytes)` pair kube-node's validating parsers take; `None`: the ticket had none.
+    fn ticket_file(member: &Member<'_>, name: &str) -> anyhow::Result<Option<TicketFiles>> {
+        match std::fs::read(saved_path(member.dir, name)) {
+            Ok(data) => Ok(Some(vec![(name.to_string(), data)])),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(anyhow::Error::new(e).context(format!("reading the ticket's {name}"))),
+        }
     }
+}
+
+/// `(name, bytes)` files of a join ticket.
+type TicketFiles = Vec<(String, Vec<u8>)>;
+
+fn saved_path(dir: &crate::state::NodeDir, name: &str) -> PathBuf {
+    dir.state().join(name.replace('/', "-"))
 }
 
 /// Writes the strategy's ticket files into the node's state (owner-only), for its start and
@@ -129,7 +136,7 @@ pub fn save_ticket_files(
 ) -> anyhow::Result<()> {
     for (name, data) in files {
         if name == TICKET_WORKER_JOIN || name == TICKET_CONTROL_PLANE_JOIN {
-            crate::state::write_atomic(&dir.state().join(name.replace('/', "-")), data, 0o600)?;
+            crate::state::write_atomic(&saved_path(dir, name), data, 0o600)?;
         }
     }
     Ok(())
@@ -145,9 +152,8 @@ impl ControlPlane for Kubernetes {
         self.host_sysctls()?;
         let setup = self.setup(&member)?;
         let spec = self.cluster_spec(&member, member.me)?;
-        let join = Self::join_file(&member, TICKET_CONTROL_PLANE_JOIN);
-        let node = if join.is_file() {
-            let data: ControlPlaneJoin = serde_json::from_slice(&std::fs::read(&join)?)
+        let node = if let Some(files) = Self::ticket_file(&member, TICKET_CONTROL_PLANE_JOIN)? {
+            let data = ControlPlaneJoin::from_ticket_files(&files)
                 .context("the ticket's Kubernetes control-plane join data")?;
             KubeNode::control_plane_join(&setup, &spec, &data).await?
         } else {
@@ -166,15 +172,14 @@ impl ControlPlane for Kubernetes {
     }
 
     async fn start_worker(&self, member: Member<'_>) -> anyhow::Result<Vec<&'static str>> {
-        let join = Self::join_file(&member, TICKET_WORKER_JOIN);
-        if !join.is_file() {
+        let Some(files) = Self::ticket_file(&member, TICKET_WORKER_JOIN)? else {
             // Admitted by a control plane without Kubernetes: nothing to run.
             return Ok(vec![]);
-        }
+        };
+        let data = WorkerJoin::from_ticket_files(&files)
+            .context("the ticket's Kubernetes worker join data")?;
         self.host_sysctls()?;
         let setup = self.setup(&member)?;
-        let data: WorkerJoin = serde_json::from_slice(&std::fs::read(&join)?)
-            .context("the ticket's Kubernetes worker join data")?;
         let node = KubeNode::worker_join(&setup, &data).await?;
         *self.node.lock().await = Some(node);
         tracing::info!("Kubernetes worker running");
@@ -191,7 +196,7 @@ impl ControlPlane for Kubernetes {
         // The owner reaches the API through the provider's host-side endpoint.
         let cluster = member.env.metadata.cluster()?;
         let endpoint = cluster.endpoint().unwrap_or(member.me.address);
-        let server = format!("https://{endpoint}:{API_PORT}");
+        let server = format!("https://{endpoint}:{KUBE_API}");
         let out: String = text
             .lines()
             .map(|l| match l.trim_start().strip_prefix("server:") {
@@ -223,21 +228,13 @@ impl ControlPlane for Kubernetes {
                 let servers: Vec<SocketAddr> = cluster
                     .control_planes()
                     .filter_map(|n| n.internal_address)
-                    .map(|a: Ipv4Addr| SocketAddr::from((a, API_PORT)))
+                    .map(|a: Ipv4Addr| SocketAddr::from((a, KUBE_API)))
                     .collect();
-                let data = node.worker_join_for(&joiner.name, &servers)?;
-                Ok(vec![(
-                    TICKET_WORKER_JOIN.into(),
-                    serde_json::to_vec(&data)?,
-                )])
+                Ok(vec![node
+                    .worker_join_for(&joiner.name, &servers)?
+                    .to_ticket_file()])
             }
-            Role::ControlPlane => {
-                let data = node.control_plane_join_data()?;
-                Ok(vec![(
-                    TICKET_CONTROL_PLANE_JOIN.into(),
-                    serde_json::to_vec(&data)?,
-                )])
-            }
+            Role::ControlPlane => Ok(vec![node.control_plane_join_data()?.to_ticket_file()]),
         }
     }
 

@@ -134,7 +134,7 @@ const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 impl Node {
     /// Re-reports every second the health of what the strategy runs (Kubernetes: Ready,
     /// or which component is down and why), keeping the rest of the last report.
-    pub(crate) fn watch_health(self: &Arc<Self>) {
+    pub(crate) async fn watch_health(self: &Arc<Self>) {
         let node = self.clone();
         let task = tokio::spawn(async move {
             let mut first = true;
@@ -150,9 +150,7 @@ impl Node {
                 node.report_health(health);
             }
         });
-        if let Ok(mut keep) = self.keep.try_lock() {
-            keep.push(Keep::Task(task));
-        }
+        self.keep.lock().await.push(Keep::Task(task));
     }
 
     /// The last report again with new Kubernetes health, if it changed (one critical section
@@ -567,6 +565,6 @@ async fn initialize(node: &Arc<Node>, req: &InitRequest) -> anyhow::Result<Initi
         kube_admin,
     };
     report(Phase::Initialized, services);
-    node.watch_health();
+    node.watch_health().await;
     Ok(done)
 }

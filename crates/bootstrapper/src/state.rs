@@ -22,7 +22,7 @@ impl NodeDir {
         self.0.join("state")
     }
     pub fn node_state(&self) -> PathBuf {
-        self.state().join("node_state.json")
+        self.0.join(cluster::report::NODE_STATE_FILE)
     }
     pub fn pki(&self) -> PathBuf {
         self.state().join("pki")

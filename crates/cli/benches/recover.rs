@@ -88,9 +88,10 @@ fn main() {
             .collect();
         assert_eq!(pids.len(), 3);
         for pid in &pids {
-            let _ = Command::new("kill")
-                .args(["-9", "--", &format!("-{pid}")])
-                .status();
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(*pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
         let deadline = Instant::now() + Duration::from_secs(10);
         while pids.iter().any(|p| support::alive(*p)) {

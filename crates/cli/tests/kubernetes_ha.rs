@@ -50,11 +50,11 @@ impl Faults for Cluster {
     /// `kill -9` of node `name`'s whole process group (Bootstrapper, etcd, the control plane).
     fn kill_node(&self, name: &str) {
         let pid = self.node_pid(name);
-        let s = Command::new("kill")
-            .args(["-9", "--", &format!("-{pid}")])
-            .status()
-            .unwrap();
-        assert!(s.success());
+        nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
     }
     fn status_json(&self) -> serde_json::Value {
         serde_json::from_str(&self.ok(&["status", "-o", "json"])).unwrap()
@@ -177,11 +177,11 @@ fn control_plane_loss_worker_runtime_loss_and_full_outage_with_kubernetes() {
 
     // A worker whose containerd dies: status says NotReady and names containerd.
     let pid = containerd_of(cluster.path(), "worker-0").expect("worker-0's containerd");
-    assert!(Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .status()
-        .unwrap()
-        .success());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
     let mut seen = None;
     for _ in 0..100 {
         let st = cluster.status_json();

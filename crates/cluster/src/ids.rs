@@ -27,3 +27,8 @@ pub mod ticket {
 /// Component names of the node image manifest (measured into PCR 11, run from the measured
 /// copies).
 pub const COMPONENT_ETCD: &str = "etcd";
+
+/// The container images (OCI archives) a Kubernetes node image bundles and every node imports:
+/// the sandbox (pause), the workload image (busybox) and CoreDNS. No registry is reachable.
+pub const COMPONENT_IMAGE_ARCHIVES: &[&str] =
+    &["image-pause.tar", "image-busybox.tar", "image-coredns.tar"];

@@ -15,6 +15,9 @@ pub const VERIFY: u16 = 30081;
 pub const ETCD_CLIENT: u16 = 2379;
 /// etcd's peer port (mutual TLS, control-plane CA).
 pub const ETCD_PEER: u16 = 2380;
+/// The Kubernetes API server, on every control plane (in its node network) and on the
+/// provider's host-side endpoint.
+pub const KUBE_API: u16 = 6443;
 
 /// Every port a node of `role` binds.
 pub fn of(role: crate::Role) -> &'static [u16] {

@@ -100,6 +100,10 @@ impl NodeReport {
     }
 }
 
+/// Where a node keeps its [`NodeState`], relative to its state folder (the provider reads
+/// whether it exists: the disk holds cluster state).
+pub const NODE_STATE_FILE: &str = "state/node_state.json";
+
 /// What a cluster member keeps on its state disk (the Go system's `node_state.json` layout:
 /// `{"Role": "ControlPlane"|"Worker", "MeasurementSalt": "<std base64>"}`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

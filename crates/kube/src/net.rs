@@ -59,6 +59,8 @@ pub enum NetError {
     TornDown,
     #[error("no cluster network at {0}")]
     NoCluster(PathBuf),
+    #[error("the cluster network {cluster} has no node {node} (its provider did not create it)")]
+    NoSuchNode { cluster: String, node: String },
     #[error("cluster registry {path}: line {line:?} is not `<index> <node name>`")]
     BadRegistry { path: PathBuf, line: String },
     #[error("{what} {path}: {source}")]

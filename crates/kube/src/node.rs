@@ -378,34 +378,7 @@ impl KubeNode {
         setup: &NodeSetup,
         cluster: &ClusterSpec,
     ) -> Result<KubeNode, KubeNodeError> {
-        let mut me = KubeNode::new(setup);
-        me.start_containerd(setup).await?;
-        let etcd = me.etcd_mode(&cluster.etcd).await?;
-        let cp_err = me.cp_err();
-        let socket = me
-            .containerd
-            .as_ref()
-            .map(|c| c.paths().socket.clone())
-            .unwrap_or_default();
-        me.control_plane = Some(
-            ControlPlane::init(
-                &setup.bins,
-                &setup.net,
-                &socket,
-                &me.dir.join("control-plane"),
-                &Self::spec(cluster, etcd),
-                setup.deadline,
-            )
-            .await
-            .map_err(&cp_err)?,
-        );
-        me.start_control_plane_node(setup).await?;
-        if cluster.coredns {
-            if let Some(cp) = &me.control_plane {
-                cp.deploy_coredns().await.map_err(&cp_err)?;
-            }
-        }
-        Ok(me)
+        Self::start_control_plane(setup, cluster, None).await
     }
 
     /// A further control plane from the shared keys in `join` (an attested control-plane
@@ -414,6 +387,15 @@ impl KubeNode {
         setup: &NodeSetup,
         cluster: &ClusterSpec,
         join: &ControlPlaneJoin,
+    ) -> Result<KubeNode, KubeNodeError> {
+        Self::start_control_plane(setup, cluster, Some(join)).await
+    }
+
+    /// Init (`join` `None`) or join of a control-plane node.
+    async fn start_control_plane(
+        setup: &NodeSetup,
+        cluster: &ClusterSpec,
+        join: Option<&ControlPlaneJoin>,
     ) -> Result<KubeNode, KubeNodeError> {
         let mut me = KubeNode::new(setup);
         me.start_containerd(setup).await?;
@@ -424,20 +406,23 @@ impl KubeNode {
             .as_ref()
             .map(|c| c.paths().socket.clone())
             .unwrap_or_default();
-        me.control_plane = Some(
-            ControlPlane::join_with(
-                &setup.bins,
-                &setup.net,
-                &socket,
-                &me.dir.join("control-plane"),
-                &Self::spec(cluster, etcd),
-                join,
-                setup.deadline,
-            )
-            .await
-            .map_err(&cp_err)?,
-        );
+        let dir = me.dir.join("control-plane");
+        let spec = Self::spec(cluster, etcd);
+        let (bins, net) = (&setup.bins, &setup.net);
+        let cp = match join {
+            None => ControlPlane::init(bins, net, &socket, &dir, &spec, setup.deadline).await,
+            Some(j) => {
+                ControlPlane::join_with(bins, net, &socket, &dir, &spec, j, setup.deadline).await
+            }
+        };
+        me.control_plane = Some(cp.map_err(&cp_err)?);
         me.start_control_plane_node(setup).await?;
+        // CoreDNS once, by the first control plane.
+        if cluster.coredns && join.is_none() {
+            if let Some(cp) = &me.control_plane {
+                cp.deploy_coredns().await.map_err(&cp_err)?;
+            }
+        }
         Ok(me)
     }
 

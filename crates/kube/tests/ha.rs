@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{kube_bin, report, which};
+use common::{report, which};
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -22,35 +22,11 @@ use kube_node::runtime::Containerd;
 
 #[test]
 fn three_control_planes_survive_the_loss_of_one() {
-    if let Some(why) = common::missing_root_or_tools(&[
-        "ip",
-        "unshare",
-        "nsenter",
-        "containerd",
-        "ctr",
-        "runc",
-        "busybox",
-        "cc",
-    ]) {
-        return common::skip(&why);
-    }
-    let Some(bin) = kube_bin() else {
-        return common::skip(
-            "Kubernetes binaries not built (KUBE_BIN=$(scripts/install-kubernetes.sh))",
-        );
-    };
-    let bins = match KubeBinaries::locate(&bin) {
-        Ok(b) => b,
-        Err(e) => return common::skip(&e.to_string()),
+    let Some(bins) = common::kube_binaries_or_skip() else {
+        return;
     };
     let name = common::cluster_name("ha");
-    common::guarded(&name, || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(body(&name, &bins));
-    });
+    common::guarded(&name, || common::block_on(body(&name, &bins)));
 }
 
 async fn body(name: &str, bins: &KubeBinaries) {

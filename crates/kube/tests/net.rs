@@ -30,7 +30,7 @@ fn names_are_checked_before_anything_is_created() {
 
 #[test]
 fn three_nodes_route_to_each_other_and_teardown_leaves_the_host_as_found() {
-    if let Some(why) = common::missing_root_or_tools(&["ip", "unshare", "nsenter", "ping"]) {
+    if let Some(why) = common::missing_root_or_tools(&["ip", "unshare", "nsenter", "busybox"]) {
         return common::skip(&why);
     }
     let name = common::cluster_name("net");
@@ -86,8 +86,9 @@ fn three_nodes_route_to_each_other_and_teardown_leaves_the_host_as_found() {
         // node to node and node to gateway over the bridge
         for target in ["198.18.7.2", "198.18.7.3", "198.18.7.254"] {
             run_ok({
-                let mut c = n1.net_command("ping");
-                c.args(["-c", "1", "-W", "5", target]);
+                let mut c = n1.net_command("busybox");
+                // busybox-static is installed; iputils-ping may not be (bare Debian 12).
+                c.args(["ping", "-c", "1", "-W", "5", target]);
                 c
             });
         }
@@ -98,8 +99,9 @@ fn three_nodes_route_to_each_other_and_teardown_leaves_the_host_as_found() {
             c
         });
         run_ok({
-            let mut c = n1.net_command("ping");
-            c.args(["-c", "1", "-W", "5", "10.244.3.7"]);
+            let mut c = n1.net_command("busybox");
+            // busybox-static is installed; iputils-ping may not be (bare Debian 12).
+            c.args(["ping", "-c", "1", "-W", "5", "10.244.3.7"]);
             c
         });
 
@@ -174,7 +176,7 @@ fn a_failing_test_still_leaves_the_host_as_found() {
 
 #[test]
 fn a_detached_network_is_opened_and_torn_down_by_another_owner() {
-    if let Some(why) = common::missing_root_or_tools(&["ip", "unshare", "nsenter", "ping"]) {
+    if let Some(why) = common::missing_root_or_tools(&["ip", "unshare", "nsenter", "busybox"]) {
         return common::skip(&why);
     }
     let name = common::cluster_name("detach");
@@ -215,8 +217,9 @@ fn a_detached_network_is_opened_and_torn_down_by_another_owner() {
         let n3 = net.add_node("n3").unwrap();
         assert_eq!(n3.index(), 3);
         run_ok({
-            let mut c = n3.net_command("ping");
-            c.args(["-c", "1", "-W", "5", "198.18.11.1"]);
+            let mut c = n3.net_command("busybox");
+            // busybox-static is installed; iputils-ping may not be (bare Debian 12).
+            c.args(["ping", "-c", "1", "-W", "5", "198.18.11.1"]);
             c
         });
         net.teardown().unwrap();

@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{kube_bin, report, which};
+use common::{report, which};
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -29,35 +29,11 @@ use rcgen::{
 
 #[test]
 fn control_planes_on_an_external_etcd_and_a_worker_from_join_data() {
-    if let Some(why) = common::missing_root_or_tools(&[
-        "ip",
-        "unshare",
-        "nsenter",
-        "containerd",
-        "ctr",
-        "runc",
-        "busybox",
-        "cc",
-    ]) {
-        return common::skip(&why);
-    }
-    let Some(bin) = kube_bin() else {
-        return common::skip(
-            "Kubernetes binaries not built (KUBE_BIN=$(scripts/install-kubernetes.sh))",
-        );
-    };
-    let bins = match KubeBinaries::locate(&bin) {
-        Ok(b) => b,
-        Err(e) => return common::skip(&e.to_string()),
+    let Some(bins) = common::kube_binaries_or_skip() else {
+        return;
     };
     let name = common::cluster_name("wire");
-    common::guarded(&name, || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(body(&name, &bins));
-    });
+    common::guarded(&name, || common::block_on(body(&name, &bins)));
 }
 
 /// The etcd CA, a server certificate (SANs 127.0.0.1 and the member's address) and a client

@@ -50,8 +50,8 @@ pub enum ImageError {
     PathEscapes { manifest: PathBuf, path: String },
     #[error("cannot find the node program {name:?}: looked in {looked}")]
     SourceMissing { name: String, looked: String },
-    #[error("building the container images of the node image: {0}")]
-    ContainerImage(String),
+    #[error("building the container images of the node image")]
+    ContainerImage(#[source] kube_node::image::ImageError),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,9 +118,9 @@ pub const KUBE_BINARIES: &[&str] = &[
     "etcdctl",
 ];
 
-/// The container images (OCI archives) a Kubernetes node image bundles and every node imports:
-/// the sandbox (pause), the workload image (busybox) and CoreDNS. No registry is reachable.
-pub const KUBE_IMAGES: &[&str] = &["image-pause.tar", "image-busybox.tar", "image-coredns.tar"];
+/// The container images a Kubernetes node image bundles (names shared with the node:
+/// [`cluster::ids::COMPONENT_IMAGE_ARCHIVES`]).
+pub use cluster::ids::COMPONENT_IMAGE_ARCHIVES as KUBE_IMAGES;
 
 /// Whether node images include Kubernetes: yes unless `CONSTELLATION_KUBERNETES=off` (the
 /// fast mode for tests of the attestation core: the cluster state, JoinService and KeyService
@@ -240,7 +240,7 @@ impl KubeSources {
                 Ok::<(), kube_node::image::ImageError>(())
             })();
             let _ = fs::remove_dir_all(&tmp);
-            built.map_err(|e| ImageError::ContainerImage(e.to_string()))?;
+            built.map_err(ImageError::ContainerImage)?;
         }
         Ok(KubeSources {
             bin_dir,

@@ -68,7 +68,10 @@ pub enum InfraError {
     Interrupted,
     #[error("Kubernetes nodes need root (network and mount namespaces, cgroups); this runs as another user")]
     KubernetesNeedsRoot,
-    #[error("the cluster network")]
+    #[error(
+        "setting up the cluster network (namespaces under {})",
+        crate::kubenet::RUN_ROOT
+    )]
     Net(#[from] kube_node::net::NetError),
     #[error("no free cluster network under {0} (250 in use)")]
     NoFreeNetwork(PathBuf),

@@ -23,7 +23,7 @@ use crate::process::ProcessRecord;
 pub const RUN_ROOT: &str = kube_node::net::DEFAULT_RUN_ROOT;
 
 /// The API server port on the host-side endpoint and on every control plane.
-pub const API_PORT: u16 = 6443;
+pub const API_PORT: u16 = cluster::ports::KUBE_API;
 
 /// The host sysctls a node changed for its kubelet, saved in its folder for `terminate`.
 pub const SYSCTLS_FILE: &str = "host-sysctls.json";
@@ -94,7 +94,10 @@ pub fn node_net(
     let net = ClusterNet::open(run_root, name)?;
     let found = net.node(node).cloned();
     net.detach();
-    found.ok_or_else(|| NetError::BadClusterName(format!("{name}: no node {node}")))
+    found.ok_or_else(|| NetError::NoSuchNode {
+        cluster: name.into(),
+        node: node.into(),
+    })
 }
 
 /// Removes node `name` from the network (kills what runs in its namespaces and cgroup).

@@ -127,7 +127,7 @@ fn view_of(state: CloudState) -> CloudView {
                     .clone()
                     .filter(|r| n.process.is_some_and(|p| p.pid == r.pid)),
                 last_report: last,
-                has_cluster_state: n.dir.join("state").join("node_state.json").exists(),
+                has_cluster_state: n.dir.join(cluster::report::NODE_STATE_FILE).exists(),
             }
         })
         .collect();

@@ -51,8 +51,10 @@ pub fn run(
     // With Kubernetes, done means every node Ready in the API (kubectl works right away).
     if out.cluster_id.is_some() && cloudcmd::runs_kubernetes(ws) {
         let t = std::time::Instant::now();
-        let names: Vec<String> = cloudcmd::status::status(&crate::workspace(ws))?
-            .map(|s| s.nodes.into_iter().map(|n| n.name).collect())
+        let names: Vec<String> = crate::workspace(ws)
+            .provider
+            .view()?
+            .map(|c| c.nodes.into_iter().map(|n| n.info.name).collect())
             .unwrap_or_default();
         crate::kube_api::wait_ready(
             &ws.join(cloudcmd::ADMIN_CONF_FILE),

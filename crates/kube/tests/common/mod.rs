@@ -225,3 +225,43 @@ pub fn serial() -> std::sync::MutexGuard<'static, ()> {
 pub fn cluster_name(tag: &str) -> String {
     format!("t{}-{tag}", std::process::id())
 }
+
+/// The preconditions of a test that runs Kubernetes nodes: root, the node-runtime programs and
+/// the Kubernetes build. `None` after printing why the test is skipped.
+#[allow(dead_code)] // not every test file runs Kubernetes
+pub fn kube_binaries_or_skip() -> Option<kube_node::control_plane::KubeBinaries> {
+    if let Some(why) = missing_root_or_tools(&[
+        "ip",
+        "unshare",
+        "nsenter",
+        "containerd",
+        "ctr",
+        "runc",
+        "busybox",
+        "cc",
+    ]) {
+        skip(&why);
+        return None;
+    }
+    let Some(bin) = kube_bin() else {
+        skip("Kubernetes binaries not built (KUBE_BIN=$(scripts/install-kubernetes.sh))");
+        return None;
+    };
+    match kube_node::control_plane::KubeBinaries::locate(&bin) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            skip(&e.to_string());
+            None
+        }
+    }
+}
+
+/// Runs `f` to completion on a current-thread runtime.
+#[allow(dead_code)]
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
